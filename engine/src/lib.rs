@@ -1,0 +1,10 @@
+//! Headwater's engine: the runtime that wires the codec, balancers and health together.
+//!
+//! Library first, so that users can embed the engine in their own proxies; the `headwater`
+//! binary (`src/main.rs`) is a thin command-line front end over it.
+
+pub mod access_log;
+pub mod admin;
+pub mod config;
+pub mod metrics;
+pub mod runtime;

@@ -1,0 +1,16 @@
+//! Headwater's HTTP/1.1 codec, sans-IO: no sockets, no runtime.
+//!
+//! - [`head`] parses request and response heads with httparse into header *indices* over one
+//!   frozen buffer, so names and values are zero-copy slices, exposed as `http` crate types.
+//! - [`framing`] decides how a message body is delimited (RFC 9112 §6) and rejects ambiguous
+//!   framing, the root of request smuggling.
+//! - [`body`] and [`chunked`] decode bodies incrementally, yielding bytes as they arrive.
+//! - [`encode`] writes heads, applies a proxy's hop-by-hop and forwarding-header rules, and
+//!   encodes chunked bodies.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod chunked;
+pub mod error;
+
+pub use error::{Error, ErrorKind};
