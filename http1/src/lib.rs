@@ -10,7 +10,19 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod body;
 pub mod chunked;
+pub mod encode;
 pub mod error;
+pub mod framing;
+pub mod head;
 
+pub use body::BodyDecoder;
+pub use chunked::{ChunkedDecoder, Decoded};
+pub use encode::{
+    encode_proxy_request, encode_proxy_response, encode_request_head, encode_response_head,
+    ClientConnection, Forwarding, RequestEdits, ResponseEdits, XffMode, CONTINUE_100,
+};
 pub use error::{Error, ErrorKind};
+pub use framing::{request_framing, response_framing, BodyKind};
+pub use head::{Limits, RequestHead, RequestParser, ResponseHead, ResponseParser, TargetForm};

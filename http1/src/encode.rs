@@ -1,0 +1,457 @@
+//! Writing heads: a proxy's rewrite of a received request or response (hop-by-hop stripping,
+//! forwarding headers, route edits, re-framing) and plain heads for the gateway's own messages.
+//!
+//! Every function appends to a caller-owned `BytesMut`, so a connection reuses one write
+//! buffer and the common case allocates nothing. Header bytes are copied from the received
+//! head exactly once, into that buffer.
+
+use std::net::IpAddr;
+
+use bytes::{BufMut, BytesMut};
+use http::{HeaderName, HeaderValue, Method, StatusCode, Version};
+
+use crate::framing::BodyKind;
+use crate::head::{list_elements, Facts, RequestHead, ResponseHead, TargetForm};
+
+/// The interim response sent to a client that asked `Expect: 100-continue`.
+pub const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// What to do with an incoming `X-Forwarded-For`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum XffMode {
+    /// Keep the client's list and append the peer address (default).
+    #[default]
+    Append,
+    /// Replace it with the peer address (the client is not trusted).
+    Replace,
+    /// Leave whatever the client sent; add nothing.
+    Off,
+}
+
+/// Forwarding headers a proxy adds to requests.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Forwarding<'a> {
+    /// `Via` pseudonym, e.g. `b"headwater"`: appends `1.1 headwater` (or `1.0`) to `Via`.
+    pub via: Option<&'a [u8]>,
+    /// `X-Forwarded-For` handling.
+    pub xff: XffMode,
+    /// The downstream peer's address, for `X-Forwarded-For`.
+    pub client_ip: Option<IpAddr>,
+    /// `X-Forwarded-Proto` value (`http` / `https`); replaces any incoming value.
+    pub proto: Option<&'a [u8]>,
+    /// Set `X-Forwarded-Host` to the authority the client asked for (replacing any incoming).
+    pub forwarded_host: bool,
+}
+
+/// Route-specific changes to a forwarded request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestEdits<'a> {
+    /// A new path-and-query, given in two parts that are written one after the other (so a
+    /// prefix rewrite needs no allocation). `None` keeps the received one.
+    pub target: Option<[&'a [u8]; 2]>,
+    /// Host to send when the request carries none (an HTTP/1.0 client without `Host`).
+    pub default_host: Option<&'a [u8]>,
+    /// Forward an upgrade (`Connection: upgrade` + `Upgrade`) instead of stripping it.
+    pub upgrade: bool,
+    /// Header names to drop.
+    pub remove: &'a [HeaderName],
+    /// Headers to add.
+    pub add: &'a [(HeaderName, HeaderValue)],
+}
+
+/// Route-specific changes to a forwarded response.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ResponseEdits<'a> {
+    /// Header names to drop.
+    pub remove: &'a [HeaderName],
+    /// Headers to add.
+    pub add: &'a [(HeaderName, HeaderValue)],
+}
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus the framing
+/// headers the proxy rewrites itself.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hop {
+    /// Dropped: Connection, Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding.
+    Drop,
+    ContentLength,
+    Upgrade,
+    Host,
+    Via,
+    XForwardedFor,
+    XForwardedProto,
+    XForwardedHost,
+    Other,
+}
+
+#[inline]
+fn hop(name: &[u8]) -> Hop {
+    match name.len() {
+        2 if name.eq_ignore_ascii_case(b"te") => Hop::Drop,
+        3 if name.eq_ignore_ascii_case(b"via") => Hop::Via,
+        4 if name.eq_ignore_ascii_case(b"host") => Hop::Host,
+        7 if name.eq_ignore_ascii_case(b"upgrade") => Hop::Upgrade,
+        7 if name.eq_ignore_ascii_case(b"trailer") => Hop::Drop,
+        10 if name.eq_ignore_ascii_case(b"connection") => Hop::Drop,
+        10 if name.eq_ignore_ascii_case(b"keep-alive") => Hop::Drop,
+        14 if name.eq_ignore_ascii_case(b"content-length") => Hop::ContentLength,
+        15 if name.eq_ignore_ascii_case(b"x-forwarded-for") => Hop::XForwardedFor,
+        16 if name.eq_ignore_ascii_case(b"proxy-connection") => Hop::Drop,
+        16 if name.eq_ignore_ascii_case(b"x-forwarded-host") => Hop::XForwardedHost,
+        17 if name.eq_ignore_ascii_case(b"transfer-encoding") => Hop::Drop,
+        17 if name.eq_ignore_ascii_case(b"x-forwarded-proto") => Hop::XForwardedProto,
+        _ => Hop::Other,
+    }
+}
+
+/// Whether `name` is listed in the message's Connection header(s) (and so hop-by-hop).
+fn named_by_connection<'a>(
+    name: &[u8],
+    facts: &Facts,
+    mut connection_values: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> bool {
+    facts.conn_other
+        && connection_values.any(|(n, v)| {
+            n.eq_ignore_ascii_case(b"connection")
+                && list_elements(v).any(|t| t.eq_ignore_ascii_case(name))
+        })
+}
+
+fn removed(name: &[u8], remove: &[HeaderName]) -> bool {
+    remove
+        .iter()
+        .any(|r| r.as_str().as_bytes().eq_ignore_ascii_case(name))
+}
+
+#[inline]
+fn put_header(dst: &mut BytesMut, name: &[u8], value: &[u8]) {
+    dst.reserve(name.len() + value.len() + 4);
+    dst.put_slice(name);
+    dst.put_slice(b": ");
+    dst.put_slice(value);
+    dst.put_slice(b"\r\n");
+}
+
+/// Appends the decimal form of `n`.
+pub fn put_u64(dst: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    dst.put_slice(&digits[i..]);
+}
+
+fn put_framing(dst: &mut BytesMut, framing: BodyKind) {
+    match framing {
+        BodyKind::Length(n) => {
+            dst.put_slice(b"content-length: ");
+            put_u64(dst, n);
+            dst.put_slice(b"\r\n");
+        }
+        BodyKind::Chunked => dst.put_slice(b"transfer-encoding: chunked\r\n"),
+        BodyKind::None | BodyKind::Close => {}
+    }
+}
+
+fn put_ip(dst: &mut BytesMut, ip: IpAddr) {
+    use std::io::Write;
+    let mut tmp = [0u8; 46];
+    let mut cursor = std::io::Cursor::new(&mut tmp[..]);
+    // An IP address always fits in 45 bytes.
+    let _ = write!(cursor, "{ip}");
+    let n = cursor.position() as usize;
+    dst.put_slice(&tmp[..n]);
+}
+
+fn version_token(v: Version) -> &'static [u8] {
+    if v == Version::HTTP_10 {
+        b"1.0"
+    } else {
+        b"1.1"
+    }
+}
+
+/// Writes the head of `head` as a proxy forwards it upstream over HTTP/1.1, with body framing
+/// `framing` (see [`crate::framing::request_framing`]).
+///
+/// Hop-by-hop headers are removed (`Connection` and every header it names, `Keep-Alive`,
+/// `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`, and `Upgrade` unless
+/// `edits.upgrade`), the framing header is written anew, `Host` comes first, and the
+/// forwarding headers of `fwd` are applied.
+pub fn encode_proxy_request(
+    head: &RequestHead,
+    framing: BodyKind,
+    edits: &RequestEdits<'_>,
+    fwd: &Forwarding<'_>,
+    dst: &mut BytesMut,
+) {
+    let facts = head.facts();
+    dst.reserve(head.as_bytes().len() + 128);
+    dst.put_slice(head.method().as_str().as_bytes());
+    dst.put_u8(b' ');
+    match (edits.target, head.target_form()) {
+        (Some([a, b]), _) => {
+            dst.put_slice(a);
+            dst.put_slice(b);
+        }
+        (None, TargetForm::Origin | TargetForm::Absolute) => {
+            let pq = head.path_and_query();
+            if pq.is_empty() {
+                dst.put_u8(b'/');
+            } else if pq[0] == b'?' {
+                dst.put_u8(b'/');
+                dst.put_slice(pq);
+            } else {
+                dst.put_slice(pq);
+            }
+        }
+        (None, _) => dst.put_slice(head.target()),
+    }
+    dst.put_slice(b" HTTP/1.1\r\nhost: ");
+    if let Some(host) = head
+        .authority()
+        .filter(|h| !h.is_empty())
+        .or(edits.default_host)
+    {
+        dst.put_slice(host);
+    }
+    dst.put_slice(b"\r\n");
+
+    let mut via_written = false;
+    let mut xff_written = false;
+    for (name, value) in head.headers() {
+        match hop(name) {
+            Hop::Drop | Hop::ContentLength | Hop::Host => continue,
+            Hop::Upgrade => {
+                if !edits.upgrade {
+                    continue;
+                }
+            }
+            Hop::Via => {
+                if let Some(p) = fwd.via {
+                    if !via_written {
+                        // Merge every incoming Via into one field followed by ours.
+                        dst.put_slice(b"via: ");
+                        for (i, v) in head.header_all("via").enumerate() {
+                            if i > 0 {
+                                dst.put_slice(b", ");
+                            }
+                            dst.put_slice(v);
+                        }
+                        dst.put_slice(b", ");
+                        dst.put_slice(version_token(head.version()));
+                        dst.put_u8(b' ');
+                        dst.put_slice(p);
+                        dst.put_slice(b"\r\n");
+                        via_written = true;
+                    }
+                    continue;
+                }
+            }
+            Hop::XForwardedFor => match (fwd.xff, fwd.client_ip) {
+                (XffMode::Off, _) | (_, None) => {}
+                (XffMode::Replace, Some(_)) => continue,
+                (XffMode::Append, Some(ip)) => {
+                    if !xff_written {
+                        dst.put_slice(b"x-forwarded-for: ");
+                        for v in head.header_all("x-forwarded-for") {
+                            dst.put_slice(v);
+                            dst.put_slice(b", ");
+                        }
+                        put_ip(dst, ip);
+                        dst.put_slice(b"\r\n");
+                        xff_written = true;
+                    }
+                    continue;
+                }
+            },
+            Hop::XForwardedProto => {
+                if fwd.proto.is_some() {
+                    continue;
+                }
+            }
+            Hop::XForwardedHost => {
+                if fwd.forwarded_host {
+                    continue;
+                }
+            }
+            Hop::Other => {}
+        }
+        if named_by_connection(name, facts, head.headers()) || removed(name, edits.remove) {
+            continue;
+        }
+        put_header(dst, name, value);
+    }
+    if edits.upgrade && head.upgrade().is_some() {
+        dst.put_slice(b"connection: upgrade\r\n");
+    }
+    if let (Some(p), false) = (fwd.via, via_written) {
+        dst.put_slice(b"via: ");
+        dst.put_slice(version_token(head.version()));
+        dst.put_u8(b' ');
+        dst.put_slice(p);
+        dst.put_slice(b"\r\n");
+    }
+    if let (XffMode::Append | XffMode::Replace, Some(ip), false) =
+        (fwd.xff, fwd.client_ip, xff_written)
+    {
+        dst.put_slice(b"x-forwarded-for: ");
+        put_ip(dst, ip);
+        dst.put_slice(b"\r\n");
+    }
+    if let Some(proto) = fwd.proto {
+        put_header(dst, b"x-forwarded-proto", proto);
+    }
+    if fwd.forwarded_host {
+        if let Some(host) = head.authority().filter(|h| !h.is_empty()) {
+            put_header(dst, b"x-forwarded-host", host);
+        }
+    }
+    for (n, v) in edits.add {
+        put_header(dst, n.as_str().as_bytes(), v.as_bytes());
+    }
+    put_framing(dst, framing);
+    dst.put_slice(b"\r\n");
+}
+
+/// How a forwarded response's connection is handled toward the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientConnection {
+    /// Keep the client connection open after this response.
+    KeepAlive,
+    /// Close it after this response (`Connection: close` is sent).
+    Close,
+    /// The response is a 101 switching the connection to the upgraded protocol.
+    Upgrade,
+}
+
+/// Writes the head of an upstream response as the proxy forwards it to a client speaking
+/// `client_version`, with body framing `framing` (see [`crate::framing::response_framing`]).
+pub fn encode_proxy_response(
+    head: &ResponseHead,
+    framing: BodyKind,
+    client_version: Version,
+    conn: ClientConnection,
+    edits: &ResponseEdits<'_>,
+    via: Option<&[u8]>,
+    dst: &mut BytesMut,
+) {
+    let facts = head.facts();
+    dst.reserve(head.as_bytes().len() + 96);
+    put_status_line(dst, head.status(), head.reason());
+    let mut via_written = false;
+    for (name, value) in head.headers() {
+        match hop(name) {
+            Hop::Drop => continue,
+            // A response without a body (HEAD, 304) keeps its Content-Length: it describes
+            // the representation, not this message's framing.
+            Hop::ContentLength if framing != BodyKind::None => continue,
+            Hop::Upgrade if conn != ClientConnection::Upgrade => continue,
+            Hop::Via => {
+                if let Some(p) = via {
+                    if !via_written {
+                        dst.put_slice(b"via: ");
+                        for v in head.header_all("via") {
+                            dst.put_slice(v);
+                            dst.put_slice(b", ");
+                        }
+                        dst.put_slice(version_token(head.version()));
+                        dst.put_u8(b' ');
+                        dst.put_slice(p);
+                        dst.put_slice(b"\r\n");
+                        via_written = true;
+                    }
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        if named_by_connection(name, facts, head.headers()) || removed(name, edits.remove) {
+            continue;
+        }
+        put_header(dst, name, value);
+    }
+    if let (Some(p), false) = (via, via_written) {
+        dst.put_slice(b"via: ");
+        dst.put_slice(version_token(head.version()));
+        dst.put_u8(b' ');
+        dst.put_slice(p);
+        dst.put_slice(b"\r\n");
+    }
+    for (n, v) in edits.add {
+        put_header(dst, n.as_str().as_bytes(), v.as_bytes());
+    }
+    put_framing(dst, framing);
+    put_connection(dst, conn, client_version);
+    dst.put_slice(b"\r\n");
+}
+
+fn put_connection(dst: &mut BytesMut, conn: ClientConnection, client_version: Version) {
+    match conn {
+        ClientConnection::Close => dst.put_slice(b"connection: close\r\n"),
+        ClientConnection::KeepAlive if client_version == Version::HTTP_10 => {
+            dst.put_slice(b"connection: keep-alive\r\n")
+        }
+        ClientConnection::KeepAlive => {}
+        ClientConnection::Upgrade => dst.put_slice(b"connection: upgrade\r\n"),
+    }
+}
+
+fn put_status_line(dst: &mut BytesMut, status: StatusCode, reason: &[u8]) {
+    dst.put_slice(b"HTTP/1.1 ");
+    dst.put_slice(status.as_str().as_bytes());
+    dst.put_u8(b' ');
+    if reason.is_empty() {
+        dst.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    } else {
+        dst.put_slice(reason);
+    }
+    dst.put_slice(b"\r\n");
+}
+
+/// Writes a response head the gateway itself produces (errors, admin answers): status line,
+/// `headers`, the framing header, and `Connection` per `conn` and the client's version.
+pub fn encode_response_head(
+    status: StatusCode,
+    headers: &[(&str, &[u8])],
+    framing: BodyKind,
+    client_version: Version,
+    conn: ClientConnection,
+    dst: &mut BytesMut,
+) {
+    put_status_line(dst, status, b"");
+    for (n, v) in headers {
+        put_header(dst, n.as_bytes(), v);
+    }
+    put_framing(dst, framing);
+    put_connection(dst, conn, client_version);
+    dst.put_slice(b"\r\n");
+}
+
+/// Writes an HTTP/1.1 request head the gateway originates (health probes, LLM provider calls).
+pub fn encode_request_head(
+    method: &Method,
+    target: &[u8],
+    host: &[u8],
+    headers: &[(&str, &[u8])],
+    framing: BodyKind,
+    dst: &mut BytesMut,
+) {
+    dst.put_slice(method.as_str().as_bytes());
+    dst.put_u8(b' ');
+    dst.put_slice(target);
+    dst.put_slice(b" HTTP/1.1\r\nhost: ");
+    dst.put_slice(host);
+    dst.put_slice(b"\r\n");
+    for (n, v) in headers {
+        put_header(dst, n.as_bytes(), v);
+    }
+    put_framing(dst, framing);
+    dst.put_slice(b"\r\n");
+}

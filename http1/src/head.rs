@@ -1,0 +1,1106 @@
+//! Request and response heads: incremental detection of the end of a head, strict parsing with
+//! httparse, and a parsed head that keeps header *indices* into one frozen buffer.
+//!
+//! A [`RequestParser`] / [`ResponseParser`] is kept per connection. Each call scans only the
+//! bytes that arrived since the previous call for the end of the head (so a client that sends
+//! one byte at a time costs linear, not quadratic, work) and rejects bare LF / bare CR line
+//! endings as it goes. Once the head is complete it is split off the read buffer without copying
+//! (`BytesMut::split_to(..).freeze()`), parsed by httparse, and its framing-relevant headers
+//! (`Content-Length`, `Transfer-Encoding`, `Connection`, `Host`, `Expect`, `Upgrade`) are
+//! interpreted in the same pass. Names and values are then served as slices of that buffer, or as
+//! `http` crate types ([`HeaderValue`] shares the buffer; [`HeaderName`] is interned for standard
+//! names and copied once otherwise).
+
+use core::mem::MaybeUninit;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
+
+use crate::error::{bad_framing, malformed, Error, ErrorKind};
+use crate::framing::BodyKind;
+
+/// Size limits applied while reading a head. Each has the status a server answers when exceeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Total bytes of request line (or status line) plus header section. Exceeding it: 431.
+    pub max_head_bytes: usize,
+    /// Number of header fields. Exceeding it: 431.
+    pub max_headers: usize,
+    /// Length of the request-target. Exceeding it: 414.
+    pub max_uri_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_head_bytes: 64 * 1024,
+            max_headers: 128,
+            max_uri_bytes: 8 * 1024,
+        }
+    }
+}
+
+/// A byte range within a head's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Span {
+    pub(crate) start: u32,
+    pub(crate) end: u32,
+}
+
+impl Span {
+    #[inline]
+    fn of(buf: &[u8], part: &[u8]) -> Span {
+        // Both pointers come from the same allocation: `part` is a sub-slice of `buf` that
+        // httparse returned, so the difference is the offset of `part` in `buf`.
+        let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+        Span {
+            start: start as u32,
+            end: (start + part.len()) as u32,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn range(self) -> core::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
+
+    #[inline]
+    fn is_empty(self) -> bool {
+        self.start == self.end
+    }
+}
+
+/// One header field: the spans of its name and value in the head buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Field {
+    pub(crate) name: Span,
+    pub(crate) value: Span,
+}
+
+/// Facts about a message that framing, keep-alive and proxying decisions need, gathered while
+/// the headers are parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Facts {
+    pub(crate) content_length: Option<u64>,
+    /// A Transfer-Encoding header was present (and, for requests, is exactly a final chunked).
+    pub(crate) transfer_encoding: bool,
+    /// The final transfer coding is `chunked`.
+    pub(crate) chunked: bool,
+    pub(crate) conn_close: bool,
+    pub(crate) conn_keep_alive: bool,
+    pub(crate) conn_upgrade: bool,
+    /// The Connection header lists tokens other than close / keep-alive / upgrade, so the
+    /// headers they name must be stripped by a proxy.
+    pub(crate) conn_other: bool,
+    pub(crate) expect_continue: bool,
+    pub(crate) host: Option<u16>,
+    pub(crate) upgrade: Option<u16>,
+}
+
+/// How the request-target is written (RFC 9112 §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetForm {
+    /// `/path?query`
+    Origin,
+    /// `http://authority/path?query` (sent to proxies; servers must accept it too).
+    Absolute,
+    /// `host:port`, only with CONNECT.
+    Authority,
+    /// `*`, only with OPTIONS.
+    Asterisk,
+}
+
+/// A parsed request head. Cheap to keep: one `Bytes` (shared with the read buffer's
+/// allocation) and a vector of indices that is reused when the head is parsed into again.
+#[derive(Debug, Clone)]
+pub struct RequestHead {
+    buf: Bytes,
+    method: Method,
+    version: Version,
+    target: Span,
+    form: TargetForm,
+    /// For absolute-form: the authority; for origin-form: empty.
+    authority: Span,
+    /// The path (and query) part of the target: the whole target in origin-form.
+    path_and_query: Span,
+    fields: Vec<Field>,
+    facts: Facts,
+}
+
+/// A parsed response head.
+#[derive(Debug, Clone)]
+pub struct ResponseHead {
+    buf: Bytes,
+    status: StatusCode,
+    version: Version,
+    reason: Span,
+    fields: Vec<Field>,
+    facts: Facts,
+}
+
+/// Incremental request-head reader for one connection.
+#[derive(Debug, Clone)]
+pub struct RequestParser {
+    limits: Limits,
+    scanned: usize,
+}
+
+/// Incremental response-head reader for one upstream connection.
+#[derive(Debug, Clone)]
+pub struct ResponseParser {
+    limits: Limits,
+    scanned: usize,
+}
+
+/// Where the end of a head was found while scanning.
+enum Scan {
+    /// The head is `buf[..n]`.
+    Complete(usize),
+    Partial,
+}
+
+/// Scans `buf[from..]` for the blank line that ends a head. Every LF must be preceded by CR
+/// (bare LF is rejected, as is a CR not followed by LF). `from` is where the previous scan
+/// stopped; the 3 bytes before it are re-examined so that a terminator split across reads is
+/// found.
+fn scan_head_end(buf: &[u8], from: usize) -> Result<(Scan, usize), Error> {
+    for i in memchr::memchr2_iter(b'\r', b'\n', &buf[from..]) {
+        let i = from + i;
+        if buf[i] == b'\r' {
+            match buf.get(i + 1) {
+                Some(b'\n') => {}
+                Some(_) => return Err(malformed("bare CR in head")),
+                // Undecided until the next byte arrives: resume the scan here.
+                None => return Ok((Scan::Partial, i)),
+            }
+        } else {
+            if i == 0 || buf[i - 1] != b'\r' {
+                return Err(malformed("bare LF line ending in head"));
+            }
+            if i >= 3 && &buf[i - 3..i - 1] == b"\r\n" {
+                return Ok((Scan::Complete(i + 1), i + 1));
+            }
+        }
+    }
+    Ok((Scan::Partial, buf.len()))
+}
+
+/// Removes empty lines that precede a request line (RFC 9112 §2.2: a server SHOULD ignore at
+/// least one). Returns false when the buffer ends in the middle of one.
+fn skip_leading_crlf(buf: &mut BytesMut) -> bool {
+    let mut n = 0;
+    while buf.len() >= n + 2 && buf[n] == b'\r' && buf[n + 1] == b'\n' {
+        n += 2;
+    }
+    if n > 0 {
+        buf.advance(n);
+    }
+    !(buf.len() == 1 && buf[0] == b'\r')
+}
+
+/// Whether the request line (complete or not) already shows a request-target longer than the
+/// limit, so that an over-long target is answered 414 rather than 431.
+fn target_too_long(buf: &[u8], limits: &Limits) -> bool {
+    let (line, complete) = match memchr::memchr(b'\n', buf) {
+        Some(nl) => (&buf[..nl], true),
+        None => (buf, false),
+    };
+    let Some(sp) = memchr::memchr(b' ', line) else {
+        return line.len() > limits.max_uri_bytes;
+    };
+    let end = if complete {
+        memchr::memrchr(b' ', line)
+            .filter(|&e| e > sp)
+            .unwrap_or(line.len())
+    } else {
+        line.len()
+    };
+    end - sp - 1 > limits.max_uri_bytes
+}
+
+/// A stack of header slots large enough for the default limit; larger limits use the heap.
+const STACK_HEADERS: usize = 128;
+
+impl RequestParser {
+    /// A parser enforcing `limits`.
+    pub fn new(limits: Limits) -> Self {
+        RequestParser { limits, scanned: 0 }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Tries to parse a request head from the front of `buf`.
+    ///
+    /// `Ok(None)`: the head is incomplete, read more into `buf` and call again (nothing is
+    /// consumed except empty lines before the request line). `Ok(Some(head))`: the head was
+    /// split off `buf`; what remains is the body and/or the next request. `Err`: the request
+    /// is invalid; answer `err.status()` and close the connection without parsing anything
+    /// after it.
+    pub fn parse(&mut self, buf: &mut BytesMut) -> Result<Option<RequestHead>, Error> {
+        let mut head = RequestHead::empty();
+        Ok(self.parse_into(buf, &mut head)?.then_some(head))
+    }
+
+    /// As [`parse`](Self::parse), but fills `head` in place (reusing its index storage) and
+    /// returns whether a head was parsed.
+    pub fn parse_into(
+        &mut self,
+        buf: &mut BytesMut,
+        head: &mut RequestHead,
+    ) -> Result<bool, Error> {
+        if self.scanned == 0 && !skip_leading_crlf(buf) {
+            return Ok(false);
+        }
+        let (scan, resume) = scan_head_end(buf, self.scanned.saturating_sub(3))?;
+        let end = match scan {
+            Scan::Complete(end) => end,
+            Scan::Partial => {
+                self.scanned = resume;
+                if target_too_long(buf, &self.limits) {
+                    return Err(Error::new(ErrorKind::UriTooLong, "request-target too long"));
+                }
+                if buf.len() > self.limits.max_head_bytes {
+                    return Err(Error::new(
+                        ErrorKind::HeadTooLarge,
+                        "request head too large",
+                    ));
+                }
+                return Ok(false);
+            }
+        };
+        self.scanned = 0;
+        if end > self.limits.max_head_bytes {
+            if target_too_long(&buf[..end], &self.limits) {
+                return Err(Error::new(ErrorKind::UriTooLong, "request-target too long"));
+            }
+            return Err(Error::new(
+                ErrorKind::HeadTooLarge,
+                "request head too large",
+            ));
+        }
+        head.parse_from(&buf[..end], &self.limits)?;
+        head.buf = buf.split_to(end).freeze();
+        Ok(true)
+    }
+}
+
+impl ResponseParser {
+    /// A parser enforcing `limits` (the target limit is not used for responses).
+    pub fn new(limits: Limits) -> Self {
+        ResponseParser { limits, scanned: 0 }
+    }
+
+    /// Tries to parse a response head from the front of `buf`; see [`RequestParser::parse`].
+    pub fn parse(&mut self, buf: &mut BytesMut) -> Result<Option<ResponseHead>, Error> {
+        let mut head = ResponseHead::empty();
+        Ok(self.parse_into(buf, &mut head)?.then_some(head))
+    }
+
+    /// As [`parse`](Self::parse), filling `head` in place.
+    pub fn parse_into(
+        &mut self,
+        buf: &mut BytesMut,
+        head: &mut ResponseHead,
+    ) -> Result<bool, Error> {
+        let (scan, resume) = scan_head_end(buf, self.scanned.saturating_sub(3))?;
+        let end = match scan {
+            Scan::Complete(end) => end,
+            Scan::Partial => {
+                self.scanned = resume;
+                if buf.len() > self.limits.max_head_bytes {
+                    return Err(Error::new(
+                        ErrorKind::HeadTooLarge,
+                        "response head too large",
+                    ));
+                }
+                return Ok(false);
+            }
+        };
+        self.scanned = 0;
+        if end > self.limits.max_head_bytes {
+            return Err(Error::new(
+                ErrorKind::HeadTooLarge,
+                "response head too large",
+            ));
+        }
+        head.parse_from(&buf[..end], &self.limits)?;
+        head.buf = buf.split_to(end).freeze();
+        Ok(true)
+    }
+}
+
+/// Maps an httparse error in a request line to our error, telling an unsupported (but
+/// well-formed) version apart from garbage.
+fn map_request_error(e: httparse::Error, raw: &[u8]) -> Error {
+    match e {
+        httparse::Error::Version => {
+            let line_end = memchr::memchr(b'\r', raw).unwrap_or(raw.len());
+            let line = &raw[..line_end];
+            let version = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
+            if is_wellformed_version(version) {
+                Error::new(ErrorKind::VersionNotSupported, "HTTP version not supported")
+            } else {
+                malformed("invalid HTTP version")
+            }
+        }
+        e => map_common_error(e),
+    }
+}
+
+fn map_common_error(e: httparse::Error) -> Error {
+    match e {
+        httparse::Error::HeaderName => malformed("invalid header name"),
+        httparse::Error::HeaderValue => malformed("invalid byte in header value"),
+        httparse::Error::NewLine => malformed("invalid line ending"),
+        httparse::Error::Status => malformed("invalid status code"),
+        httparse::Error::Token => malformed("invalid token in start line"),
+        httparse::Error::TooManyHeaders => {
+            Error::new(ErrorKind::TooManyHeaders, "too many headers")
+        }
+        httparse::Error::Version => malformed("invalid HTTP version"),
+    }
+}
+
+/// `HTTP/` DIGIT `.` DIGIT
+fn is_wellformed_version(v: &[u8]) -> bool {
+    v.len() == 8
+        && v.starts_with(b"HTTP/")
+        && v[5].is_ascii_digit()
+        && v[6] == b'.'
+        && v[7].is_ascii_digit()
+}
+
+/// Request-target bytes allowed by RFC 3986 (unreserved, reserved except '#', and '%').
+/// Raw spaces, control bytes, DEL, non-ASCII, `#`, and the characters RFC 3986 excludes
+/// (`"<>\^`{|}`) are refused.
+fn is_target_byte(b: u8) -> bool {
+    matches!(b,
+        b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9'
+        | b'-' | b'.' | b'_' | b'~'
+        | b':' | b'/' | b'?' | b'[' | b']' | b'@'
+        | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
+        | b'%')
+}
+
+/// Characters of a Host header / authority: reg-name or IP literal plus optional port.
+fn is_authority_byte(b: u8) -> bool {
+    matches!(b,
+        b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9'
+        | b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+'
+        | b',' | b';' | b'=' | b'%' | b':' | b'[' | b']')
+}
+
+fn validate_percent_escapes(s: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(p) = memchr::memchr(b'%', &s[i..]) {
+        let p = i + p;
+        if p + 2 >= s.len() {
+            return false;
+        }
+        if !(s[p + 1].is_ascii_hexdigit() && s[p + 2].is_ascii_hexdigit()) {
+            return false;
+        }
+        i = p + 3;
+    }
+    true
+}
+
+/// Parses a Content-Length value: 1*DIGIT, possibly a comma-separated list of identical values
+/// (RFC 9110 §8.6 allows a recipient to accept that). Returns the length.
+fn parse_content_length(v: &[u8]) -> Result<u64, Error> {
+    let mut result: Option<u64> = None;
+    for part in v.split(|&b| b == b',') {
+        let part = trim_ows(part);
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return Err(bad_framing("invalid Content-Length"));
+        }
+        let mut n: u64 = 0;
+        for &d in part {
+            n = n
+                .checked_mul(10)
+                .and_then(|n| n.checked_add(u64::from(d - b'0')))
+                .ok_or(bad_framing("Content-Length overflows"))?;
+        }
+        match result {
+            Some(prev) if prev != n => {
+                return Err(bad_framing("conflicting Content-Length values"))
+            }
+            _ => result = Some(n),
+        }
+    }
+    result.ok_or(bad_framing("invalid Content-Length"))
+}
+
+#[inline]
+fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// Iterates the comma-separated elements of a list-valued header, trimmed, skipping empty ones.
+pub(crate) fn list_elements(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',')
+        .map(trim_ows)
+        .filter(|s| !s.is_empty())
+}
+
+fn is_token(s: &[u8]) -> bool {
+    !s.is_empty()
+        && s.iter().all(|&b| {
+            matches!(b,
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9'
+                | b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.'
+                | b'^' | b'_' | b'`' | b'|' | b'~')
+        })
+}
+
+/// Transfer codings we accept before a final `chunked`.
+fn is_known_coding(c: &[u8]) -> bool {
+    [
+        &b"gzip"[..],
+        b"x-gzip",
+        b"deflate",
+        b"compress",
+        b"x-compress",
+        b"br",
+        b"zstd",
+    ]
+    .iter()
+    .any(|k| c.eq_ignore_ascii_case(k))
+}
+
+/// The header names whose values decide framing and connection handling. Lower-case; the
+/// comparison is case-insensitive.
+#[derive(Clone, Copy)]
+enum Known {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    Host,
+    Expect,
+    Upgrade,
+    Other,
+}
+
+#[inline]
+fn classify(name: &[u8]) -> Known {
+    // Dispatch on length first: almost every header is rejected by one comparison.
+    match name.len() {
+        4 if name.eq_ignore_ascii_case(b"host") => Known::Host,
+        6 if name.eq_ignore_ascii_case(b"expect") => Known::Expect,
+        7 if name.eq_ignore_ascii_case(b"upgrade") => Known::Upgrade,
+        10 if name.eq_ignore_ascii_case(b"connection") => Known::Connection,
+        14 if name.eq_ignore_ascii_case(b"content-length") => Known::ContentLength,
+        17 if name.eq_ignore_ascii_case(b"transfer-encoding") => Known::TransferEncoding,
+        _ => Known::Other,
+    }
+}
+
+/// Header interpretation shared by requests and responses. `request` selects the stricter
+/// request rules.
+fn gather_facts(
+    raw: &[u8],
+    headers: &[httparse::Header<'_>],
+    fields: &mut Vec<Field>,
+    request: bool,
+) -> Result<Facts, Error> {
+    let mut facts = Facts::default();
+    let mut te_seen = false;
+    fields.clear();
+    fields.reserve(headers.len());
+    for (i, h) in headers.iter().enumerate() {
+        let name = h.name.as_bytes();
+        let value = h.value;
+        fields.push(Field {
+            name: Span::of(raw, name),
+            value: Span::of(raw, value),
+        });
+        match classify(name) {
+            Known::Other => {}
+            Known::ContentLength => {
+                let n = parse_content_length(value)?;
+                if let Some(prev) = facts.content_length {
+                    if prev != n {
+                        return Err(bad_framing("conflicting Content-Length values"));
+                    }
+                }
+                facts.content_length = Some(n);
+            }
+            Known::TransferEncoding => {
+                if te_seen {
+                    // Several Transfer-Encoding fields combine into one list in theory; in
+                    // practice the split is a smuggling trick. Refuse it.
+                    return Err(bad_framing("duplicate Transfer-Encoding header"));
+                }
+                te_seen = true;
+                facts.transfer_encoding = true;
+                let mut last_chunked = false;
+                let mut any = false;
+                for coding in list_elements(value) {
+                    any = true;
+                    if last_chunked {
+                        // chunked must be the final coding and may appear only once.
+                        return Err(bad_framing("chunked is not the final transfer coding"));
+                    }
+                    if coding.eq_ignore_ascii_case(b"chunked") {
+                        last_chunked = true;
+                    } else if request && !is_known_coding(coding) {
+                        return Err(bad_framing("unsupported transfer coding"));
+                    } else if !is_token(coding) {
+                        return Err(bad_framing("invalid transfer coding"));
+                    }
+                }
+                if !any {
+                    return Err(bad_framing("empty Transfer-Encoding"));
+                }
+                if request && !last_chunked {
+                    return Err(bad_framing(
+                        "request transfer coding does not end in chunked",
+                    ));
+                }
+                facts.chunked = last_chunked;
+            }
+            Known::Connection => {
+                for token in list_elements(value) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        facts.conn_close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        facts.conn_keep_alive = true;
+                    } else if token.eq_ignore_ascii_case(b"upgrade") {
+                        facts.conn_upgrade = true;
+                    } else if is_token(token) {
+                        facts.conn_other = true;
+                    } else {
+                        return Err(malformed("invalid Connection header"));
+                    }
+                }
+            }
+            Known::Host => {
+                if facts.host.is_some() {
+                    return Err(malformed("duplicate Host header"));
+                }
+                if request && !value.iter().all(|&b| is_authority_byte(b)) {
+                    return Err(malformed("invalid Host header"));
+                }
+                facts.host = Some(i as u16);
+            }
+            Known::Expect => {
+                if value.eq_ignore_ascii_case(b"100-continue") {
+                    facts.expect_continue = true;
+                } else if request {
+                    return Err(Error::new(
+                        ErrorKind::ExpectationFailed,
+                        "unsupported Expect value",
+                    ));
+                }
+            }
+            Known::Upgrade => facts.upgrade = Some(i as u16),
+        }
+    }
+    if facts.transfer_encoding && facts.content_length.is_some() {
+        // RFC 9112 §6.1: a server MAY reject this; a proxy forwarding it is the classic
+        // CL.TE smuggling setup. Refuse in both directions.
+        return Err(bad_framing("both Content-Length and Transfer-Encoding"));
+    }
+    Ok(facts)
+}
+
+impl RequestHead {
+    fn empty() -> Self {
+        RequestHead {
+            buf: Bytes::new(),
+            method: Method::GET,
+            version: Version::HTTP_11,
+            target: Span::default(),
+            form: TargetForm::Origin,
+            authority: Span::default(),
+            path_and_query: Span::default(),
+            fields: Vec::new(),
+            facts: Facts::default(),
+        }
+    }
+
+    /// Parses `raw` (a complete head) into self, except for `buf` which the caller sets.
+    fn parse_from(&mut self, raw: &[u8], limits: &Limits) -> Result<(), Error> {
+        let mut stack: [MaybeUninit<httparse::Header<'_>>; STACK_HEADERS] =
+            [const { MaybeUninit::uninit() }; STACK_HEADERS];
+        let mut heap;
+        let slots: &mut [MaybeUninit<httparse::Header<'_>>] = if limits.max_headers <= STACK_HEADERS
+        {
+            &mut stack[..limits.max_headers]
+        } else {
+            heap = Vec::with_capacity(limits.max_headers);
+            heap.resize_with(limits.max_headers, MaybeUninit::uninit);
+            &mut heap[..]
+        };
+        let mut req = httparse::Request::new(&mut []);
+        match req.parse_with_uninit_headers(raw, slots) {
+            Ok(httparse::Status::Complete(_)) => {}
+            Ok(httparse::Status::Partial) => return Err(malformed("incomplete request head")),
+            Err(e) => return Err(map_request_error(e, raw)),
+        }
+        let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
+            return Err(malformed("incomplete request line"));
+        };
+        self.version = if minor == 1 {
+            Version::HTTP_11
+        } else {
+            Version::HTTP_10
+        };
+        self.method =
+            Method::from_bytes(method.as_bytes()).map_err(|_| malformed("invalid method"))?;
+        let target = path.as_bytes();
+        if target.len() > limits.max_uri_bytes {
+            return Err(Error::new(ErrorKind::UriTooLong, "request-target too long"));
+        }
+        self.target = Span::of(raw, target);
+        self.classify_target(raw, target)?;
+        self.facts = gather_facts(raw, req.headers, &mut self.fields, true)?;
+        let facts = &mut self.facts;
+        if self.version == Version::HTTP_11 && facts.host.is_none() {
+            return Err(malformed("missing Host header"));
+        }
+        if self.version == Version::HTTP_10 {
+            if facts.transfer_encoding {
+                // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message means the framing
+                // is unreliable.
+                return Err(bad_framing("Transfer-Encoding in an HTTP/1.0 request"));
+            }
+            // RFC 9110 §10.1.1: ignore 100-continue from a 1.0 client.
+            facts.expect_continue = false;
+        }
+        if facts.upgrade.is_some() && !facts.conn_upgrade {
+            // An Upgrade header not named by Connection is not a request to upgrade.
+            facts.upgrade = None;
+        }
+        if self.method == Method::CONNECT && self.form != TargetForm::Authority {
+            return Err(malformed("CONNECT needs an authority-form target"));
+        }
+        Ok(())
+    }
+
+    fn classify_target(&mut self, raw: &[u8], target: &[u8]) -> Result<(), Error> {
+        if !target.iter().all(|&b| is_target_byte(b)) {
+            return Err(malformed("invalid byte in request-target"));
+        }
+        if !validate_percent_escapes(target) {
+            return Err(malformed("invalid percent-encoding in request-target"));
+        }
+        let whole = Span::of(raw, target);
+        self.authority = Span::default();
+        self.path_and_query = whole;
+        if target[0] == b'/' {
+            self.form = TargetForm::Origin;
+        } else if target == b"*" {
+            if self.method != Method::OPTIONS {
+                return Err(malformed("asterisk-form target outside OPTIONS"));
+            }
+            self.form = TargetForm::Asterisk;
+        } else if let Some(rest) = strip_scheme(target) {
+            let auth_len = rest
+                .iter()
+                .position(|&b| b == b'/' || b == b'?')
+                .unwrap_or(rest.len());
+            let authority = &rest[..auth_len];
+            if authority.is_empty() || authority.contains(&b'@') {
+                return Err(malformed("invalid authority in absolute-form target"));
+            }
+            self.form = TargetForm::Absolute;
+            self.authority = Span::of(raw, authority);
+            self.path_and_query = Span::of(raw, &rest[auth_len..]);
+        } else if self.method == Method::CONNECT {
+            if target.contains(&b'/') || target.contains(&b'@') || !target.contains(&b':') {
+                return Err(malformed("invalid authority-form target"));
+            }
+            self.form = TargetForm::Authority;
+            self.authority = whole;
+            self.path_and_query = Span::default();
+        } else {
+            return Err(malformed("invalid request-target"));
+        }
+        Ok(())
+    }
+
+    /// The raw bytes of the whole head, including the final empty line.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.buf
+    }
+
+    /// The request method.
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// HTTP/1.0 or HTTP/1.1.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// The request-target exactly as received.
+    pub fn target(&self) -> &[u8] {
+        &self.buf[self.target.range()]
+    }
+
+    /// How the request-target was written.
+    pub fn target_form(&self) -> TargetForm {
+        self.form
+    }
+
+    /// Path and query (origin-form equivalent). For absolute-form targets without a path this
+    /// is empty; [`path`](Self::path) returns "/" then.
+    pub fn path_and_query(&self) -> &[u8] {
+        &self.buf[self.path_and_query.range()]
+    }
+
+    /// The path without the query. "/" for an absolute-form target with an empty path,
+    /// "*" for asterisk-form, empty for CONNECT.
+    pub fn path(&self) -> &[u8] {
+        let pq = self.path_and_query();
+        if pq.is_empty() && self.form == TargetForm::Absolute {
+            return b"/";
+        }
+        match memchr::memchr(b'?', pq) {
+            Some(q) => &pq[..q],
+            None => pq,
+        }
+    }
+
+    /// The query string without '?', if any.
+    pub fn query(&self) -> Option<&[u8]> {
+        let pq = self.path_and_query();
+        memchr::memchr(b'?', pq).map(|q| &pq[q + 1..])
+    }
+
+    /// The authority the request is for: from an absolute-form or authority-form target when
+    /// present (RFC 9112 §3.2.2: it takes precedence over Host), otherwise the Host header.
+    pub fn authority(&self) -> Option<&[u8]> {
+        if !self.authority.is_empty() {
+            return Some(&self.buf[self.authority.range()]);
+        }
+        self.facts
+            .host
+            .map(|i| &self.buf[self.fields[i as usize].value.range()])
+    }
+
+    /// The request-target as an `http::Uri` sharing this head's buffer.
+    pub fn uri(&self) -> Uri {
+        Uri::from_maybe_shared(self.buf.slice(self.target.range()))
+            .unwrap_or_else(|_| Uri::from_static("/"))
+    }
+
+    /// How the request body is delimited: `Length(n)` for Content-Length (including 0),
+    /// `Chunked`, or `None` when neither header is present.
+    pub fn body_kind(&self) -> BodyKind {
+        if self.facts.chunked {
+            BodyKind::Chunked
+        } else if let Some(n) = self.facts.content_length {
+            BodyKind::Length(n)
+        } else {
+            BodyKind::None
+        }
+    }
+
+    /// Whether the connection may stay open after this request (RFC 9112 §9.3): HTTP/1.1
+    /// unless `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
+    pub fn keep_alive(&self) -> bool {
+        keep_alive(self.version, &self.facts)
+    }
+
+    /// The client sent `Expect: 100-continue` (HTTP/1.1 only).
+    pub fn expects_continue(&self) -> bool {
+        self.facts.expect_continue
+    }
+
+    /// The protocol the client asks to upgrade to (`Upgrade` named in `Connection`).
+    pub fn upgrade(&self) -> Option<&[u8]> {
+        self.facts
+            .upgrade
+            .map(|i| &self.buf[self.fields[i as usize].value.range()])
+    }
+
+    /// Whether this is a WebSocket upgrade request.
+    pub fn is_websocket_upgrade(&self) -> bool {
+        self.upgrade().is_some_and(|p| {
+            list_elements(p).any(|t| t.len() >= 9 && t[..9].eq_ignore_ascii_case(b"websocket"))
+        })
+    }
+
+    /// Number of header fields.
+    pub fn header_count(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Header fields in order, as (name, value) byte slices.
+    pub fn headers(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> + '_ {
+        self.fields
+            .iter()
+            .map(|f| (&self.buf[f.name.range()], &self.buf[f.value.range()]))
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        find_header(&self.buf, &self.fields, name.as_bytes())
+    }
+
+    /// Every value of header `name`, in order.
+    pub fn header_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        all_headers(&self.buf, &self.fields, name.as_bytes())
+    }
+
+    /// The name of field `i` as an `http::HeaderName`.
+    pub fn header_name(&self, i: usize) -> HeaderName {
+        header_name_at(&self.buf, &self.fields, i)
+    }
+
+    /// The value of field `i` as an `http::HeaderValue` sharing this head's buffer.
+    pub fn header_value(&self, i: usize) -> HeaderValue {
+        header_value_at(&self.buf, &self.fields, i)
+    }
+
+    /// Converts to `http::request::Parts` (names copied once, values shared).
+    pub fn to_parts(&self) -> http::request::Parts {
+        let mut b = http::Request::builder()
+            .method(self.method.clone())
+            .uri(self.uri())
+            .version(self.version);
+        if let Some(h) = b.headers_mut() {
+            h.reserve(self.fields.len());
+            for i in 0..self.fields.len() {
+                h.append(self.header_name(i), self.header_value(i));
+            }
+        }
+        b.body(())
+            .map(|r| r.into_parts().0)
+            .unwrap_or_else(|_| http::Request::new(()).into_parts().0)
+    }
+
+    pub(crate) fn facts(&self) -> &Facts {
+        &self.facts
+    }
+}
+
+impl ResponseHead {
+    fn empty() -> Self {
+        ResponseHead {
+            buf: Bytes::new(),
+            status: StatusCode::OK,
+            version: Version::HTTP_11,
+            reason: Span::default(),
+            fields: Vec::new(),
+            facts: Facts::default(),
+        }
+    }
+
+    fn parse_from(&mut self, raw: &[u8], limits: &Limits) -> Result<(), Error> {
+        let mut stack: [MaybeUninit<httparse::Header<'_>>; STACK_HEADERS] =
+            [const { MaybeUninit::uninit() }; STACK_HEADERS];
+        let mut heap;
+        let slots: &mut [MaybeUninit<httparse::Header<'_>>] = if limits.max_headers <= STACK_HEADERS
+        {
+            &mut stack[..limits.max_headers]
+        } else {
+            heap = Vec::with_capacity(limits.max_headers);
+            heap.resize_with(limits.max_headers, MaybeUninit::uninit);
+            &mut heap[..]
+        };
+        let mut res = httparse::Response::new(&mut []);
+        match httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut res, raw, slots)
+        {
+            Ok(httparse::Status::Complete(_)) => {}
+            Ok(httparse::Status::Partial) => return Err(malformed("incomplete response head")),
+            Err(httparse::Error::Version) => {
+                return Err(malformed("unsupported HTTP version in response"));
+            }
+            Err(e) => return Err(map_common_error(e)),
+        }
+        let (Some(code), Some(minor)) = (res.code, res.version) else {
+            return Err(malformed("incomplete status line"));
+        };
+        self.status = StatusCode::from_u16(code).map_err(|_| malformed("invalid status code"))?;
+        self.version = if minor == 1 {
+            Version::HTTP_11
+        } else {
+            Version::HTTP_10
+        };
+        self.reason = res
+            .reason
+            .map(|r| Span::of(raw, r.as_bytes()))
+            .unwrap_or_default();
+        self.facts = gather_facts(raw, res.headers, &mut self.fields, false)?;
+        if self.facts.upgrade.is_some() && !self.facts.conn_upgrade {
+            self.facts.upgrade = None;
+        }
+        Ok(())
+    }
+
+    /// The raw bytes of the whole head.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.buf
+    }
+
+    /// The status code.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// HTTP/1.0 or HTTP/1.1.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// The reason phrase as sent (may be empty).
+    pub fn reason(&self) -> &[u8] {
+        &self.buf[self.reason.range()]
+    }
+
+    /// How the response body is delimited, given the method of the request it answers
+    /// (RFC 9112 §6.3): none for HEAD, 1xx, 204, 304 and a 2xx to CONNECT; otherwise chunked,
+    /// Content-Length, or until the connection closes.
+    pub fn body_kind(&self, request_method: &Method) -> BodyKind {
+        let code = self.status.as_u16();
+        if request_method == Method::HEAD
+            || (100..200).contains(&code)
+            || code == 204
+            || code == 304
+            || (request_method == Method::CONNECT && (200..300).contains(&code))
+        {
+            return BodyKind::None;
+        }
+        if self.facts.transfer_encoding {
+            if self.facts.chunked {
+                BodyKind::Chunked
+            } else {
+                BodyKind::Close
+            }
+        } else if let Some(n) = self.facts.content_length {
+            BodyKind::Length(n)
+        } else {
+            BodyKind::Close
+        }
+    }
+
+    /// The Content-Length value, if the response carries one (meaningful even for HEAD).
+    pub fn content_length(&self) -> Option<u64> {
+        self.facts.content_length
+    }
+
+    /// Whether the upstream connection may be reused after this response (its body framing
+    /// must also allow it: a close-delimited body never does).
+    pub fn keep_alive(&self) -> bool {
+        keep_alive(self.version, &self.facts)
+    }
+
+    /// The protocol the server switches to, for a 101 response.
+    pub fn upgrade(&self) -> Option<&[u8]> {
+        self.facts
+            .upgrade
+            .map(|i| &self.buf[self.fields[i as usize].value.range()])
+    }
+
+    /// Number of header fields.
+    pub fn header_count(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Header fields in order, as (name, value) byte slices.
+    pub fn headers(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> + '_ {
+        self.fields
+            .iter()
+            .map(|f| (&self.buf[f.name.range()], &self.buf[f.value.range()]))
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        find_header(&self.buf, &self.fields, name.as_bytes())
+    }
+
+    /// Every value of header `name`, in order.
+    pub fn header_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        all_headers(&self.buf, &self.fields, name.as_bytes())
+    }
+
+    /// The name of field `i` as an `http::HeaderName`.
+    pub fn header_name(&self, i: usize) -> HeaderName {
+        header_name_at(&self.buf, &self.fields, i)
+    }
+
+    /// The value of field `i` as an `http::HeaderValue` sharing this head's buffer.
+    pub fn header_value(&self, i: usize) -> HeaderValue {
+        header_value_at(&self.buf, &self.fields, i)
+    }
+
+    /// Converts to `http::response::Parts` (names copied once, values shared).
+    pub fn to_parts(&self) -> http::response::Parts {
+        let mut b = http::Response::builder()
+            .status(self.status)
+            .version(self.version);
+        if let Some(h) = b.headers_mut() {
+            h.reserve(self.fields.len());
+            for i in 0..self.fields.len() {
+                h.append(self.header_name(i), self.header_value(i));
+            }
+        }
+        b.body(())
+            .map(|r| r.into_parts().0)
+            .unwrap_or_else(|_| http::Response::new(()).into_parts().0)
+    }
+
+    pub(crate) fn facts(&self) -> &Facts {
+        &self.facts
+    }
+}
+
+fn keep_alive(version: Version, facts: &Facts) -> bool {
+    if facts.conn_close {
+        return false;
+    }
+    version == Version::HTTP_11 || facts.conn_keep_alive
+}
+
+fn strip_scheme(target: &[u8]) -> Option<&[u8]> {
+    for scheme in [&b"http://"[..], b"https://"] {
+        if target.len() > scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme) {
+            return Some(&target[scheme.len()..]);
+        }
+    }
+    None
+}
+
+fn find_header<'a>(buf: &'a [u8], fields: &[Field], name: &[u8]) -> Option<&'a [u8]> {
+    fields
+        .iter()
+        .find(|f| buf[f.name.range()].eq_ignore_ascii_case(name))
+        .map(|f| &buf[f.value.range()])
+}
+
+fn all_headers<'a>(
+    buf: &'a [u8],
+    fields: &'a [Field],
+    name: &'a [u8],
+) -> impl Iterator<Item = &'a [u8]> + 'a {
+    fields
+        .iter()
+        .filter(move |f| buf[f.name.range()].eq_ignore_ascii_case(name))
+        .map(move |f| &buf[f.value.range()])
+}
+
+fn header_name_at(buf: &Bytes, fields: &[Field], i: usize) -> HeaderName {
+    // The name was validated as a token by httparse, which is exactly what HeaderName accepts.
+    HeaderName::from_bytes(&buf[fields[i].name.range()])
+        .expect("httparse validated the header name")
+}
+
+fn header_value_at(buf: &Bytes, fields: &[Field], i: usize) -> HeaderValue {
+    // httparse only accepts HTAB, SP, VCHAR and obs-text in values, which HeaderValue accepts.
+    HeaderValue::from_maybe_shared(buf.slice(fields[i].value.range()))
+        .expect("httparse validated the header value")
+}
