@@ -6,5 +6,10 @@
 pub mod access_log;
 pub mod admin;
 pub mod config;
+//TMP pub mod demo;
+pub mod io;
 pub mod metrics;
+pub mod proxy;
 pub mod runtime;
+pub mod server;
+pub mod upstream_demo;

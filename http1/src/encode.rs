@@ -53,6 +53,8 @@ pub struct RequestEdits<'a> {
     pub default_host: Option<&'a [u8]>,
     /// Forward an upgrade (`Connection: upgrade` + `Upgrade`) instead of stripping it.
     pub upgrade: bool,
+    /// Drop `Expect` (the proxy answered `100-continue` to the client itself).
+    pub strip_expect: bool,
     /// Header names to drop.
     pub remove: &'a [HeaderName],
     /// Headers to add.
@@ -283,7 +285,10 @@ pub fn encode_proxy_request(
             }
             Hop::Other => {}
         }
-        if named_by_connection(name, facts, head.headers()) || removed(name, edits.remove) {
+        if named_by_connection(name, facts, head.headers())
+            || removed(name, edits.remove)
+            || (edits.strip_expect && name.eq_ignore_ascii_case(b"expect"))
+        {
             continue;
         }
         put_header(dst, name, value);

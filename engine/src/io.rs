@@ -1,0 +1,431 @@
+//! Cancel-safe timed I/O on monoio.
+//!
+//! This module owns reading, writing and accepting with a deadline without losing data.
+//!
+//! Why: monoio hands buffers to the kernel. Under io_uring, dropping an in-flight read (which is
+//! what `monoio::time::timeout` does when it fires) abandons the operation: if the kernel had
+//! already received bytes into the buffer, they are gone and the stream is out of step. Here a
+//! deadline instead cancels the operation (`monoio::io::Canceller`) and then awaits it to
+//! completion, so the buffer always comes back, with whatever did arrive:
+//!
+//! - under io_uring an `IORING_OP_ASYNC_CANCEL` is submitted; the read then completes either with
+//!   `ECANCELED` (nothing consumed) or with its data, if it won the race;
+//! - under epoll the pending read is woken with a "cancelled" readiness and returns `ECANCELED`
+//!   without calling `recv`; unread bytes stay in the socket.
+//!
+//! The operation is polled before the timer, so data that is ready when the deadline fires is
+//! returned as data.
+//!
+//! Do not drop these futures half-way either (for instance inside another `timeout`): that
+//! reintroduces the problem they solve. Put the deadline in `dur` instead.
+
+use std::{
+    fmt,
+    future::{poll_fn, Future},
+    io,
+    net::SocketAddr,
+    pin::{pin, Pin},
+    task::Poll,
+    time::Duration,
+};
+
+use bytes::{Bytes, BytesMut};
+use monoio::{
+    buf::{IoBuf, IoBufMut, IoVecBuf},
+    io::{CancelableAsyncReadRent, CancelableAsyncWriteRent, Canceller},
+    net::{TcpListener, TcpStream},
+};
+
+/// Spare capacity reserved by [`read_timeout`] when the buffer has none.
+pub const MIN_READ_SPARE: usize = 8 * 1024;
+
+/// How a timed read ended.
+#[derive(Debug)]
+pub enum ReadOutcome {
+    /// `n` bytes were appended to the buffer; 0 means end of stream.
+    Read(usize),
+    /// The deadline passed before any byte arrived; the stream is still usable.
+    TimedOut,
+    /// The read failed.
+    Err(io::Error),
+}
+
+/// Why a timed write did not complete.
+#[derive(Debug)]
+pub enum WriteError {
+    /// The deadline passed; `written` bytes (from the start of the buffer) had been sent.
+    TimedOut {
+        /// Bytes sent before the deadline.
+        written: usize,
+    },
+    /// The write failed after `written` bytes.
+    Io {
+        /// The error.
+        error: io::Error,
+        /// Bytes sent before the error.
+        written: usize,
+    },
+}
+
+impl WriteError {
+    /// Bytes that were sent before the write stopped (0: nothing reached the peer).
+    pub fn written(&self) -> usize {
+        match self {
+            WriteError::TimedOut { written } | WriteError::Io { written, .. } => *written,
+        }
+    }
+
+    /// Whether the deadline passed.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, WriteError::TimedOut { .. })
+    }
+}
+
+impl fmt::Display for WriteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WriteError::TimedOut { written } => {
+                write!(f, "write timed out after {written} bytes")
+            }
+            WriteError::Io { error, written } => {
+                write!(f, "write failed after {written} bytes: {error}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for WriteError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            WriteError::TimedOut { .. } => None,
+            WriteError::Io { error, .. } => Some(error),
+        }
+    }
+}
+
+impl From<WriteError> for io::Error {
+    fn from(e: WriteError) -> io::Error {
+        match e {
+            WriteError::TimedOut { .. } => io::Error::new(io::ErrorKind::TimedOut, e.to_string()),
+            WriteError::Io { error, .. } => error,
+        }
+    }
+}
+
+/// Whether `e` is what a cancelled operation returns.
+fn is_cancelled(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ECANCELED) || e.kind() == io::ErrorKind::Interrupted
+}
+
+/// Runs `op` until it completes or `deadline` fires; in the latter case cancels it through
+/// `canceller` and still awaits it. Returns the operation's output and whether the deadline
+/// fired.
+async fn until_deadline<F: Future, D: Future<Output = ()>>(
+    op: F,
+    mut deadline: Pin<&mut D>,
+    canceller: Canceller,
+) -> (F::Output, bool) {
+    let mut op = pin!(op);
+    let first = poll_fn(|cx| {
+        if let Poll::Ready(out) = op.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await;
+    match first {
+        Some(out) => (out, false),
+        None => {
+            // The op has been polled, so it is registered with the canceller.
+            let _fresh = canceller.cancel();
+            (op.await, true)
+        }
+    }
+}
+
+/// Reads once into the spare capacity of `buf`, after its existing bytes, waiting at most `dur`.
+///
+/// If `buf` has no spare capacity, [`MIN_READ_SPARE`] bytes are reserved (so the buffer may
+/// reallocate; pass one with room to avoid that). On `Read(n)`, `buf.len()` grew by `n`.
+pub async fn read_timeout<T: CancelableAsyncReadRent>(
+    io: &mut T,
+    mut buf: BytesMut,
+    dur: Duration,
+) -> (ReadOutcome, BytesMut) {
+    if buf.len() == buf.capacity() {
+        buf.reserve(MIN_READ_SPARE);
+    }
+    let mut deadline = pin!(monoio::time::sleep(dur));
+    loop {
+        let (begin, end) = (buf.len(), buf.capacity());
+        let canceller = Canceller::new();
+        let read = io.cancelable_read(buf.slice_mut(begin..end), canceller.handle());
+        let ((res, slice), timed_out) = until_deadline(read, deadline.as_mut(), canceller).await;
+        buf = slice.into_inner();
+        return match res {
+            Ok(n) => (ReadOutcome::Read(n), buf),
+            Err(e) if timed_out && is_cancelled(&e) => (ReadOutcome::TimedOut, buf),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => (ReadOutcome::Err(e), buf),
+        };
+    }
+}
+
+/// Writes all of `buf` within `dur` (one deadline for the whole buffer).
+///
+/// On a timeout, the bytes sent so far are reported in [`WriteError::TimedOut`]; the stream may be
+/// written again (continue from `written`), though usually a peer that stops reading is dropped.
+pub async fn write_all_timeout<T: CancelableAsyncWriteRent, B: IoBuf>(
+    io: &mut T,
+    mut buf: B,
+    dur: Duration,
+) -> (Result<(), WriteError>, B) {
+    let total = buf.bytes_init();
+    let mut written = 0;
+    let mut deadline = pin!(monoio::time::sleep(dur));
+    while written < total {
+        let canceller = Canceller::new();
+        let write = io.cancelable_write(buf.slice(written..total), canceller.handle());
+        let ((res, slice), timed_out) = until_deadline(write, deadline.as_mut(), canceller).await;
+        buf = slice.into_inner();
+        match res {
+            Ok(0) => {
+                let error = io::Error::from(io::ErrorKind::WriteZero);
+                return (Err(WriteError::Io { error, written }), buf);
+            }
+            Ok(n) => {
+                written += n;
+                if timed_out && written < total {
+                    return (Err(WriteError::TimedOut { written }), buf);
+                }
+            }
+            Err(e) if timed_out && is_cancelled(&e) => {
+                return (Err(WriteError::TimedOut { written }), buf);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return (Err(WriteError::Io { error, written }), buf),
+        }
+    }
+    (Ok(()), buf)
+}
+
+/// Writes all of `bufs` (e.g. a response head and a body chunk) with `writev`, within `dur`.
+///
+/// The returned [`BytesVec`] still holds all the original `Bytes` (cheap to keep for a replay);
+/// [`WriteError::written`] tells how far a failed write got.
+pub async fn write_vectored_all_timeout<T: CancelableAsyncWriteRent>(
+    io: &mut T,
+    mut bufs: BytesVec,
+    dur: Duration,
+) -> (Result<(), WriteError>, BytesVec) {
+    bufs.set_consumed(0);
+    let total = bufs.total_len();
+    let mut written = 0;
+    let mut deadline = pin!(monoio::time::sleep(dur));
+    while written < total {
+        let canceller = Canceller::new();
+        let write = io.cancelable_writev(bufs, canceller.handle());
+        let ((res, returned), timed_out) =
+            until_deadline(write, deadline.as_mut(), canceller).await;
+        bufs = returned;
+        match res {
+            Ok(0) => {
+                let error = io::Error::from(io::ErrorKind::WriteZero);
+                return (Err(WriteError::Io { error, written }), bufs);
+            }
+            Ok(n) => {
+                written += n;
+                bufs.set_consumed(written);
+                if timed_out && written < total {
+                    return (Err(WriteError::TimedOut { written }), bufs);
+                }
+            }
+            Err(e) if timed_out && is_cancelled(&e) => {
+                return (Err(WriteError::TimedOut { written }), bufs);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return (Err(WriteError::Io { error, written }), bufs),
+        }
+    }
+    (Ok(()), bufs)
+}
+
+/// Accepts one connection, waiting at most `dur`; `Ok(None)` on timeout.
+///
+/// Cancel-safe: a connection the kernel accepted as the deadline fired is returned, not leaked
+/// (dropping a plain `accept()` future under io_uring loses such a connection).
+pub async fn accept_timeout(
+    listener: &TcpListener,
+    dur: Duration,
+) -> io::Result<Option<(TcpStream, SocketAddr)>> {
+    let mut deadline = pin!(monoio::time::sleep(dur));
+    loop {
+        let canceller = Canceller::new();
+        let accept = listener.cancelable_accept(canceller.handle());
+        let (res, timed_out) = until_deadline(accept, deadline.as_mut(), canceller).await;
+        return match res {
+            Ok(conn) => Ok(Some(conn)),
+            Err(e) if timed_out && is_cancelled(&e) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => Err(e),
+        };
+    }
+}
+
+/// Most iovecs passed to one `writev` (Linux `IOV_MAX`); the rest go in later calls.
+const IOV_MAX: usize = 1024;
+
+/// An owned list of [`Bytes`] written with one `writev`, e.g. `BytesVec::from(vec![head, body])`.
+///
+/// Empty parts are skipped. It keeps the parts unchanged; what was written is tracked aside.
+#[derive(Default)]
+pub struct BytesVec {
+    parts: Vec<Bytes>,
+    /// Describes `parts` from byte `consumed` on; at most `IOV_MAX` entries.
+    iovecs: Vec<libc::iovec>,
+    consumed: usize,
+}
+
+impl BytesVec {
+    /// An empty list.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a part.
+    pub fn push(&mut self, part: Bytes) {
+        self.parts.push(part);
+        self.rebuild();
+    }
+
+    /// Total bytes in all parts.
+    pub fn total_len(&self) -> usize {
+        self.parts.iter().map(Bytes::len).sum()
+    }
+
+    /// Whether there are no bytes at all.
+    pub fn is_empty(&self) -> bool {
+        self.parts.iter().all(Bytes::is_empty)
+    }
+
+    /// The parts.
+    pub fn parts(&self) -> &[Bytes] {
+        &self.parts
+    }
+
+    /// The parts, unchanged by writing.
+    pub fn into_inner(self) -> Vec<Bytes> {
+        self.parts
+    }
+
+    /// Drops the first `n` bytes (e.g. [`WriteError::written`], to write the rest later).
+    ///
+    /// # Panics
+    /// If `n` exceeds [`total_len`](Self::total_len).
+    pub fn advance(&mut self, mut n: usize) {
+        assert!(n <= self.total_len(), "advance past the end of a BytesVec");
+        self.parts.retain_mut(|part| {
+            if n >= part.len() {
+                n -= part.len();
+                false
+            } else {
+                *part = Bytes::slice(part, n..);
+                n = 0;
+                true
+            }
+        });
+        self.set_consumed(0);
+    }
+
+    fn set_consumed(&mut self, consumed: usize) {
+        self.consumed = consumed;
+        self.rebuild();
+    }
+
+    fn rebuild(&mut self) {
+        self.iovecs.clear();
+        let mut skip = self.consumed;
+        for part in &self.parts {
+            if self.iovecs.len() == IOV_MAX {
+                break;
+            }
+            if skip >= part.len() {
+                skip -= part.len();
+                continue;
+            }
+            let rest = &part[skip..];
+            skip = 0;
+            self.iovecs.push(libc::iovec {
+                iov_base: rest.as_ptr() as *mut libc::c_void,
+                iov_len: rest.len(),
+            });
+        }
+    }
+}
+
+impl From<Vec<Bytes>> for BytesVec {
+    fn from(parts: Vec<Bytes>) -> Self {
+        let mut v = BytesVec {
+            parts,
+            iovecs: Vec::new(),
+            consumed: 0,
+        };
+        v.rebuild();
+        v
+    }
+}
+
+impl fmt::Debug for BytesVec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BytesVec")
+            .field("parts", &self.parts.len())
+            .field("total_len", &self.total_len())
+            .field("consumed", &self.consumed)
+            .finish()
+    }
+}
+
+// SAFETY: `iovecs` only points into the `Bytes` in `parts`, which this value owns; `Bytes`
+// contents never move or change while referenced, and the `iovecs` heap array does not move when
+// the value does. Both are only changed through `&mut self`, which the runtime's ownership of
+// the value during an operation rules out.
+unsafe impl IoVecBuf for BytesVec {
+    fn read_iovec_ptr(&self) -> *const libc::iovec {
+        self.iovecs.as_ptr()
+    }
+
+    fn read_iovec_len(&self) -> usize {
+        self.iovecs.len()
+    }
+}
+
+/// Reads once into the spare capacity of `buf` (as [`read_timeout`]) until `stop` resolves,
+/// whatever `stop` is: a timer raced with a shutdown signal, for instance. When `stop` fires
+/// first the read is cancelled and awaited, and the outcome is [`ReadOutcome::TimedOut`]
+/// unless data won the race.
+pub async fn read_until<T: CancelableAsyncReadRent, S: Future<Output = ()>>(
+    io: &mut T,
+    mut buf: BytesMut,
+    stop: S,
+) -> (ReadOutcome, BytesMut) {
+    if buf.len() == buf.capacity() {
+        buf.reserve(MIN_READ_SPARE);
+    }
+    let mut stop = pin!(stop);
+    loop {
+        let (begin, end) = (buf.len(), buf.capacity());
+        let canceller = Canceller::new();
+        let read = io.cancelable_read(buf.slice_mut(begin..end), canceller.handle());
+        let ((res, slice), stopped) = until_deadline(read, stop.as_mut(), canceller).await;
+        buf = slice.into_inner();
+        return match res {
+            Ok(n) => (ReadOutcome::Read(n), buf),
+            Err(e) if stopped && is_cancelled(&e) => (ReadOutcome::TimedOut, buf),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted && !stopped => continue,
+            Err(e) => (ReadOutcome::Err(e), buf),
+        };
+    }
+}

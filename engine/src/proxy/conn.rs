@@ -1,0 +1,763 @@
+//! The per-connection proxy state machine: read a request head, route it, pick an endpoint,
+//! check out (or open) an upstream connection, stream the request body up and the response
+//! body down, return the upstream connection to the pool, and go again while the connection is
+//! kept alive. Pipelined requests are answered in order because they are taken one at a time
+//! from the same read buffer.
+//!
+//! Bodies are streamed through bounded buffers in both directions, never held whole. Every wait
+//! has a deadline: client header (slowloris), client idle keep-alive, client body, upstream
+//! connect, upstream response header, upstream idle between body bytes, and the optional total
+//! request time. Reads and writes use the cancel-safe timed I/O of [`crate::io`].
+//!
+//! Errors say where they came from: [`Failure`] is the gateway's own answer to the client
+//! (with its status); a failure after the response head was sent can only close the connection.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use headwater_health::Outcome;
+use headwater_http1::{
+    chunked, encode_proxy_request, encode_proxy_response, request_framing, response_framing,
+    BodyDecoder, BodyKind, ClientConnection, Decoded, Forwarding, RequestEdits, RequestHead,
+    RequestParser, ResponseEdits, ResponseHead, ResponseParser, CONTINUE_100,
+};
+use http::{Method, StatusCode, Version};
+use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, CancelableAsyncWriteRent, Splitable};
+use monoio::net::TcpStream;
+
+use super::pool::UpstreamConn;
+use super::reply::{write_failure, Failure};
+use super::{Generation, Shard};
+use crate::access_log::Entry;
+use crate::config::PathMatch;
+use crate::io::{read_timeout, read_until, write_all_timeout, BytesVec, ReadOutcome};
+use crate::metrics::TimeoutKind;
+
+/// Body data at least this large is written straight from the buffer it was read into
+/// (`writev` with the pending head) instead of being copied into the write buffer.
+const ZERO_COPY_MIN: usize = 16 * 1024;
+/// Flush the write buffer once it holds this much.
+const WRITE_HIGH_WATER: usize = 64 * 1024;
+/// Read buffers are topped up to at least this much spare room before a body read.
+const BODY_READ_SPARE: usize = 32 * 1024;
+/// A request whose head and body together are at most this large is kept until the response
+/// head arrives, so it can be replayed on a new connection if a pooled one turns out dead.
+const REPLAY_MAX: usize = 64 * 1024;
+/// Connect attempts to different endpoints for one request when connecting fails (nothing was
+/// sent, so trying another endpoint is always safe).
+const CONNECT_ATTEMPTS: usize = 3;
+
+/// Serves one client connection until it closes, errs, or the shard drains.
+pub(crate) async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
+    shard.active.set(shard.active.get() + 1);
+    shard.metrics().connection_opened();
+    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let mut wbuf = BytesMut::with_capacity(16 * 1024);
+    let mut first = true;
+    loop {
+        let generation = shard.generation();
+        let head = match read_head(&shard, &generation, &mut client, &mut rbuf, first).await {
+            Ok(h) => h,
+            Err(HeadEnd::Closed) => break,
+            Err(HeadEnd::Reply(failure, version)) => {
+                write_failure(failure, None, None, version, ClientConnection::Close, &mut wbuf);
+                if let Failure::BadRequest(e) = failure {
+                    shard.metrics().bad_request(e.status().as_u16());
+                }
+                flush_client(&mut client, &mut wbuf, generation.config.server.timeouts.client_body).await;
+                break;
+            }
+        };
+        first = false;
+        let started = Instant::now();
+        match handle(&shard, &generation, &mut client, peer, &mut rbuf, &mut wbuf, head, started).await {
+            Next::KeepAlive if !shard.drain.fired() => continue,
+            Next::Upgrade(upstream, idle) => {
+                tunnel(client, upstream, rbuf, idle).await;
+                break;
+            }
+            _ => break,
+        }
+    }
+    shard.metrics().connection_closed();
+    shard.active.set(shard.active.get() - 1);
+}
+
+enum HeadEnd {
+    /// The client went away, idled out, or the shard is draining: close without answering.
+    Closed,
+    /// Answer with this failure, then close.
+    Reply(Failure, Version),
+}
+
+/// Reads until a complete request head is parsed from `rbuf`.
+async fn read_head(
+    shard: &Shard,
+    generation: &Generation,
+    client: &mut TcpStream,
+    rbuf: &mut BytesMut,
+    first: bool,
+) -> Result<RequestHead, HeadEnd> {
+    let timeouts = &generation.config.server.timeouts;
+    let mut parser = RequestParser::new(generation.limits);
+    let mut deadline: Option<Instant> = None;
+    loop {
+        if !rbuf.is_empty() {
+            match parser.parse(rbuf) {
+                Ok(Some(head)) => return Ok(head),
+                Ok(None) => {}
+                Err(e) => return Err(HeadEnd::Reply(Failure::BadRequest(e), Version::HTTP_11)),
+            }
+            deadline.get_or_insert_with(|| Instant::now() + timeouts.client_header);
+        }
+        let buf = std::mem::take(rbuf);
+        let (outcome, buf) = match deadline {
+            Some(d) => read_timeout(client, buf, d.saturating_duration_since(Instant::now())).await,
+            None => {
+                // Waiting for the first byte of a request: the connection is idle, and a drain
+                // ends the wait at once.
+                let wait = if first { timeouts.client_header } else { timeouts.client_idle };
+                if shard.drain.fired() {
+                    *rbuf = buf;
+                    return Err(HeadEnd::Closed);
+                }
+                let stop = race(monoio::time::sleep(wait), shard.drain.wait());
+                read_until(client, buf, stop).await
+            }
+        };
+        *rbuf = buf;
+        match outcome {
+            ReadOutcome::Read(0) | ReadOutcome::Err(_) => return Err(HeadEnd::Closed),
+            ReadOutcome::Read(_) => {}
+            ReadOutcome::TimedOut if deadline.is_some() => {
+                shard.metrics().timeout(TimeoutKind::ClientHeader);
+                return Err(HeadEnd::Reply(Failure::ClientHeaderTimeout, Version::HTTP_11));
+            }
+            ReadOutcome::TimedOut => {
+                if !shard.drain.fired() {
+                    shard.metrics().timeout(if first { TimeoutKind::ClientHeader } else { TimeoutKind::ClientIdle });
+                }
+                return Err(HeadEnd::Closed);
+            }
+        }
+    }
+}
+
+/// Resolves when either future does.
+async fn race(a: impl std::future::Future<Output = ()>, b: impl std::future::Future<Output = ()>) {
+    let mut a = std::pin::pin!(a);
+    let mut b = std::pin::pin!(b);
+    std::future::poll_fn(|cx| {
+        if a.as_mut().poll(cx).is_ready() || b.as_mut().poll(cx).is_ready() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
+/// What the connection does after a request.
+enum Next {
+    KeepAlive,
+    Close,
+    /// The upstream switched protocols: tunnel bytes both ways with this idle timeout.
+    Upgrade(UpstreamConn, Duration),
+}
+
+/// What one request did, for metrics and the access log.
+struct Record {
+    status: Cell<u16>,
+    bytes_in: Cell<u64>,
+    bytes_out: Cell<u64>,
+    upstream: Cell<Option<SocketAddr>>,
+    upstream_started: Cell<Option<Instant>>,
+    retries: Cell<u32>,
+    /// The response head was (at least partly) written to the client: a failure can no longer
+    /// be answered, only closed.
+    committed: Cell<bool>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn handle(
+    shard: &Rc<Shard>,
+    generation: &Generation,
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    rbuf: &mut BytesMut,
+    wbuf: &mut BytesMut,
+    head: RequestHead,
+    started: Instant,
+) -> Next {
+    let config = &generation.config;
+    let record = Record {
+        status: Cell::new(0),
+        bytes_in: Cell::new(head.as_bytes().len() as u64),
+        bytes_out: Cell::new(0),
+        upstream: Cell::new(None),
+        upstream_started: Cell::new(None),
+        retries: Cell::new(0),
+        committed: Cell::new(false),
+    };
+    let route_index = config.match_route(head.method(), head.authority(), head.path(), |name| {
+        head.header(name.as_str())
+    });
+    let (next, route, cluster) = match route_index {
+        None => {
+            // The body (if any) was not read: the connection cannot be reused.
+            let keep = head.keep_alive() && !head.body_kind().has_body();
+            let next = answer(client, wbuf, &record, Failure::NoRoute, None, None, &head, keep, config).await;
+            (next, None, None)
+        }
+        Some(ri) => {
+            let route = &config.routes[ri];
+            let cluster_name = config.clusters[route.cluster].name.as_str();
+            let exchange = exchange(shard, generation, ri, client, peer, rbuf, wbuf, &head, &record);
+            let result = match route.timeouts.total {
+                Some(total) => match monoio::time::timeout(total, exchange).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        shard.metrics().timeout(TimeoutKind::Total);
+                        // The exchange was dropped mid-way; its buffers may be gone.
+                        wbuf.clear();
+                        rbuf.clear();
+                        Err(Failure::TotalTimeout)
+                    }
+                },
+                None => exchange.await,
+            };
+            let next = match result {
+                Ok(next) => next,
+                Err(failure) if !record.committed.get() => {
+                    answer(client, wbuf, &record, failure, Some(&route.name), Some(cluster_name), &head, false, config)
+                        .await
+                }
+                Err(_) => Next::Close,
+            };
+            (next, Some(ri), Some(route.cluster))
+        }
+    };
+    let elapsed = started.elapsed();
+    shard.metrics().request(
+        route.map(|r| generation.route_ids[r]),
+        cluster.map(|c| generation.cluster_ids[c]),
+        record.status.get(),
+        elapsed,
+        record.bytes_in.get(),
+        record.bytes_out.get(),
+    );
+    let mut log = shard.log.borrow_mut();
+    if log.enabled() {
+        log.log(&Entry {
+            client: peer,
+            method: head.method().as_str(),
+            path: head.target(),
+            status: record.status.get(),
+            bytes_in: record.bytes_in.get(),
+            bytes_out: record.bytes_out.get(),
+            upstream: record.upstream.get(),
+            upstream_time: record.upstream_started.get().map(|t| t.elapsed()),
+            total_time: elapsed,
+            retries: record.retries.get(),
+            route: route.map(|r| config.routes[r].name.as_str()),
+            time: SystemTime::now(),
+        });
+    }
+    next
+}
+
+/// Writes the gateway's own answer for `failure`.
+#[allow(clippy::too_many_arguments)]
+async fn answer(
+    client: &mut TcpStream,
+    wbuf: &mut BytesMut,
+    record: &Record,
+    failure: Failure,
+    route: Option<&str>,
+    cluster: Option<&str>,
+    head: &RequestHead,
+    keep: bool,
+    config: &crate::config::Config,
+) -> Next {
+    let conn = if keep { ClientConnection::KeepAlive } else { ClientConnection::Close };
+    wbuf.clear();
+    write_failure(failure, route, cluster, head.version(), conn, wbuf);
+    record.status.set(failure.status().as_u16());
+    record.bytes_out.set(record.bytes_out.get() + wbuf.len() as u64);
+    if flush_client(client, wbuf, config.server.timeouts.client_body).await && keep {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    }
+}
+
+/// Writes `wbuf` to the client; returns whether it all went out.
+async fn flush_client(client: &mut TcpStream, wbuf: &mut BytesMut, timeout: Duration) -> bool {
+    if wbuf.is_empty() {
+        return true;
+    }
+    let data = std::mem::take(wbuf);
+    let (res, mut data) = write_all_timeout(client, data, timeout).await;
+    data.clear();
+    *wbuf = data;
+    res.is_ok()
+}
+
+/// Outcome of sending the request and reading the response head on one upstream connection.
+enum Attempt {
+    Response(ResponseHead),
+    /// A pooled connection was found dead before any response byte: try a fresh one.
+    Stale,
+}
+
+/// Proxies one routed request. `Err` is a failure the client has not been answered for yet
+/// (unless `record.committed`).
+#[allow(clippy::too_many_arguments)]
+async fn exchange(
+    shard: &Rc<Shard>,
+    generation: &Generation,
+    route_index: usize,
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    rbuf: &mut BytesMut,
+    wbuf: &mut BytesMut,
+    head: &RequestHead,
+    record: &Record,
+) -> Result<Next, Failure> {
+    let config = &generation.config;
+    let route = &config.routes[route_index];
+    let cluster_index = route.cluster;
+    let cluster = &config.clusters[cluster_index];
+    let cluster_id = generation.cluster_ids[cluster_index];
+    let timeouts = &route.timeouts;
+    let server = &config.server;
+    let metrics = shard.metrics();
+
+    // The upstream request head.
+    let upgrade = head.upgrade().is_some();
+    let body_kind = head.body_kind();
+    let framing = request_framing(body_kind);
+    let rewritten = match (&route.rewrite_prefix, &route.matcher.path) {
+        (Some(new), Some(PathMatch::Prefix(prefix))) => {
+            let pq = head.path_and_query();
+            pq.strip_prefix(prefix.as_bytes()).map(|rest| [new.as_bytes(), rest])
+        }
+        _ => None,
+    };
+    let default_host = cluster.endpoints.first().and_then(|e| e.host.as_deref()).map(str::as_bytes);
+    let edits = RequestEdits {
+        target: rewritten,
+        default_host,
+        upgrade,
+        strip_expect: true,
+        remove: &route.request_headers.remove,
+        add: &route.request_headers.add,
+    };
+    let fwd = Forwarding {
+        via: server.forwarded.via.then_some(&b"headwater"[..]),
+        xff: generation.xff,
+        client_ip: Some(peer.ip()),
+        proto: server.forwarded.x_forwarded_proto.then_some(&b"http"[..]),
+        forwarded_host: server.forwarded.x_forwarded_host,
+    };
+    let mut ubuf = BytesMut::with_capacity(head.as_bytes().len() + 256);
+    encode_proxy_request(head, framing, &edits, &fwd, &mut ubuf);
+    let head_len = ubuf.len();
+
+    // A body that is already whole in the read buffer goes out with the head, and the request
+    // stays replayable.
+    let mut body_sent_with_head = false;
+    if let BodyKind::Length(n) = body_kind {
+        if n as usize <= rbuf.len() && head_len + n as usize <= REPLAY_MAX {
+            ubuf.extend_from_slice(&rbuf.split_to(n as usize));
+            record.bytes_in.set(record.bytes_in.get() + n);
+            body_sent_with_head = true;
+        }
+    }
+    let streams_body = framing.has_body() && !body_sent_with_head;
+    let replay: Option<Bytes> = (!streams_body).then(|| ubuf.split().freeze());
+
+    let mut tried: [usize; CONNECT_ATTEMPTS] = [usize::MAX; CONNECT_ATTEMPTS];
+    let mut tries = 0;
+    let mut fresh_only = false;
+    let mut continue_sent = false;
+    let (mut upstream, response) = loop {
+        // Pick an endpoint and get a connection to it.
+        let Some(ei) = shard.pick(generation, cluster_index, &tried[..tries]) else {
+            return Err(Failure::NoEndpoint);
+        };
+        let addr = cluster.endpoints[ei].address;
+        record.upstream.set(Some(addr));
+        let pooled = if fresh_only {
+            None
+        } else {
+            shard.pool.borrow_mut().checkout(addr, &cluster.pool, Instant::now())
+        };
+        let reused = pooled.is_some();
+        let mut conn = match pooled {
+            Some(c) => {
+                metrics.pool_hit(cluster_id);
+                c
+            }
+            None => {
+                metrics.pool_miss(cluster_id);
+                match connect(addr, timeouts.connect).await {
+                    Ok(c) => c,
+                    Err(outcome) => {
+                        metrics.upstream_connect_error(cluster_id);
+                        if outcome == Outcome::ConnectTimeout {
+                            metrics.timeout(TimeoutKind::UpstreamConnect);
+                        }
+                        tried[tries] = ei;
+                        tries += 1;
+                        let n = cluster.endpoints.len();
+                        if tries < CONNECT_ATTEMPTS.min(n) {
+                            record.retries.set(record.retries.get() + 1);
+                            continue;
+                        }
+                        return Err(if outcome == Outcome::ConnectTimeout {
+                            Failure::ConnectTimeout
+                        } else {
+                            Failure::ConnectFailed
+                        });
+                    }
+                }
+            }
+        };
+        conn.requests += 1;
+        record.upstream_started.set(Some(Instant::now()));
+
+        // 100-continue: the upstream is reachable, so let the client send its body. We answer
+        // it ourselves (and strip Expect upstream), as the body is streamed by us.
+        if head.expects_continue() && streams_body && !continue_sent {
+            wbuf.put_slice(CONTINUE_100);
+            if !flush_client(client, wbuf, server.timeouts.client_body).await {
+                return Ok(Next::Close);
+            }
+            continue_sent = true;
+        }
+
+        let attempt = match &replay {
+            Some(bytes) => send_whole(&mut conn, bytes.clone(), reused, timeouts.response_header).await,
+            None => {
+                // Stream the request body: head first (coalesced with the first body bytes).
+                let mut dec = BodyDecoder::new(body_kind);
+                let mut head_buf = std::mem::take(&mut ubuf);
+                let pumped = pump(
+                    client,
+                    rbuf,
+                    &mut dec,
+                    &mut conn.stream,
+                    framing,
+                    &mut head_buf,
+                    server.timeouts.client_body,
+                    timeouts.upstream_idle,
+                )
+                .await;
+                match pumped {
+                    Ok(n) => record.bytes_in.set(record.bytes_in.get() + n),
+                    Err(PumpError::ReadTimeout) => {
+                        metrics.timeout(TimeoutKind::ClientBody);
+                        return Err(Failure::ClientBodyTimeout);
+                    }
+                    Err(PumpError::ReadClosed | PumpError::ReadFailed) => return Ok(Next::Close),
+                    Err(PumpError::Decode(e)) => return Err(Failure::BadRequest(e)),
+                    Err(PumpError::WriteFailed) => return Err(Failure::UpstreamReset),
+                }
+                read_response_head(&mut conn, false, timeouts.response_header).await
+            }
+        };
+        match attempt {
+            Ok(Attempt::Response(resp)) => break (conn, resp),
+            Ok(Attempt::Stale) => {
+                // The pooled connection had been closed by the upstream; nothing reached it.
+                fresh_only = true;
+                record.retries.set(record.retries.get() + 1);
+                continue;
+            }
+            Err(Outcome::Timeout) => {
+                metrics.timeout(TimeoutKind::UpstreamResponseHeader);
+                return Err(Failure::UpstreamTimeout);
+            }
+            Err(Outcome::Protocol) => return Err(Failure::UpstreamProtocol),
+            Err(_) => return Err(Failure::UpstreamReset),
+        }
+    };
+
+    // Interim responses: 100 is ours to swallow (we answered the client already), other 1xx
+    // go to HTTP/1.1 clients; 101 switches protocols when the client asked for it.
+    let mut response = response;
+    loop {
+        let code = response.status().as_u16();
+        if code == 101 && upgrade {
+            break;
+        }
+        if !(100..200).contains(&code) {
+            break;
+        }
+        if code != 100 && head.version() == Version::HTTP_11 {
+            let mut interim = BytesMut::new();
+            encode_proxy_response(&response, BodyKind::None, head.version(), ClientConnection::KeepAlive, &ResponseEdits::default(), None, &mut interim);
+            record.bytes_out.set(record.bytes_out.get() + interim.len() as u64);
+            if !flush_client(client, &mut interim, server.timeouts.client_body).await {
+                return Ok(Next::Close);
+            }
+        }
+        response = match read_response_head(&mut upstream, false, timeouts.upstream_idle).await {
+            Ok(Attempt::Response(r)) => r,
+            Ok(Attempt::Stale) | Err(_) => return Err(Failure::UpstreamReset),
+        };
+    }
+
+    let status = response.status();
+    record.status.set(status.as_u16());
+    let resp_edits = ResponseEdits {
+        remove: &route.response_headers.remove,
+        add: &route.response_headers.add,
+    };
+    let via = server.forwarded.via.then_some(&b"headwater"[..]);
+
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        encode_proxy_response(&response, BodyKind::None, head.version(), ClientConnection::Upgrade, &resp_edits, via, wbuf);
+        record.committed.set(true);
+        record.bytes_out.set(record.bytes_out.get() + wbuf.len() as u64);
+        if !flush_client(client, wbuf, server.timeouts.client_body).await {
+            return Ok(Next::Close);
+        }
+        return Ok(Next::Upgrade(upstream, timeouts.upstream_idle));
+    }
+
+    let upstream_kind = response.body_kind(head.method());
+    let down = response_framing(upstream_kind, head.version());
+    let client_keep = head.keep_alive() && down.reusable() && !shard.drain.fired();
+    let conn_mode = if client_keep { ClientConnection::KeepAlive } else { ClientConnection::Close };
+    encode_proxy_response(&response, down, head.version(), conn_mode, &resp_edits, via, wbuf);
+    record.committed.set(true);
+    let head_out = wbuf.len() as u64;
+    let mut dec = BodyDecoder::new(upstream_kind);
+    let UpstreamConn { stream: ustream, rbuf: urbuf, .. } = &mut upstream;
+    let pumped = pump(
+        ustream,
+        urbuf,
+        &mut dec,
+        client,
+        down,
+        wbuf,
+        timeouts.upstream_idle,
+        server.timeouts.client_body,
+    )
+    .await;
+    match pumped {
+        Ok(n) => record.bytes_out.set(record.bytes_out.get() + head_out + n),
+        Err(PumpError::ReadTimeout) => {
+            metrics.timeout(TimeoutKind::UpstreamIdle);
+            return Ok(Next::Close);
+        }
+        Err(_) => return Ok(Next::Close),
+    }
+    // The upstream connection goes back to the pool only after a clean, complete exchange
+    // that leaves nothing unread.
+    if response.keep_alive() && upstream_kind.reusable() && upstream.rbuf.is_empty() && !upgrade {
+        shard.pool.borrow_mut().checkin(upstream, &cluster.pool, Instant::now());
+    }
+    Ok(if client_keep { Next::KeepAlive } else { Next::Close })
+}
+
+/// Opens a connection to `addr` within `timeout`.
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<UpstreamConn, Outcome> {
+    match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(UpstreamConn::new(stream, addr))
+        }
+        Ok(Err(_)) => Err(Outcome::ConnectFailed),
+        Err(_) => Err(Outcome::ConnectTimeout),
+    }
+}
+
+/// Sends a complete request (head and any body) and reads the response head. A connection
+/// taken from the pool that fails before any response byte is reported `Stale`.
+async fn send_whole(conn: &mut UpstreamConn, bytes: Bytes, reused: bool, timeout: Duration) -> Result<Attempt, Outcome> {
+    let (res, _) = write_all_timeout(&mut conn.stream, bytes, timeout).await;
+    if let Err(e) = res {
+        return if reused && !e.is_timeout() { Ok(Attempt::Stale) } else if e.is_timeout() { Err(Outcome::Timeout) } else { Err(Outcome::Reset) };
+    }
+    read_response_head(conn, reused, timeout).await
+}
+
+/// Reads one response head from `conn` within `timeout` (one deadline for the whole head).
+async fn read_response_head(conn: &mut UpstreamConn, reused: bool, timeout: Duration) -> Result<Attempt, Outcome> {
+    let deadline = Instant::now() + timeout;
+    let mut parser = ResponseParser::new(headwater_http1::Limits::default());
+    let mut got_any = !conn.rbuf.is_empty();
+    loop {
+        if !conn.rbuf.is_empty() {
+            match parser.parse(&mut conn.rbuf) {
+                Ok(Some(h)) => return Ok(Attempt::Response(h)),
+                Ok(None) => {}
+                Err(_) => return Err(Outcome::Protocol),
+            }
+        }
+        let buf = std::mem::take(&mut conn.rbuf);
+        let (outcome, buf) = read_timeout(&mut conn.stream, buf, deadline.saturating_duration_since(Instant::now())).await;
+        conn.rbuf = buf;
+        match outcome {
+            ReadOutcome::Read(0) | ReadOutcome::Err(_) => {
+                return if reused && !got_any { Ok(Attempt::Stale) } else { Err(Outcome::Reset) };
+            }
+            ReadOutcome::Read(_) => got_any = true,
+            ReadOutcome::TimedOut => return Err(Outcome::Timeout),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum PumpError {
+    ReadTimeout,
+    ReadClosed,
+    ReadFailed,
+    Decode(headwater_http1::Error),
+    WriteFailed,
+}
+
+/// Moves one message body from `src` (bytes already read are in `sbuf`) to `dst`, decoding with
+/// `dec` and re-framing as `out`. `wbuf` may hold bytes to send first (a head); they are
+/// coalesced with the first body bytes. Returns the body bytes written.
+#[allow(clippy::too_many_arguments)]
+async fn pump<R, W>(
+    src: &mut R,
+    sbuf: &mut BytesMut,
+    dec: &mut BodyDecoder,
+    dst: &mut W,
+    out: BodyKind,
+    wbuf: &mut BytesMut,
+    read_timeout_dur: Duration,
+    write_timeout: Duration,
+) -> Result<u64, PumpError>
+where
+    R: CancelableAsyncReadRent,
+    W: CancelableAsyncWriteRent,
+{
+    let chunked_out = out == BodyKind::Chunked;
+    let mut written: u64 = 0;
+    let mut trailers: Option<Bytes> = None;
+    loop {
+        match dec.decode(sbuf).map_err(PumpError::Decode)? {
+            Some(Decoded::Data(data)) => {
+                written += data.len() as u64;
+                if chunked_out {
+                    chunked::encode_chunk_header(data.len(), wbuf);
+                }
+                if data.len() >= ZERO_COPY_MIN {
+                    let mut parts = BytesVec::new();
+                    parts.push(wbuf.split().freeze());
+                    parts.push(data);
+                    if chunked_out {
+                        parts.push(Bytes::from_static(chunked::CRLF));
+                    }
+                    let (res, _) = crate::io::write_vectored_all_timeout(dst, parts, write_timeout).await;
+                    res.map_err(|_| PumpError::WriteFailed)?;
+                } else {
+                    wbuf.put_slice(&data);
+                    if chunked_out {
+                        wbuf.put_slice(chunked::CRLF);
+                    }
+                    if wbuf.len() >= WRITE_HIGH_WATER {
+                        write_out(dst, wbuf, write_timeout).await?;
+                    }
+                }
+            }
+            Some(Decoded::Trailers(t)) => trailers = Some(t),
+            Some(Decoded::Done) => {
+                if chunked_out {
+                    match trailers {
+                        Some(t) => {
+                            wbuf.put_slice(b"0\r\n");
+                            wbuf.put_slice(&t);
+                        }
+                        None => wbuf.put_slice(chunked::LAST_CHUNK),
+                    }
+                }
+                write_out(dst, wbuf, write_timeout).await?;
+                return Ok(written);
+            }
+            None => {
+                // Need more input: send what we have, then read.
+                write_out(dst, wbuf, write_timeout).await?;
+                if sbuf.capacity() - sbuf.len() < 4096 {
+                    sbuf.reserve(BODY_READ_SPARE);
+                }
+                let buf = std::mem::take(sbuf);
+                let (outcome, buf) = read_timeout(src, buf, read_timeout_dur).await;
+                *sbuf = buf;
+                match outcome {
+                    ReadOutcome::Read(0) => {
+                        dec.eof().map_err(|_| PumpError::ReadClosed)?;
+                    }
+                    ReadOutcome::Read(_) => {}
+                    ReadOutcome::TimedOut => return Err(PumpError::ReadTimeout),
+                    ReadOutcome::Err(_) => return Err(PumpError::ReadFailed),
+                }
+            }
+        }
+    }
+}
+
+async fn write_out<W: CancelableAsyncWriteRent>(dst: &mut W, wbuf: &mut BytesMut, timeout: Duration) -> Result<(), PumpError> {
+    if wbuf.is_empty() {
+        return Ok(());
+    }
+    let data = std::mem::take(wbuf);
+    let (res, mut data) = write_all_timeout(dst, data, timeout).await;
+    data.clear();
+    *wbuf = data;
+    res.map_err(|_| PumpError::WriteFailed)
+}
+
+/// Relays bytes both ways between an upgraded client connection and its upstream until both
+/// directions have closed or one stays idle longer than `idle`.
+async fn tunnel(client: TcpStream, upstream: UpstreamConn, pending_client: BytesMut, idle: Duration) {
+    let UpstreamConn { stream, rbuf: pending_upstream, .. } = upstream;
+    let (mut cr, mut cw) = client.into_split();
+    let (mut ur, mut uw) = stream.into_split();
+    let up = relay(&mut cr, &mut uw, pending_client, idle);
+    let down = relay(&mut ur, &mut cw, pending_upstream, idle);
+    monoio::join!(up, down);
+}
+
+async fn relay<R, W>(src: &mut R, dst: &mut W, mut buf: BytesMut, idle: Duration)
+where
+    R: CancelableAsyncReadRent,
+    W: CancelableAsyncWriteRent + AsyncWriteRent,
+{
+    loop {
+        if !buf.is_empty() {
+            let data = std::mem::take(&mut buf);
+            let (res, mut data) = write_all_timeout(dst, data, idle).await;
+            if res.is_err() {
+                break;
+            }
+            data.clear();
+            buf = data;
+        }
+        if buf.capacity() < 4096 {
+            buf.reserve(16 * 1024);
+        }
+        let (outcome, b) = read_timeout(src, buf, idle).await;
+        buf = b;
+        match outcome {
+            ReadOutcome::Read(0) | ReadOutcome::TimedOut | ReadOutcome::Err(_) => break,
+            ReadOutcome::Read(_) => {}
+        }
+    }
+    // Half-close: tell the other side this direction is done.
+    let _ = dst.shutdown().await;
+}
+
+#[allow(dead_code)]
+fn _method_is_idempotent(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+}

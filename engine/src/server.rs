@@ -1,0 +1,392 @@
+//! The embeddable server: starts the shards, the access log writer and the admin listener for a
+//! validated [`Config`], and is the control plane afterwards (reload, status, drain).
+//!
+//! ```no_run
+//! let config = headwater_engine::config::load("headwater.toml".as_ref()).unwrap();
+//! let server = headwater_engine::server::Server::start(config, Some("headwater.toml".into())).unwrap();
+//! println!("serving on {:?}", server.listen_addrs());
+//! server.wait_for_shutdown_signal();
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::access_log::{AccessLog, Target};
+use crate::config::{self, AccessLogTarget, Config, IoDriver};
+use crate::metrics::Registry;
+use crate::proxy::{conn, Generation, Shard, Shared};
+use crate::runtime::{self, DriverChoice, DriverKind, Shards};
+
+/// How often a shard checks for drain, flushes its log and sweeps its pool.
+const TICK: Duration = Duration::from_millis(100);
+/// How long an accept waits before the loop looks at the drain flag again.
+const ACCEPT_POLL: Duration = Duration::from_millis(250);
+
+/// The settings that only a restart can change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fixed {
+    listen: Vec<SocketAddr>,
+    workers: usize,
+    admin: Option<SocketAddr>,
+    io_driver: IoDriver,
+    access_log: AccessLogTarget,
+    backlog: u32,
+}
+
+impl Fixed {
+    fn of(c: &Config) -> Fixed {
+        Fixed {
+            listen: c.server.listen.clone(),
+            workers: c.server.workers,
+            admin: c.server.admin,
+            io_driver: c.server.io_driver,
+            access_log: c.server.access_log.clone(),
+            backlog: c.server.backlog,
+        }
+    }
+}
+
+/// The control plane shared by the admin thread, signal handling and the embedding program.
+pub struct Control {
+    shared: Arc<Shared>,
+    config_path: Option<PathBuf>,
+    fixed: Fixed,
+    /// Serialises reloads and numbers generations.
+    next_generation: Mutex<u64>,
+    driver: DriverKind,
+    listen: Vec<SocketAddr>,
+    log: Mutex<Option<AccessLog>>,
+    started: Instant,
+}
+
+impl Control {
+    /// Re-reads the config file and applies it. The error says why (file, line, reason) and the
+    /// running config stays in force.
+    pub fn reload(&self) -> Result<u64, String> {
+        let Some(path) = &self.config_path else {
+            return Err("no config file to reload (the server was started from a config in memory)".into());
+        };
+        let result = config::load(path).map_err(|e| e.to_string()).and_then(|c| self.apply(c));
+        if let Err(e) = &result {
+            eprintln!("headwater: reload rejected: {e}");
+        }
+        result
+    }
+
+    /// Applies a validated config to new requests on every shard. In-flight requests finish on
+    /// the config they started with; open connections stay open.
+    pub fn apply(&self, config: Config) -> Result<u64, String> {
+        let result = self.apply_inner(config);
+        self.shared.metrics.reload(result.is_ok());
+        result
+    }
+
+    fn apply_inner(&self, config: Config) -> Result<u64, String> {
+        let fixed = Fixed::of(&config);
+        if fixed != self.fixed {
+            return Err("server.listen, workers, admin, io_driver, backlog and access_log cannot change on reload; restart to apply them".into());
+        }
+        let mut next = self.next_generation.lock().unwrap_or_else(|e| e.into_inner());
+        let id = *next + 1;
+        let generation = Generation::new(id, config, &self.shared.metrics)?;
+        self.shared.publish(generation);
+        *next = id;
+        Ok(id)
+    }
+
+    /// The generation in force.
+    pub fn generation(&self) -> u64 {
+        self.shared.current().id
+    }
+
+    /// Prometheus text exposition of all metrics.
+    pub fn metrics_text(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        self.shared.metrics.render_prometheus(&mut out);
+        out
+    }
+
+    /// The `/status` document.
+    pub fn status(&self) -> serde_json::Value {
+        let current = self.shared.current();
+        let config = &current.config;
+        serde_json::json!({
+            "generation": current.id,
+            "uptime_seconds": self.started.elapsed().as_secs_f64(),
+            "draining": self.shared.is_draining(),
+            "io_driver": self.driver.as_str(),
+            "shards": self.fixed.workers,
+            "listen": self.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "routes": config.routes.iter().map(|r| serde_json::json!({
+                "name": r.name,
+                "cluster": config.clusters[r.cluster].name,
+            })).collect::<Vec<_>>(),
+            "clusters": config.clusters.iter().map(|c| serde_json::json!({
+                "name": c.name,
+                "endpoints": c.endpoints.iter().map(|e| serde_json::json!({
+                    "address": e.address.to_string(),
+                    "host": e.host,
+                })).collect::<Vec<_>>(),
+                "pool": {
+                    "max_idle_per_endpoint": c.pool.max_idle_per_endpoint,
+                    "idle_timeout_ms": c.pool.idle_timeout.as_millis() as u64,
+                },
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Starts the drain: stop accepting, let in-flight requests finish, close idle connections.
+    pub fn begin_drain(&self) {
+        self.shared.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the server is draining.
+    pub fn is_draining(&self) -> bool {
+        self.shared.is_draining()
+    }
+
+    /// Reopens the access log file (after log rotation).
+    pub fn reopen_log(&self) {
+        if let Some(log) = &*self.log.lock().unwrap_or_else(|e| e.into_inner()) {
+            log.reopen();
+        }
+    }
+}
+
+/// A running server.
+pub struct Server {
+    control: Arc<Control>,
+    shards: Option<Shards>,
+    admin: Option<crate::admin::Admin>,
+}
+
+impl Server {
+    /// Starts serving `config`. `config_path` is re-read on reload. Returns once every shard
+    /// listens on every address.
+    pub fn start(config: Config, config_path: Option<PathBuf>) -> std::io::Result<Server> {
+        let workers = config.server.workers;
+        let backlog = config.server.backlog;
+        // Port 0 must mean one port for all shards.
+        let listen: Vec<SocketAddr> = config
+            .server
+            .listen
+            .iter()
+            .map(|a| runtime::reserve_addr(*a))
+            .collect::<Result<_, _>>()?;
+        let fixed = Fixed::of(&config);
+        let metrics = Registry::new(workers);
+        let log_target = match &config.server.access_log {
+            AccessLogTarget::Off => Target::Off,
+            AccessLogTarget::Stdout => Target::Stdout,
+            AccessLogTarget::File(p) => Target::File(p.clone()),
+        };
+        let log = AccessLog::start(log_target, workers)?;
+        let shard_logs: Mutex<Vec<Option<crate::access_log::ShardLog>>> =
+            Mutex::new((0..workers).map(|i| Some(log.shard(i))).collect());
+        let choice = match config.server.io_driver {
+            IoDriver::Auto => DriverChoice::Auto,
+            IoDriver::IoUring => DriverChoice::IoUring,
+            IoDriver::Epoll => DriverChoice::Epoll,
+        };
+        let admin_addr = config.server.admin;
+        let first = Generation::new(1, config, &metrics)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let shared = Shared::new(first, metrics);
+
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+        let ready_tx = Mutex::new(ready_tx);
+        let shard_shared = shared.clone();
+        let shard_listen = listen.clone();
+        let shards = runtime::spawn_shards(workers, choice, true, move |ctx| {
+            let log = shard_logs.lock().unwrap_or_else(|e| e.into_inner())[ctx.index].take();
+            let ready = ready_tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let shared = shard_shared.clone();
+            let listen = shard_listen.clone();
+            async move {
+                let Some(log) = log else { return };
+                run_shard(ctx.index, shared, log, &listen, backlog, ready).await;
+            }
+        })?;
+        let driver = shards.driver();
+        for _ in 0..workers {
+            match ready_rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    shared.draining.store(true, Ordering::Relaxed);
+                    let _ = shards.join();
+                    return Err(std::io::Error::other(e));
+                }
+                Err(_) => return Err(std::io::Error::other("a shard did not start in time")),
+            }
+        }
+        let control = Arc::new(Control {
+            shared,
+            config_path,
+            fixed,
+            next_generation: Mutex::new(1),
+            driver,
+            listen,
+            log: Mutex::new(Some(log)),
+            started: Instant::now(),
+        });
+        let admin = match admin_addr {
+            Some(addr) => Some(crate::admin::Admin::start(addr, control.clone())?),
+            None => None,
+        };
+        Ok(Server { control, shards: Some(shards), admin })
+    }
+
+    /// The addresses the proxy listens on (port 0 resolved).
+    pub fn listen_addrs(&self) -> &[SocketAddr] {
+        &self.control.listen
+    }
+
+    /// The admin listener's address, if any.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|a| a.addr())
+    }
+
+    /// The control plane (reload, status, drain).
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
+    /// Which I/O driver the shards run.
+    pub fn driver(&self) -> DriverKind {
+        self.control.driver
+    }
+
+    /// Drains (in-flight requests finish within the drain timeout, idle connections close) and
+    /// stops everything. Returns when all shards have exited and the log is flushed.
+    pub fn shutdown(mut self) {
+        self.control.begin_drain();
+        if let Some(shards) = self.shards.take() {
+            let _ = shards.join();
+        }
+        if let Some(admin) = self.admin.take() {
+            admin.stop();
+        }
+        if let Some(log) = self.control.log.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            log.shutdown();
+        }
+    }
+
+    /// Blocks until SIGTERM or SIGINT (then drains and returns), reloading on SIGHUP and
+    /// reopening the access log on SIGUSR1.
+    pub fn wait_for_shutdown_signal(self) {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+        let mut signals = match signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM, SIGUSR1]) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("headwater: cannot install signal handlers: {e}");
+                return self.shutdown();
+            }
+        };
+        for sig in signals.forever() {
+            match sig {
+                SIGHUP => match self.control.reload() {
+                    Ok(g) => eprintln!("headwater: reloaded, generation {g}"),
+                    Err(_) => {}
+                },
+                SIGUSR1 => self.control.reopen_log(),
+                _ => {
+                    eprintln!("headwater: draining");
+                    break;
+                }
+            }
+        }
+        self.shutdown();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(shards) = self.shards.take() {
+            self.control.begin_drain();
+            let _ = shards.join();
+        }
+        if let Some(admin) = self.admin.take() {
+            admin.stop();
+        }
+    }
+}
+
+/// The body of one shard thread.
+async fn run_shard(
+    index: usize,
+    shared: Arc<Shared>,
+    log: crate::access_log::ShardLog,
+    listen: &[SocketAddr],
+    backlog: u32,
+    ready: mpsc::Sender<Result<(), String>>,
+) {
+    let shard = Rc::new(Shard::new(index, shared, log));
+    let mut listeners = Vec::with_capacity(listen.len());
+    for addr in listen {
+        match runtime::shard_listener(*addr, backlog) {
+            Ok(l) => listeners.push(l),
+            Err(e) => {
+                let _ = ready.send(Err(format!("shard {index}: cannot listen on {addr}: {e}")));
+                return;
+            }
+        }
+    }
+    let mut accepting = Vec::new();
+    for listener in listeners {
+        accepting.push(monoio::spawn(accept_loop(shard.clone(), listener)));
+    }
+    let _ = ready.send(Ok(()));
+
+    // Housekeeping until the drain starts.
+    let mut last_sweep = Instant::now();
+    while !shard.shared.is_draining() {
+        monoio::time::sleep(TICK).await;
+        shard.log.borrow_mut().flush();
+        if last_sweep.elapsed() >= Duration::from_secs(1) {
+            shard.pool.borrow_mut().sweep(Instant::now());
+            last_sweep = Instant::now();
+        }
+    }
+    // Drain: listeners close as their loops see the flag; idle connections are woken and close;
+    // requests in flight get until the drain timeout.
+    shard.drain.fire();
+    shard.pool.borrow_mut().clear();
+    for a in accepting {
+        a.await;
+    }
+    let drain_timeout = shard.shared.current().config.server.drain_timeout;
+    let deadline = Instant::now() + drain_timeout;
+    while shard.active.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+    shard.pool.borrow_mut().clear();
+    shard.log.borrow_mut().flush();
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: monoio::net::TcpListener) {
+    let max = shard.shared.current().config.server.max_connections_per_shard;
+    while !shard.shared.is_draining() {
+        match crate::io::accept_timeout(&listener, ACCEPT_POLL).await {
+            Ok(Some((stream, peer))) => {
+                if shard.active.get() >= max {
+                    drop(stream);
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                monoio::spawn(conn::serve(shard.clone(), stream, peer));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                if e.raw_os_error() != Some(libc::ECONNABORTED) {
+                    monoio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! ResponseParser on arbitrary bytes.
+//!
+//! 1. Whole, two pieces, many pieces and a reused `ResponseHead` must agree (incomplete / error
+//!    kind / the parsed head, its body framing for GET, HEAD, CONNECT and POST, and the bytes
+//!    left after it); two failures may differ only when one is a size limit.
+//! 2. A parsed head is re-encoded with `encode_proxy_response` for a data-chosen request
+//!    method, client version, connection handling and Via; the result must parse again with the
+//!    status, reason, framing, keep-alive, upgrade and end-to-end fields the proxy promised.
+//! 3. Nothing panics, including the `http` conversions.
+#![no_main]
+
+use bytes::BytesMut;
+use fuzz_support::{forwarded_fields, is_limit, owned, show, without, Input};
+use headwater_http1::{
+    encode_proxy_response, response_framing, BodyKind, ClientConnection, ErrorKind, Limits,
+    ResponseEdits, ResponseHead, ResponseParser,
+};
+use http::{Method, StatusCode, Version};
+use libfuzzer_sys::fuzz_target;
+
+const METHODS: [Method; 4] = [Method::GET, Method::HEAD, Method::CONNECT, Method::POST];
+
+#[derive(Debug, PartialEq)]
+struct Snap {
+    raw: Vec<u8>,
+    status: StatusCode,
+    version: Version,
+    reason: Vec<u8>,
+    fields: Vec<(Vec<u8>, Vec<u8>)>,
+    content_length: Option<u64>,
+    keep_alive: bool,
+    upgrade: Option<Vec<u8>>,
+    body: [BodyKind; 4],
+}
+
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Incomplete(Vec<u8>),
+    Failed(ErrorKind, &'static str),
+    Parsed(Box<Snap>, Vec<u8>),
+}
+
+fn snap(h: &ResponseHead) -> Snap {
+    Snap {
+        raw: h.as_bytes().to_vec(),
+        status: h.status(),
+        version: h.version(),
+        reason: h.reason().to_vec(),
+        fields: owned(h.headers()),
+        content_length: h.content_length(),
+        keep_alive: h.keep_alive(),
+        upgrade: h.upgrade().map(<[u8]>::to_vec),
+        body: METHODS.map(|m| h.body_kind(&m)),
+    }
+}
+
+fn run(limits: Limits, pieces: &[&[u8]], reuse: Option<&mut ResponseHead>) -> Outcome {
+    let mut parser = ResponseParser::new(limits);
+    let mut buf = BytesMut::new();
+    let mut reuse = reuse;
+    for (i, piece) in pieces.iter().enumerate() {
+        buf.extend_from_slice(piece);
+        let result = match reuse.as_deref_mut() {
+            Some(head) => parser
+                .parse_into(&mut buf, head)
+                .map(|done| done.then(|| head.clone())),
+            None => parser.parse(&mut buf),
+        };
+        match result {
+            Ok(None) => {}
+            Ok(Some(head)) => {
+                for rest in &pieces[i + 1..] {
+                    buf.extend_from_slice(rest);
+                }
+                return Outcome::Parsed(Box::new(snap(&head)), buf.to_vec());
+            }
+            Err(e) => return Outcome::Failed(e.kind(), e.detail()),
+        }
+    }
+    Outcome::Incomplete(buf.to_vec())
+}
+
+fn agree(what: &str, whole: &Outcome, other: &Outcome, msg: &[u8]) {
+    match (whole, other) {
+        (Outcome::Failed(a, _), Outcome::Failed(b, _)) if a == b => {}
+        (Outcome::Failed(a, _), Outcome::Failed(b, _)) if is_limit(*a) || is_limit(*b) => {}
+        _ => assert_eq!(whole, other, "{what} differs from whole for {:?}", show(msg)),
+    }
+}
+
+fn conversions(h: &ResponseHead) {
+    for i in 0..h.header_count() {
+        let name = h.header_name(i);
+        let value = h.header_value(i);
+        assert!(name.as_str().as_bytes().eq_ignore_ascii_case(h.headers().nth(i).unwrap().0));
+        assert_eq!(value.as_bytes(), h.headers().nth(i).unwrap().1);
+    }
+    let parts = h.to_parts();
+    assert_eq!(parts.headers.len(), h.header_count());
+    assert_eq!(parts.status, h.status());
+}
+
+fn reencode(h: &ResponseHead, flags: u8, msg: &[u8]) {
+    let method = &METHODS[usize::from(flags & 3)];
+    let client = if flags & 4 == 0 {
+        Version::HTTP_11
+    } else {
+        Version::HTTP_10
+    };
+    let conn = match (flags >> 3) & 3 {
+        0 | 1 => ClientConnection::KeepAlive,
+        2 => ClientConnection::Close,
+        _ => ClientConnection::Upgrade,
+    };
+    let via: Option<&[u8]> = if flags & 32 == 0 {
+        None
+    } else {
+        Some(b"headwater")
+    };
+    let framing = response_framing(h.body_kind(method), client);
+    let mut out = BytesMut::new();
+    encode_proxy_response(
+        h,
+        framing,
+        client,
+        conn,
+        &ResponseEdits::default(),
+        via,
+        &mut out,
+    );
+    let encoded = out.clone();
+    let roomy = Limits {
+        max_head_bytes: 1 << 20,
+        max_headers: 1024,
+        max_uri_bytes: 1 << 20,
+    };
+    let again = match ResponseParser::new(roomy).parse(&mut out) {
+        Ok(Some(again)) => again,
+        other => panic!(
+            "re-encoded head does not parse: {other:?}\n  input: {:?}\n  encoded: {:?}",
+            show(msg),
+            show(&encoded)
+        ),
+    };
+    let ctx = || {
+        format!(
+            "\n  {method} {client:?} {conn:?} via={}\n  input {:?}\n  encoded {:?}",
+            via.is_some(),
+            show(msg),
+            show(&encoded)
+        )
+    };
+    assert!(out.is_empty(), "bytes left after re-encoded head: {}", ctx());
+    assert_eq!(again.status(), h.status(), "{}", ctx());
+    assert_eq!(again.version(), Version::HTTP_11, "{}", ctx());
+    let reason = if h.reason().is_empty() {
+        h.status().canonical_reason().unwrap_or("").as_bytes()
+    } else {
+        h.reason()
+    };
+    assert_eq!(again.reason(), reason, "reason: {}", ctx());
+    assert_eq!(again.body_kind(method), framing, "framing: {}", ctx());
+    assert_eq!(
+        again.keep_alive(),
+        conn != ClientConnection::Close,
+        "keep-alive: {}",
+        ctx()
+    );
+    if conn == ClientConnection::Upgrade && h.upgrade().is_some() {
+        assert_eq!(again.upgrade(), h.upgrade(), "upgrade: {}", ctx());
+    }
+    // End-to-end fields, in order, byte for byte. Content-Length is rewritten (or kept when
+    // the message has no body) and Connection / Transfer-Encoding / Via are the encoder's own.
+    let mut ours: Vec<&[u8]> = vec![b"content-length", b"transfer-encoding", b"connection"];
+    if via.is_some() {
+        ours.push(b"via");
+    }
+    let sent = without(owned(again.headers()), &ours);
+    let (drop, keep): (&[&[u8]], &[&[u8]]) = if conn == ClientConnection::Upgrade {
+        (&ours[..], &[b"upgrade"])
+    } else {
+        ours.push(b"upgrade");
+        (&ours[..], &[])
+    };
+    let want = forwarded_fields(h.headers(), drop, keep);
+    assert_eq!(sent, want, "forwarded fields: {}", ctx());
+    if let Some(v) = via {
+        let sent_via = again.header("via").unwrap_or(b"");
+        assert!(sent_via.ends_with(v), "via: {}", ctx());
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let input = Input::new(data);
+    let limits = input.head_limits();
+    let msg = input.msg;
+
+    let whole = run(limits, &[msg], None);
+    agree("two pieces", &whole, &run(limits, &input.two_pieces(), None), msg);
+    agree("many pieces", &whole, &run(limits, &input.many_pieces(), None), msg);
+    let mut reused = ResponseParser::new(Limits::default())
+        .parse(&mut BytesMut::from(
+            &b"HTTP/1.1 404 Gone\r\nContent-Length: 3\r\nA: 1\r\nConnection: close\r\n\r\n"[..],
+        ))
+        .unwrap()
+        .unwrap();
+    agree("reused head", &whole, &run(limits, &[msg], Some(&mut reused)), msg);
+
+    let mut buf = BytesMut::from(msg);
+    let Ok(Some(head)) = ResponseParser::new(limits).parse(&mut buf) else {
+        return;
+    };
+    conversions(&head);
+    reencode(&head, input.flags(), msg);
+});
