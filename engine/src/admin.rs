@@ -50,7 +50,11 @@ impl Admin {
                     }
                 }
             })?;
-        Ok(Admin { addr, stop, thread: Some(thread) })
+        Ok(Admin {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// The bound address.
@@ -91,7 +95,13 @@ fn serve(mut stream: TcpStream, control: &Control) -> std::io::Result<()> {
                 Ok(None) => {}
                 Err(e) => {
                     let body = format!("{{\"error\":\"{}\"}}\n", e.detail());
-                    return respond(&mut stream, e.status(), "application/json", body.as_bytes(), false);
+                    return respond(
+                        &mut stream,
+                        e.status(),
+                        "application/json",
+                        body.as_bytes(),
+                        false,
+                    );
                 }
             }
             let mut chunk = [0u8; 4096];
@@ -104,7 +114,13 @@ fn serve(mut stream: TcpStream, control: &Control) -> std::io::Result<()> {
         // Admin requests carry no meaningful body; skip a small one, refuse a big one.
         if let BodyKind::Length(n) = head.body_kind() {
             if n > 64 * 1024 {
-                return respond(&mut stream, StatusCode::PAYLOAD_TOO_LARGE, "text/plain", b"body too large\n", false);
+                return respond(
+                    &mut stream,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "text/plain",
+                    b"body too large\n",
+                    false,
+                );
             }
             while (buf.len() as u64) < n {
                 let mut chunk = [0u8; 4096];
@@ -116,7 +132,13 @@ fn serve(mut stream: TcpStream, control: &Control) -> std::io::Result<()> {
             }
             let _ = buf.split_to(n as usize);
         } else if head.body_kind() == BodyKind::Chunked {
-            return respond(&mut stream, StatusCode::LENGTH_REQUIRED, "text/plain", b"length required\n", false);
+            return respond(
+                &mut stream,
+                StatusCode::LENGTH_REQUIRED,
+                "text/plain",
+                b"length required\n",
+                false,
+            );
         }
         let keep = head.keep_alive();
         let (status, ctype, body) = route(head.method(), head.path(), control);
@@ -158,9 +180,19 @@ fn route(method: &Method, path: &[u8], control: &Control) -> (StatusCode, &'stat
     }
 }
 
-fn respond(stream: &mut TcpStream, status: StatusCode, ctype: &str, body: &[u8], keep: bool) -> std::io::Result<()> {
+fn respond(
+    stream: &mut TcpStream,
+    status: StatusCode,
+    ctype: &str,
+    body: &[u8],
+    keep: bool,
+) -> std::io::Result<()> {
     let mut out = BytesMut::with_capacity(body.len() + 128);
-    let conn = if keep { ClientConnection::KeepAlive } else { ClientConnection::Close };
+    let conn = if keep {
+        ClientConnection::KeepAlive
+    } else {
+        ClientConnection::Close
+    };
     encode_response_head(
         status,
         &[("content-type", ctype.as_bytes())],

@@ -6,7 +6,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod config;
-//TMP pub mod demo;
+pub mod demo;
 pub mod io;
 pub mod metrics;
 pub mod proxy;

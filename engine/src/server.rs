@@ -69,9 +69,17 @@ impl Control {
     /// running config stays in force.
     pub fn reload(&self) -> Result<u64, String> {
         let Some(path) = &self.config_path else {
-            return Err("no config file to reload (the server was started from a config in memory)".into());
+            return Err(
+                "no config file to reload (the server was started from a config in memory)".into(),
+            );
         };
-        let result = config::load(path).map_err(|e| e.to_string()).and_then(|c| self.apply(c));
+        let result = match config::load(path) {
+            Ok(c) => self.apply(c),
+            Err(e) => {
+                self.shared.metrics.reload(false);
+                Err(e.to_string())
+            }
+        };
         if let Err(e) = &result {
             eprintln!("headwater: reload rejected: {e}");
         }
@@ -91,7 +99,10 @@ impl Control {
         if fixed != self.fixed {
             return Err("server.listen, workers, admin, io_driver, backlog and access_log cannot change on reload; restart to apply them".into());
         }
-        let mut next = self.next_generation.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = self
+            .next_generation
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let id = *next + 1;
         let generation = Generation::new(id, config, &self.shared.metrics)?;
         self.shared.publish(generation);
@@ -238,7 +249,11 @@ impl Server {
             Some(addr) => Some(crate::admin::Admin::start(addr, control.clone())?),
             None => None,
         };
-        Ok(Server { control, shards: Some(shards), admin })
+        Ok(Server {
+            control,
+            shards: Some(shards),
+            admin,
+        })
     }
 
     /// The addresses the proxy listens on (port 0 resolved).
@@ -271,7 +286,13 @@ impl Server {
         if let Some(admin) = self.admin.take() {
             admin.stop();
         }
-        if let Some(log) = self.control.log.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(log) = self
+            .control
+            .log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             log.shutdown();
         }
     }
@@ -280,19 +301,22 @@ impl Server {
     /// reopening the access log on SIGUSR1.
     pub fn wait_for_shutdown_signal(self) {
         use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
-        let mut signals = match signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM, SIGUSR1]) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("headwater: cannot install signal handlers: {e}");
-                return self.shutdown();
-            }
-        };
+        let mut signals =
+            match signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM, SIGUSR1]) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("headwater: cannot install signal handlers: {e}");
+                    return self.shutdown();
+                }
+            };
         for sig in signals.forever() {
             match sig {
-                SIGHUP => match self.control.reload() {
-                    Ok(g) => eprintln!("headwater: reloaded, generation {g}"),
-                    Err(_) => {}
-                },
+                SIGHUP => {
+                    // A rejected reload has already been reported by `reload`.
+                    if let Ok(g) = self.control.reload() {
+                        eprintln!("headwater: reloaded, generation {g}");
+                    }
+                }
                 SIGUSR1 => self.control.reopen_log(),
                 _ => {
                     eprintln!("headwater: draining");
@@ -369,7 +393,12 @@ async fn run_shard(
 }
 
 async fn accept_loop(shard: Rc<Shard>, listener: monoio::net::TcpListener) {
-    let max = shard.shared.current().config.server.max_connections_per_shard;
+    let max = shard
+        .shared
+        .current()
+        .config
+        .server
+        .max_connections_per_shard;
     while !shard.shared.is_draining() {
         match crate::io::accept_timeout(&listener, ACCEPT_POLL).await {
             Ok(Some((stream, peer))) => {

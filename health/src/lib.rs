@@ -47,11 +47,23 @@ mod tests {
 
     #[test]
     fn classification() {
-        let ok = Outcome::Response { status: 200, latency: Duration::ZERO };
-        let err = Outcome::Response { status: 503, latency: Duration::ZERO };
+        let ok = Outcome::Response {
+            status: 200,
+            latency: Duration::ZERO,
+        };
+        let err = Outcome::Response {
+            status: 503,
+            latency: Duration::ZERO,
+        };
         assert!(!ok.is_gateway_failure() && !ok.is_5xx());
         assert!(!err.is_gateway_failure() && err.is_5xx());
-        for o in [Outcome::ConnectFailed, Outcome::ConnectTimeout, Outcome::Reset, Outcome::Timeout, Outcome::Protocol] {
+        for o in [
+            Outcome::ConnectFailed,
+            Outcome::ConnectTimeout,
+            Outcome::Reset,
+            Outcome::Timeout,
+            Outcome::Protocol,
+        ] {
             assert!(o.is_gateway_failure() && !o.is_5xx());
         }
     }

@@ -228,7 +228,8 @@ pub fn encode_proxy_request(
     let mut via_written = false;
     let mut xff_written = false;
     for (name, value) in head.headers() {
-        match hop(name) {
+        let kind = hop(name);
+        match kind {
             Hop::Drop | Hop::ContentLength | Hop::Host => continue,
             Hop::Upgrade => {
                 if !edits.upgrade {
@@ -285,7 +286,9 @@ pub fn encode_proxy_request(
             }
             Hop::Other => {}
         }
-        if named_by_connection(name, facts, head.headers())
+        // An Upgrade field that got here is forwarded with the upgrade; `Connection: upgrade`
+        // names it for exactly that reason, so being named by Connection must not drop it.
+        if (kind != Hop::Upgrade && named_by_connection(name, facts, head.headers()))
             || removed(name, edits.remove)
             || (edits.strip_expect && name.eq_ignore_ascii_case(b"expect"))
         {
@@ -352,7 +355,8 @@ pub fn encode_proxy_response(
     put_status_line(dst, head.status(), head.reason());
     let mut via_written = false;
     for (name, value) in head.headers() {
-        match hop(name) {
+        let kind = hop(name);
+        match kind {
             Hop::Drop => continue,
             // A response without a body (HEAD, 304) keeps its Content-Length: it describes
             // the representation, not this message's framing.
@@ -377,7 +381,10 @@ pub fn encode_proxy_response(
             }
             _ => {}
         }
-        if named_by_connection(name, facts, head.headers()) || removed(name, edits.remove) {
+        // As for requests: an Upgrade field that got here goes along with the upgrade.
+        if (kind != Hop::Upgrade && named_by_connection(name, facts, head.headers()))
+            || removed(name, edits.remove)
+        {
             continue;
         }
         put_header(dst, name, value);
@@ -459,4 +466,63 @@ pub fn encode_request_head(
     }
     put_framing(dst, framing);
     dst.put_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::head::{Limits, RequestParser, ResponseParser};
+
+    /// Found by the `request_head` fuzz target: with `Connection: Upgrade, HTTP2-Settings`
+    /// (an h2c upgrade) the Upgrade field counted as "named by Connection" and was dropped,
+    /// while `connection: upgrade` was still written, so the upstream saw an upgrade request
+    /// without an Upgrade field. The `response_head` target found the same for a 101.
+    #[test]
+    fn forwarded_upgrade_keeps_upgrade_when_connection_lists_other_options() {
+        let mut buf = BytesMut::from(
+            &b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMA\r\n\r\n"[..],
+        );
+        let head = RequestParser::new(Limits::default())
+            .parse(&mut buf)
+            .unwrap()
+            .unwrap();
+        let edits = RequestEdits {
+            upgrade: true,
+            ..RequestEdits::default()
+        };
+        let mut out = BytesMut::new();
+        encode_proxy_request(
+            &head,
+            BodyKind::None,
+            &edits,
+            &Forwarding::default(),
+            &mut out,
+        );
+        assert_eq!(
+            &out[..],
+            b"GET / HTTP/1.1\r\nhost: h\r\nUpgrade: h2c\r\nconnection: upgrade\r\n\r\n"
+        );
+
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade, X-Hop\r\nUpgrade: h2c\r\nX-Hop: 1\r\n\r\n"[..],
+        );
+        let head = ResponseParser::new(Limits::default())
+            .parse(&mut buf)
+            .unwrap()
+            .unwrap();
+        let mut out = BytesMut::new();
+        encode_proxy_response(
+            &head,
+            BodyKind::None,
+            Version::HTTP_11,
+            ClientConnection::Upgrade,
+            &ResponseEdits::default(),
+            None,
+            &mut out,
+        );
+        assert_eq!(
+            &out[..],
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nconnection: upgrade\r\n\r\n"
+        );
+    }
 }

@@ -213,7 +213,9 @@ fn target_too_long(buf: &[u8], limits: &Limits) -> bool {
             .filter(|&e| e > sp)
             .unwrap_or(line.len())
     } else {
-        line.len()
+        // The line is still arriving: a space after the target ends it (what follows is the
+        // version, which must not count); without one the target may still be growing.
+        memchr::memchr(b' ', &line[sp + 1..]).map_or(line.len(), |e| sp + 1 + e)
     };
     end - sp - 1 > limits.max_uri_bytes
 }
@@ -764,13 +766,15 @@ impl RequestHead {
     /// "*" for asterisk-form, empty for CONNECT.
     pub fn path(&self) -> &[u8] {
         let pq = self.path_and_query();
-        if pq.is_empty() && self.form == TargetForm::Absolute {
-            return b"/";
-        }
-        match memchr::memchr(b'?', pq) {
+        let path = match memchr::memchr(b'?', pq) {
             Some(q) => &pq[..q],
             None => pq,
+        };
+        // The path is empty in `http://host` and in `http://host?query` alike.
+        if path.is_empty() && self.form == TargetForm::Absolute {
+            return b"/";
         }
+        path
     }
 
     /// The query string without '?', if any.
@@ -933,6 +937,10 @@ impl ResponseHead {
         };
         self.reason = res
             .reason
+            // httparse hands out a static "" (not a slice of `raw`) for a status line without
+            // a reason phrase and for one containing obs-text: only a non-empty reason is a
+            // slice of `raw` that a span can point at. An obs-text reason is dropped.
+            .filter(|r| !r.is_empty())
             .map(|r| Span::of(raw, r.as_bytes()))
             .unwrap_or_default();
         self.facts = gather_facts(raw, res.headers, &mut self.fields, false)?;
@@ -1103,4 +1111,79 @@ fn header_value_at(buf: &Bytes, fields: &[Field], i: usize) -> HeaderValue {
     // httparse only accepts HTAB, SP, VCHAR and obs-text in values, which HeaderValue accepts.
     HeaderValue::from_maybe_shared(buf.slice(fields[i].value.range()))
         .expect("httparse validated the header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_one(raw: &[u8], limits: Limits) -> Result<Option<RequestHead>, Error> {
+        RequestParser::new(limits).parse(&mut BytesMut::from(raw))
+    }
+
+    /// Found by the `request_head` fuzz target: `path()` returned "" for an absolute-form
+    /// target with a query but no path, while the forwarded request says "/?q".
+    #[test]
+    fn absolute_form_with_query_and_empty_path_has_path_slash() {
+        let head = parse_one(
+            b"GET http://example.com?q=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+            Limits::default(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(head.path(), b"/");
+        assert_eq!(head.query(), Some(&b"q=1"[..]));
+        assert_eq!(head.path_and_query(), b"?q=1");
+    }
+
+    /// Found by the `request_head` fuzz target: while the request line was incomplete, the
+    /// target-length check counted everything after the method, including " HTTP/1.", so a
+    /// target within the limit was refused with 414 when the read ended inside the version
+    /// and accepted when the line arrived whole.
+    #[test]
+    fn target_limit_does_not_count_a_partial_version() {
+        let raw: &[u8] = b"GET /0123456789 HTTP/1.1\r\nHost: x\r\n\r\n";
+        let limits = Limits {
+            max_uri_bytes: 11,
+            ..Limits::default()
+        };
+        assert!(parse_one(raw, limits).unwrap().is_some());
+        for cut in 0..raw.len() {
+            let mut parser = RequestParser::new(limits);
+            let mut buf = BytesMut::from(&raw[..cut]);
+            assert_eq!(
+                parser.parse(&mut buf).map(|h| h.is_some()),
+                Ok(false),
+                "cut {cut}"
+            );
+            buf.extend_from_slice(&raw[cut..]);
+            let head = parser.parse(&mut buf).unwrap().unwrap();
+            assert_eq!(head.target(), b"/0123456789");
+        }
+        // A target over the limit is still refused early, before the line is complete.
+        let mut buf = BytesMut::from(&b"GET /0123456789ab"[..]);
+        let err = RequestParser::new(limits).parse(&mut buf).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::UriTooLong);
+    }
+
+    /// Found by the `response_head` fuzz target: for `HTTP/1.1 200\r\n` (no reason phrase)
+    /// and for a reason with obs-text, httparse returns a static "" that is not inside the
+    /// head buffer; its span was computed from unrelated pointers (an overflow panic in debug
+    /// builds, a garbage range in release builds that made `reason()` and
+    /// `encode_proxy_response` panic: one upstream status line could abort the gateway).
+    #[test]
+    fn status_line_without_reason_or_with_obs_text_reason() {
+        for raw in [
+            &b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n"[..],
+            b"HTTP/1.1 200 \xe9t\xe9\r\nContent-Length: 0\r\n\r\n",
+        ] {
+            let head = ResponseParser::new(Limits::default())
+                .parse(&mut BytesMut::from(raw))
+                .unwrap()
+                .unwrap();
+            assert_eq!(head.status(), StatusCode::OK);
+            assert_eq!(head.reason(), b"");
+            assert_eq!(head.content_length(), Some(0));
+        }
+    }
 }

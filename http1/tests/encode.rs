@@ -150,10 +150,18 @@ fn route_edits_and_rewrite() {
     assert_eq!(out.header("x-keep"), Some(&b"k"[..]));
     assert_eq!(out.header("x-from"), Some(&b"headwater"[..]));
 
-    let head = req(b"PUT /p HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n");
+    let head =
+        req(b"PUT /p HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n");
     let kept = forward(&head, &RequestEdits::default(), &Forwarding::default());
     assert!(kept.expects_continue());
-    let out = forward(&head, &RequestEdits { strip_expect: true, ..Default::default() }, &Forwarding::default());
+    let out = forward(
+        &head,
+        &RequestEdits {
+            strip_expect: true,
+            ..Default::default()
+        },
+        &Forwarding::default(),
+    );
     assert_eq!(out.header("expect"), None);
 }
 

@@ -63,17 +63,43 @@ pub(crate) async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketA
             Ok(h) => h,
             Err(HeadEnd::Closed) => break,
             Err(HeadEnd::Reply(failure, version)) => {
-                write_failure(failure, None, None, version, ClientConnection::Close, &mut wbuf);
+                write_failure(
+                    failure,
+                    None,
+                    None,
+                    version,
+                    ClientConnection::Close,
+                    &mut wbuf,
+                );
                 if let Failure::BadRequest(e) = failure {
                     shard.metrics().bad_request(e.status().as_u16());
                 }
-                flush_client(&mut client, &mut wbuf, generation.config.server.timeouts.client_body).await;
+                flush_client(
+                    &mut client,
+                    &mut wbuf,
+                    generation.config.server.timeouts.client_body,
+                )
+                .await;
                 break;
             }
         };
         first = false;
         let started = Instant::now();
-        match handle(&shard, &generation, &mut client, peer, &mut rbuf, &mut wbuf, head, started).await {
+        // The request pins the generation in force when its head arrived (the connection may
+        // have idled across a reload).
+        let generation = shard.generation();
+        match handle(
+            &shard,
+            &generation,
+            &mut client,
+            peer,
+            &mut rbuf,
+            &mut wbuf,
+            head,
+            started,
+        )
+        .await
+        {
             Next::KeepAlive if !shard.drain.fired() => continue,
             Next::Upgrade(upstream, idle) => {
                 tunnel(client, upstream, rbuf, idle).await;
@@ -119,7 +145,11 @@ async fn read_head(
             None => {
                 // Waiting for the first byte of a request: the connection is idle, and a drain
                 // ends the wait at once.
-                let wait = if first { timeouts.client_header } else { timeouts.client_idle };
+                let wait = if first {
+                    timeouts.client_header
+                } else {
+                    timeouts.client_idle
+                };
                 if shard.drain.fired() {
                     *rbuf = buf;
                     return Err(HeadEnd::Closed);
@@ -134,11 +164,18 @@ async fn read_head(
             ReadOutcome::Read(_) => {}
             ReadOutcome::TimedOut if deadline.is_some() => {
                 shard.metrics().timeout(TimeoutKind::ClientHeader);
-                return Err(HeadEnd::Reply(Failure::ClientHeaderTimeout, Version::HTTP_11));
+                return Err(HeadEnd::Reply(
+                    Failure::ClientHeaderTimeout,
+                    Version::HTTP_11,
+                ));
             }
             ReadOutcome::TimedOut => {
                 if !shard.drain.fired() {
-                    shard.metrics().timeout(if first { TimeoutKind::ClientHeader } else { TimeoutKind::ClientIdle });
+                    shard.metrics().timeout(if first {
+                        TimeoutKind::ClientHeader
+                    } else {
+                        TimeoutKind::ClientIdle
+                    });
                 }
                 return Err(HeadEnd::Closed);
             }
@@ -209,13 +246,26 @@ async fn handle(
         None => {
             // The body (if any) was not read: the connection cannot be reused.
             let keep = head.keep_alive() && !head.body_kind().has_body();
-            let next = answer(client, wbuf, &record, Failure::NoRoute, None, None, &head, keep, config).await;
+            let next = answer(
+                client,
+                wbuf,
+                &record,
+                Failure::NoRoute,
+                None,
+                None,
+                &head,
+                keep,
+                config,
+            )
+            .await;
             (next, None, None)
         }
         Some(ri) => {
             let route = &config.routes[ri];
             let cluster_name = config.clusters[route.cluster].name.as_str();
-            let exchange = exchange(shard, generation, ri, client, peer, rbuf, wbuf, &head, &record);
+            let exchange = exchange(
+                shard, generation, ri, client, peer, rbuf, wbuf, &head, &record,
+            );
             let result = match route.timeouts.total {
                 Some(total) => match monoio::time::timeout(total, exchange).await {
                     Ok(r) => r,
@@ -232,8 +282,18 @@ async fn handle(
             let next = match result {
                 Ok(next) => next,
                 Err(failure) if !record.committed.get() => {
-                    answer(client, wbuf, &record, failure, Some(&route.name), Some(cluster_name), &head, false, config)
-                        .await
+                    answer(
+                        client,
+                        wbuf,
+                        &record,
+                        failure,
+                        Some(&route.name),
+                        Some(cluster_name),
+                        &head,
+                        false,
+                        config,
+                    )
+                    .await
                 }
                 Err(_) => Next::Close,
             };
@@ -282,11 +342,17 @@ async fn answer(
     keep: bool,
     config: &crate::config::Config,
 ) -> Next {
-    let conn = if keep { ClientConnection::KeepAlive } else { ClientConnection::Close };
+    let conn = if keep {
+        ClientConnection::KeepAlive
+    } else {
+        ClientConnection::Close
+    };
     wbuf.clear();
     write_failure(failure, route, cluster, head.version(), conn, wbuf);
     record.status.set(failure.status().as_u16());
-    record.bytes_out.set(record.bytes_out.get() + wbuf.len() as u64);
+    record
+        .bytes_out
+        .set(record.bytes_out.get() + wbuf.len() as u64);
     if flush_client(client, wbuf, config.server.timeouts.client_body).await && keep {
         Next::KeepAlive
     } else {
@@ -343,11 +409,16 @@ async fn exchange(
     let rewritten = match (&route.rewrite_prefix, &route.matcher.path) {
         (Some(new), Some(PathMatch::Prefix(prefix))) => {
             let pq = head.path_and_query();
-            pq.strip_prefix(prefix.as_bytes()).map(|rest| [new.as_bytes(), rest])
+            pq.strip_prefix(prefix.as_bytes())
+                .map(|rest| [new.as_bytes(), rest])
         }
         _ => None,
     };
-    let default_host = cluster.endpoints.first().and_then(|e| e.host.as_deref()).map(str::as_bytes);
+    let default_host = cluster
+        .endpoints
+        .first()
+        .and_then(|e| e.host.as_deref())
+        .map(str::as_bytes);
     let edits = RequestEdits {
         target: rewritten,
         default_host,
@@ -394,7 +465,10 @@ async fn exchange(
         let pooled = if fresh_only {
             None
         } else {
-            shard.pool.borrow_mut().checkout(addr, &cluster.pool, Instant::now())
+            shard
+                .pool
+                .borrow_mut()
+                .checkout(addr, &cluster.pool, Instant::now())
         };
         let reused = pooled.is_some();
         let mut conn = match pooled {
@@ -441,7 +515,9 @@ async fn exchange(
         }
 
         let attempt = match &replay {
-            Some(bytes) => send_whole(&mut conn, bytes.clone(), reused, timeouts.response_header).await,
+            Some(bytes) => {
+                send_whole(&mut conn, bytes.clone(), reused, timeouts.response_header).await
+            }
             None => {
                 // Stream the request body: head first (coalesced with the first body bytes).
                 let mut dec = BodyDecoder::new(body_kind);
@@ -500,8 +576,18 @@ async fn exchange(
         }
         if code != 100 && head.version() == Version::HTTP_11 {
             let mut interim = BytesMut::new();
-            encode_proxy_response(&response, BodyKind::None, head.version(), ClientConnection::KeepAlive, &ResponseEdits::default(), None, &mut interim);
-            record.bytes_out.set(record.bytes_out.get() + interim.len() as u64);
+            encode_proxy_response(
+                &response,
+                BodyKind::None,
+                head.version(),
+                ClientConnection::KeepAlive,
+                &ResponseEdits::default(),
+                None,
+                &mut interim,
+            );
+            record
+                .bytes_out
+                .set(record.bytes_out.get() + interim.len() as u64);
             if !flush_client(client, &mut interim, server.timeouts.client_body).await {
                 return Ok(Next::Close);
             }
@@ -521,9 +607,19 @@ async fn exchange(
     let via = server.forwarded.via.then_some(&b"headwater"[..]);
 
     if status == StatusCode::SWITCHING_PROTOCOLS {
-        encode_proxy_response(&response, BodyKind::None, head.version(), ClientConnection::Upgrade, &resp_edits, via, wbuf);
+        encode_proxy_response(
+            &response,
+            BodyKind::None,
+            head.version(),
+            ClientConnection::Upgrade,
+            &resp_edits,
+            via,
+            wbuf,
+        );
         record.committed.set(true);
-        record.bytes_out.set(record.bytes_out.get() + wbuf.len() as u64);
+        record
+            .bytes_out
+            .set(record.bytes_out.get() + wbuf.len() as u64);
         if !flush_client(client, wbuf, server.timeouts.client_body).await {
             return Ok(Next::Close);
         }
@@ -533,12 +629,28 @@ async fn exchange(
     let upstream_kind = response.body_kind(head.method());
     let down = response_framing(upstream_kind, head.version());
     let client_keep = head.keep_alive() && down.reusable() && !shard.drain.fired();
-    let conn_mode = if client_keep { ClientConnection::KeepAlive } else { ClientConnection::Close };
-    encode_proxy_response(&response, down, head.version(), conn_mode, &resp_edits, via, wbuf);
+    let conn_mode = if client_keep {
+        ClientConnection::KeepAlive
+    } else {
+        ClientConnection::Close
+    };
+    encode_proxy_response(
+        &response,
+        down,
+        head.version(),
+        conn_mode,
+        &resp_edits,
+        via,
+        wbuf,
+    );
     record.committed.set(true);
     let head_out = wbuf.len() as u64;
     let mut dec = BodyDecoder::new(upstream_kind);
-    let UpstreamConn { stream: ustream, rbuf: urbuf, .. } = &mut upstream;
+    let UpstreamConn {
+        stream: ustream,
+        rbuf: urbuf,
+        ..
+    } = &mut upstream;
     let pumped = pump(
         ustream,
         urbuf,
@@ -561,9 +673,16 @@ async fn exchange(
     // The upstream connection goes back to the pool only after a clean, complete exchange
     // that leaves nothing unread.
     if response.keep_alive() && upstream_kind.reusable() && upstream.rbuf.is_empty() && !upgrade {
-        shard.pool.borrow_mut().checkin(upstream, &cluster.pool, Instant::now());
+        shard
+            .pool
+            .borrow_mut()
+            .checkin(upstream, &cluster.pool, Instant::now());
     }
-    Ok(if client_keep { Next::KeepAlive } else { Next::Close })
+    Ok(if client_keep {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    })
 }
 
 /// Opens a connection to `addr` within `timeout`.
@@ -580,16 +699,31 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<UpstreamConn, Ou
 
 /// Sends a complete request (head and any body) and reads the response head. A connection
 /// taken from the pool that fails before any response byte is reported `Stale`.
-async fn send_whole(conn: &mut UpstreamConn, bytes: Bytes, reused: bool, timeout: Duration) -> Result<Attempt, Outcome> {
+async fn send_whole(
+    conn: &mut UpstreamConn,
+    bytes: Bytes,
+    reused: bool,
+    timeout: Duration,
+) -> Result<Attempt, Outcome> {
     let (res, _) = write_all_timeout(&mut conn.stream, bytes, timeout).await;
     if let Err(e) = res {
-        return if reused && !e.is_timeout() { Ok(Attempt::Stale) } else if e.is_timeout() { Err(Outcome::Timeout) } else { Err(Outcome::Reset) };
+        return if reused && !e.is_timeout() {
+            Ok(Attempt::Stale)
+        } else if e.is_timeout() {
+            Err(Outcome::Timeout)
+        } else {
+            Err(Outcome::Reset)
+        };
     }
     read_response_head(conn, reused, timeout).await
 }
 
 /// Reads one response head from `conn` within `timeout` (one deadline for the whole head).
-async fn read_response_head(conn: &mut UpstreamConn, reused: bool, timeout: Duration) -> Result<Attempt, Outcome> {
+async fn read_response_head(
+    conn: &mut UpstreamConn,
+    reused: bool,
+    timeout: Duration,
+) -> Result<Attempt, Outcome> {
     let deadline = Instant::now() + timeout;
     let mut parser = ResponseParser::new(headwater_http1::Limits::default());
     let mut got_any = !conn.rbuf.is_empty();
@@ -602,11 +736,20 @@ async fn read_response_head(conn: &mut UpstreamConn, reused: bool, timeout: Dura
             }
         }
         let buf = std::mem::take(&mut conn.rbuf);
-        let (outcome, buf) = read_timeout(&mut conn.stream, buf, deadline.saturating_duration_since(Instant::now())).await;
+        let (outcome, buf) = read_timeout(
+            &mut conn.stream,
+            buf,
+            deadline.saturating_duration_since(Instant::now()),
+        )
+        .await;
         conn.rbuf = buf;
         match outcome {
             ReadOutcome::Read(0) | ReadOutcome::Err(_) => {
-                return if reused && !got_any { Ok(Attempt::Stale) } else { Err(Outcome::Reset) };
+                return if reused && !got_any {
+                    Ok(Attempt::Stale)
+                } else {
+                    Err(Outcome::Reset)
+                };
             }
             ReadOutcome::Read(_) => got_any = true,
             ReadOutcome::TimedOut => return Err(Outcome::Timeout),
@@ -658,7 +801,8 @@ where
                     if chunked_out {
                         parts.push(Bytes::from_static(chunked::CRLF));
                     }
-                    let (res, _) = crate::io::write_vectored_all_timeout(dst, parts, write_timeout).await;
+                    let (res, _) =
+                        crate::io::write_vectored_all_timeout(dst, parts, write_timeout).await;
                     res.map_err(|_| PumpError::WriteFailed)?;
                 } else {
                     wbuf.put_slice(&data);
@@ -706,7 +850,11 @@ where
     }
 }
 
-async fn write_out<W: CancelableAsyncWriteRent>(dst: &mut W, wbuf: &mut BytesMut, timeout: Duration) -> Result<(), PumpError> {
+async fn write_out<W: CancelableAsyncWriteRent>(
+    dst: &mut W,
+    wbuf: &mut BytesMut,
+    timeout: Duration,
+) -> Result<(), PumpError> {
     if wbuf.is_empty() {
         return Ok(());
     }
@@ -719,8 +867,17 @@ async fn write_out<W: CancelableAsyncWriteRent>(dst: &mut W, wbuf: &mut BytesMut
 
 /// Relays bytes both ways between an upgraded client connection and its upstream until both
 /// directions have closed or one stays idle longer than `idle`.
-async fn tunnel(client: TcpStream, upstream: UpstreamConn, pending_client: BytesMut, idle: Duration) {
-    let UpstreamConn { stream, rbuf: pending_upstream, .. } = upstream;
+async fn tunnel(
+    client: TcpStream,
+    upstream: UpstreamConn,
+    pending_client: BytesMut,
+    idle: Duration,
+) {
+    let UpstreamConn {
+        stream,
+        rbuf: pending_upstream,
+        ..
+    } = upstream;
     let (mut cr, mut cw) = client.into_split();
     let (mut ur, mut uw) = stream.into_split();
     let up = relay(&mut cr, &mut uw, pending_client, idle);
@@ -759,5 +916,8 @@ where
 
 #[allow(dead_code)]
 fn _method_is_idempotent(m: &Method) -> bool {
-    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
 }

@@ -110,7 +110,10 @@ pub(crate) struct Shard {
     pub index: usize,
     pub shared: Arc<Shared>,
     /// This shard's cached view of the current generation; refreshed when the shared
-    /// generation number moves. Requests clone the `Rc` (no atomic traffic between shards).
+    /// generation number moves. Requests clone the `Rc` (no atomic traffic between shards):
+    /// cloning the `Arc` itself would bounce its reference count between cores on every
+    /// request, which is what the extra allocation buys off.
+    #[allow(clippy::redundant_allocation)]
     local: RefCell<Rc<Arc<Generation>>>,
     local_id: Cell<u64>,
     pub pool: RefCell<pool::Pool>,
@@ -127,7 +130,9 @@ impl Shard {
     pub fn new(index: usize, shared: Arc<Shared>, log: ShardLog) -> Shard {
         let current = shared.current();
         let id = current.id;
-        let rr = (0..current.config.clusters.len()).map(|_| RoundRobin::new(index)).collect();
+        let rr = (0..current.config.clusters.len())
+            .map(|_| RoundRobin::new(index))
+            .collect();
         Shard {
             index,
             shared,
@@ -146,6 +151,7 @@ impl Shard {
     }
 
     /// The generation a new request pins.
+    #[allow(clippy::redundant_allocation)]
     pub fn generation(&self) -> Rc<Arc<Generation>> {
         let id = self.shared.generation.load(Ordering::Acquire);
         if id != self.local_id.get() {
@@ -159,7 +165,9 @@ impl Shard {
                 .iter()
                 .flat_map(|c| c.endpoints.iter().map(|e| e.address))
                 .collect();
-            self.pool.borrow_mut().retain_endpoints(|a| keep.contains(a));
+            self.pool
+                .borrow_mut()
+                .retain_endpoints(|a| keep.contains(a));
             self.local_id.set(next.id);
             *self.local.borrow_mut() = Rc::new(next);
         }
@@ -173,9 +181,9 @@ impl Shard {
         // The cached round robin state belongs to the shard's current generation; a request
         // pinned to an older one still gets a valid index.
         match rr.get_mut(cluster) {
-            Some(state) if generation.id == self.local_id.get() => {
-                state.pick(n, |i| !avoid.contains(&i)).or_else(|| state.pick(n, |_| true))
-            }
+            Some(state) if generation.id == self.local_id.get() => state
+                .pick(n, |i| !avoid.contains(&i))
+                .or_else(|| state.pick(n, |_| true)),
             _ => RoundRobin::new(self.index).pick(n, |i| !avoid.contains(&i)),
         }
     }

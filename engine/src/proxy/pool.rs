@@ -59,14 +59,24 @@ pub struct Pool {
     idle: HashMap<SocketAddr, Idle>,
 }
 
-fn expired(c: &UpstreamConn, now: Instant, idle_timeout: Duration, max_lifetime: Option<Duration>) -> bool {
+fn expired(
+    c: &UpstreamConn,
+    now: Instant,
+    idle_timeout: Duration,
+    max_lifetime: Option<Duration>,
+) -> bool {
     now.duration_since(c.idle_since) >= idle_timeout
         || max_lifetime.is_some_and(|l| now.duration_since(c.created) >= l)
 }
 
 impl Pool {
     /// Takes an idle connection to `addr` that has not expired under `cfg`.
-    pub fn checkout(&mut self, addr: SocketAddr, cfg: &PoolConfig, now: Instant) -> Option<UpstreamConn> {
+    pub fn checkout(
+        &mut self,
+        addr: SocketAddr,
+        cfg: &PoolConfig,
+        now: Instant,
+    ) -> Option<UpstreamConn> {
         let idle = self.idle.get_mut(&addr)?;
         while let Some(c) = idle.conns.pop() {
             if !expired(&c, now, cfg.idle_timeout, cfg.max_lifetime) {
@@ -79,7 +89,11 @@ impl Pool {
     /// Returns a connection whose last exchange completed cleanly; dropped (closed) if the
     /// endpoint already has `max_idle_per_endpoint` idle connections or it is too old.
     pub fn checkin(&mut self, mut conn: UpstreamConn, cfg: &PoolConfig, now: Instant) {
-        if cfg.max_idle_per_endpoint == 0 || cfg.max_lifetime.is_some_and(|l| now.duration_since(conn.created) >= l) {
+        if cfg.max_idle_per_endpoint == 0
+            || cfg
+                .max_lifetime
+                .is_some_and(|l| now.duration_since(conn.created) >= l)
+        {
             return;
         }
         conn.idle_since = now;

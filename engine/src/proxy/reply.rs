@@ -34,7 +34,9 @@ impl Failure {
             Failure::ConnectTimeout | Failure::UpstreamTimeout | Failure::TotalTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
             }
-            Failure::ClientHeaderTimeout | Failure::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Failure::ClientHeaderTimeout | Failure::ClientBodyTimeout => {
+                StatusCode::REQUEST_TIMEOUT
+            }
             Failure::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -61,7 +63,9 @@ impl Failure {
             Failure::NoRoute => "no route matches this request",
             Failure::ConnectFailed => "could not connect to the upstream",
             Failure::ConnectTimeout => "connecting to the upstream timed out",
-            Failure::UpstreamReset => "the upstream closed the connection before a complete response",
+            Failure::UpstreamReset => {
+                "the upstream closed the connection before a complete response"
+            }
             Failure::UpstreamTimeout => "the upstream did not respond in time",
             Failure::UpstreamProtocol => "the upstream sent an invalid HTTP response",
             Failure::ClientHeaderTimeout => "the request head did not arrive in time",

@@ -40,13 +40,21 @@ impl Signal {
 
     /// Resolves once the signal has fired.
     pub fn wait(&self) -> Wait<'_> {
-        Wait { signal: self, slot: None }
+        Wait {
+            signal: self,
+            slot: None,
+        }
     }
 
     /// Waiters currently registered (for tests).
     #[cfg(test)]
     fn registered(&self) -> usize {
-        self.slots.borrow().wakers.iter().filter(|w| w.is_some()).count()
+        self.slots
+            .borrow()
+            .wakers
+            .iter()
+            .filter(|w| w.is_some())
+            .count()
     }
 }
 
