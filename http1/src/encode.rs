@@ -171,6 +171,25 @@ fn put_ip(dst: &mut BytesMut, ip: IpAddr) {
     dst.put_slice(&tmp[..n]);
 }
 
+/// Writes one `Via` field: every received value merged, then ours (`1.1 pseudonym`, or
+/// `1.0` for a message received over HTTP/1.0).
+fn put_via<'a>(
+    dst: &mut BytesMut,
+    received: impl Iterator<Item = &'a [u8]>,
+    version: Version,
+    pseudonym: &[u8],
+) {
+    dst.put_slice(b"via: ");
+    for v in received {
+        dst.put_slice(v);
+        dst.put_slice(b", ");
+    }
+    dst.put_slice(version_token(version));
+    dst.put_u8(b' ');
+    dst.put_slice(pseudonym);
+    dst.put_slice(b"\r\n");
+}
+
 fn version_token(v: Version) -> &'static [u8] {
     if v == Version::HTTP_10 {
         b"1.0"
@@ -239,19 +258,7 @@ pub fn encode_proxy_request(
             Hop::Via => {
                 if let Some(p) = fwd.via {
                     if !via_written {
-                        // Merge every incoming Via into one field followed by ours.
-                        dst.put_slice(b"via: ");
-                        for (i, v) in head.header_all("via").enumerate() {
-                            if i > 0 {
-                                dst.put_slice(b", ");
-                            }
-                            dst.put_slice(v);
-                        }
-                        dst.put_slice(b", ");
-                        dst.put_slice(version_token(head.version()));
-                        dst.put_u8(b' ');
-                        dst.put_slice(p);
-                        dst.put_slice(b"\r\n");
+                        put_via(dst, head.header_all("via"), head.version(), p);
                         via_written = true;
                     }
                     continue;
@@ -300,11 +307,7 @@ pub fn encode_proxy_request(
         dst.put_slice(b"connection: upgrade\r\n");
     }
     if let (Some(p), false) = (fwd.via, via_written) {
-        dst.put_slice(b"via: ");
-        dst.put_slice(version_token(head.version()));
-        dst.put_u8(b' ');
-        dst.put_slice(p);
-        dst.put_slice(b"\r\n");
+        put_via(dst, std::iter::empty(), head.version(), p);
     }
     if let (XffMode::Append | XffMode::Replace, Some(ip), false) =
         (fwd.xff, fwd.client_ip, xff_written)
@@ -365,15 +368,7 @@ pub fn encode_proxy_response(
             Hop::Via => {
                 if let Some(p) = via {
                     if !via_written {
-                        dst.put_slice(b"via: ");
-                        for v in head.header_all("via") {
-                            dst.put_slice(v);
-                            dst.put_slice(b", ");
-                        }
-                        dst.put_slice(version_token(head.version()));
-                        dst.put_u8(b' ');
-                        dst.put_slice(p);
-                        dst.put_slice(b"\r\n");
+                        put_via(dst, head.header_all("via"), head.version(), p);
                         via_written = true;
                     }
                     continue;
@@ -390,11 +385,7 @@ pub fn encode_proxy_response(
         put_header(dst, name, value);
     }
     if let (Some(p), false) = (via, via_written) {
-        dst.put_slice(b"via: ");
-        dst.put_slice(version_token(head.version()));
-        dst.put_u8(b' ');
-        dst.put_slice(p);
-        dst.put_slice(b"\r\n");
+        put_via(dst, std::iter::empty(), head.version(), p);
     }
     for (n, v) in edits.add {
         put_header(dst, n.as_str().as_bytes(), v.as_bytes());
@@ -476,7 +467,8 @@ mod tests {
     /// Found by the `request_head` fuzz target: with `Connection: Upgrade, HTTP2-Settings`
     /// (an h2c upgrade) the Upgrade field counted as "named by Connection" and was dropped,
     /// while `connection: upgrade` was still written, so the upstream saw an upgrade request
-    /// without an Upgrade field. The `response_head` target found the same for a 101.
+    /// without an Upgrade field. A 101 forwarded with `ClientConnection::Upgrade` lost its
+    /// Upgrade field the same way (the `response_head` target's property covers that case).
     #[test]
     fn forwarded_upgrade_keeps_upgrade_when_connection_lists_other_options() {
         let mut buf = BytesMut::from(
