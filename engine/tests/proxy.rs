@@ -503,3 +503,146 @@ fn admin_endpoints() {
     );
     assert_eq!(admin(admin_addr, "GET", "/nope").0, 404);
 }
+
+#[test]
+fn dead_pooled_connection_is_replaced_transparently() {
+    let first = upstream("first", fixed(b"one"));
+    let addr = first.addr();
+    let gw = start(&config(&[addr], "", ""));
+    let mut c = Conn::open(gw.listen_addrs()[0]);
+    assert_eq!(c.get("/").text(), "one");
+    // The upstream restarts: the proxy's pooled connection to it is now dead.
+    first.stop();
+    let second =
+        UpstreamServer::start("second", addr, fixed(b"two")).expect("rebind the same port");
+    for _ in 0..3 {
+        let r = c.get("/");
+        assert_eq!((r.status(), r.text().as_str()), (200, "two"));
+    }
+    let raw = b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nbody";
+    second.stop();
+    let third = UpstreamServer::start("third", addr, Behavior::Echo).expect("rebind the same port");
+    let r = c.request(raw, &Method::POST);
+    assert_eq!(
+        (r.status(), r.json()["body_len"].as_u64()),
+        (200, Some(4)),
+        "a small POST is replayed too"
+    );
+    assert_eq!(third.requests(), 1);
+}
+
+#[test]
+fn connect_timeout_gives_504() {
+    // A listener whose accept queue is full drops further SYNs: connecting hangs.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    sock.listen(0).unwrap();
+    let addr = sock.local_addr().unwrap().as_socket().unwrap();
+    let _queued: Vec<_> = (0..4)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).ok()
+        })
+        .collect();
+    let gw = start(&config(&[addr], "", "timeouts = { connect = \"200ms\" }"));
+    let t = Instant::now();
+    let r = get(gw.listen_addrs()[0], "/");
+    assert_eq!(r.status(), 504);
+    assert_eq!(
+        r.header("x-headwater-error").as_deref(),
+        Some("upstream_connect_timeout")
+    );
+    assert!(t.elapsed() >= Duration::from_millis(200));
+    let (_, m) = admin(gw.admin_addr().unwrap(), "GET", "/metrics");
+    assert!(
+        m.contains("headwater_timeouts_total{kind=\"upstream_connect\"} 1"),
+        "{m}"
+    );
+}
+
+#[test]
+fn stalled_request_body_gets_408() {
+    let up = upstream("echo", Behavior::Echo);
+    let gw = start(&config(
+        &[up.addr()],
+        "[server.timeouts]\nclient_body = \"300ms\"",
+        "",
+    ));
+    let mut c = Conn::open(gw.listen_addrs()[0]);
+    c.send(b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nonly ten b");
+    let r = c.read_response(&Method::POST).unwrap();
+    assert_eq!(r.status(), 408);
+    assert_eq!(
+        r.header("x-headwater-error").as_deref(),
+        Some("client_body_timeout")
+    );
+}
+
+#[test]
+fn stalled_response_body_is_cut_after_the_upstream_idle_timeout() {
+    // An upstream that sends a head and 3 of 100 body bytes, then nothing.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = std::io::Read::read(&mut s, &mut buf);
+        std::io::Write::write_all(&mut s, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    let gw = start(&config(
+        &[addr],
+        "",
+        "timeouts = { upstream_idle = \"300ms\" }",
+    ));
+    let mut c = Conn::open(gw.listen_addrs()[0]);
+    c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    let t = Instant::now();
+    let err = c
+        .read_response(&Method::GET)
+        .expect_err("a truncated body is never passed off as complete");
+    assert!(t.elapsed() >= Duration::from_millis(300), "{err}");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "cut by the idle timeout, not by the upstream"
+    );
+    drop(server);
+}
+
+/// Resident memory of this process in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_large_upload_streams_in_bounded_memory() {
+    let up = upstream("echo", Behavior::Echo);
+    let gw = start(&config(&[up.addr()], "", ""));
+    let mut c = Conn::open(gw.listen_addrs()[0]);
+    // Warm up buffers and threads, then measure.
+    assert_eq!(c.get("/").status(), 200);
+    let before = rss_kib();
+    let total: u64 = 512 * 1024 * 1024;
+    c.send(format!("PUT /big HTTP/1.1\r\nHost: t\r\nContent-Length: {total}\r\n\r\n").as_bytes());
+    let block = vec![b'z'; 256 * 1024];
+    let mut sent = 0;
+    let mut peak = before;
+    while sent < total {
+        c.send(&block);
+        sent += block.len() as u64;
+        if sent % (32 * 1024 * 1024) == 0 {
+            peak = peak.max(rss_kib());
+        }
+    }
+    let r = c.read_response(&Method::PUT).unwrap();
+    assert_eq!(r.json()["body_len"].as_u64(), Some(total));
+    let grew = peak.saturating_sub(before);
+    println!("512 MiB upload through the proxy: RSS grew by {grew} KiB (before {before} KiB, peak {peak} KiB)");
+    assert!(
+        grew < 32 * 1024,
+        "RSS grew by {grew} KiB while streaming 512 MiB"
+    );
+}
