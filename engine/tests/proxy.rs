@@ -188,6 +188,17 @@ fn no_route_is_a_json_404() {
     assert_eq!(r.json()["error"]["code"], "no_route");
     // The connection stays usable.
     assert_eq!(c.get("/api/x").status(), 200);
+    // CONNECT is refused, whatever the routes.
+    let r = c.request(
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+        &Method::CONNECT,
+    );
+    assert_eq!(r.status(), 501);
+    assert_eq!(
+        r.header("x-headwater-error").as_deref(),
+        Some("connect_not_supported")
+    );
+    assert!(c.is_closed());
 }
 
 #[test]

@@ -239,23 +239,26 @@ async fn handle(
         retries: Cell::new(0),
         committed: Cell::new(false),
     };
-    let route_index = config.match_route(head.method(), head.authority(), head.path(), |name| {
-        head.header(name.as_str())
-    });
+    // A reverse proxy does not open arbitrary tunnels.
+    let route_index = if head.method() == Method::CONNECT {
+        None
+    } else {
+        config.match_route(head.method(), head.authority(), head.path(), |name| {
+            head.header(name.as_str())
+        })
+    };
     let (next, route, cluster) = match route_index {
         None => {
             // The body (if any) was not read: the connection cannot be reused.
-            let keep = head.keep_alive() && !head.body_kind().has_body();
+            let failure = if head.method() == Method::CONNECT {
+                Failure::ConnectMethod
+            } else {
+                Failure::NoRoute
+            };
+            let keep =
+                head.keep_alive() && !head.body_kind().has_body() && failure == Failure::NoRoute;
             let next = answer(
-                client,
-                wbuf,
-                &record,
-                Failure::NoRoute,
-                None,
-                None,
-                &head,
-                keep,
-                config,
+                client, wbuf, &record, failure, None, None, &head, keep, config,
             )
             .await;
             (next, None, None)
@@ -912,12 +915,4 @@ where
     }
     // Half-close: tell the other side this direction is done.
     let _ = dst.shutdown().await;
-}
-
-#[allow(dead_code)]
-fn _method_is_idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
 }

@@ -12,6 +12,7 @@ use http::{StatusCode, Version};
 pub(crate) enum Failure {
     BadRequest(headwater_http1::Error),
     NoRoute,
+    ConnectMethod,
     ConnectFailed,
     ConnectTimeout,
     UpstreamReset,
@@ -28,6 +29,7 @@ impl Failure {
         match self {
             Failure::BadRequest(e) => e.status(),
             Failure::NoRoute => StatusCode::NOT_FOUND,
+            Failure::ConnectMethod => StatusCode::NOT_IMPLEMENTED,
             Failure::ConnectFailed | Failure::UpstreamReset | Failure::UpstreamProtocol => {
                 StatusCode::BAD_GATEWAY
             }
@@ -45,6 +47,7 @@ impl Failure {
         match self {
             Failure::BadRequest(_) => "bad_request",
             Failure::NoRoute => "no_route",
+            Failure::ConnectMethod => "connect_not_supported",
             Failure::ConnectFailed => "upstream_connect_failed",
             Failure::ConnectTimeout => "upstream_connect_timeout",
             Failure::UpstreamReset => "upstream_reset",
@@ -61,6 +64,7 @@ impl Failure {
         match self {
             Failure::BadRequest(e) => e.detail(),
             Failure::NoRoute => "no route matches this request",
+            Failure::ConnectMethod => "CONNECT tunnelling is not supported by this gateway",
             Failure::ConnectFailed => "could not connect to the upstream",
             Failure::ConnectTimeout => "connecting to the upstream timed out",
             Failure::UpstreamReset => {
