@@ -206,7 +206,9 @@ fn target_too_long(buf: &[u8], limits: &Limits) -> bool {
         None => (buf, false),
     };
     let Some(sp) = memchr::memchr(b' ', line) else {
-        return line.len() > limits.max_uri_bytes;
+        // An incomplete line without a space holds only the method so far: no target yet
+        // (the head limit bounds it).
+        return complete && line.len() > limits.max_uri_bytes;
     };
     let end = if complete {
         memchr::memrchr(b' ', line)
@@ -719,7 +721,9 @@ impl RequestHead {
             self.authority = Span::of(raw, authority);
             self.path_and_query = Span::of(raw, &rest[auth_len..]);
         } else if self.method == Method::CONNECT {
-            if target.contains(&b'/') || target.contains(&b'@') || !target.contains(&b':') {
+            // The authority becomes the forwarded Host, so it admits what Host admits: this
+            // refuses '/', '@' and '?' (the target-bytes that are not authority-bytes).
+            if !target.iter().all(|&b| is_authority_byte(b)) || !target.contains(&b':') {
                 return Err(malformed("invalid authority-form target"));
             }
             self.form = TargetForm::Authority;
@@ -1164,6 +1168,50 @@ mod tests {
         let mut buf = BytesMut::from(&b"GET /0123456789ab"[..]);
         let err = RequestParser::new(limits).parse(&mut buf).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::UriTooLong);
+    }
+
+    /// Found by the `request_head` fuzz target: before the first space of the request line
+    /// arrived, the bytes so far (the method) were measured against the target limit, so a
+    /// method longer than `max_uri_bytes` got a 414 when the read ended inside it and was
+    /// parsed normally when the line arrived whole.
+    #[test]
+    fn target_limit_does_not_count_the_method() {
+        let raw: &[u8] = b"PROPPATCH /a HTTP/1.1\r\nHost: x\r\n\r\n";
+        let limits = Limits {
+            max_uri_bytes: 4,
+            ..Limits::default()
+        };
+        assert!(parse_one(raw, limits).unwrap().is_some());
+        for cut in 0..raw.len() {
+            let mut parser = RequestParser::new(limits);
+            let mut buf = BytesMut::from(&raw[..cut]);
+            assert_eq!(
+                parser.parse(&mut buf).map(|h| h.is_some()),
+                Ok(false),
+                "cut {cut}"
+            );
+            buf.extend_from_slice(&raw[cut..]);
+            assert!(parser.parse(&mut buf).unwrap().is_some(), "cut {cut}");
+        }
+    }
+
+    /// Found by the `request_head` fuzz target: an authority-form CONNECT target could hold
+    /// '?', which a Host field may not; the forwarded head (whose Host is that authority)
+    /// was then refused by our own parser.
+    #[test]
+    fn connect_target_admits_only_authority_bytes() {
+        for target in ["examp?e.com:443", "a/b:443", "user@a:443"] {
+            let raw = format!("CONNECT {target} HTTP/1.1\r\nHost: a\r\n\r\n");
+            let err = parse_one(raw.as_bytes(), Limits::default()).unwrap_err();
+            assert_eq!(err.detail(), "invalid authority-form target", "{target}");
+        }
+        let head = parse_one(
+            b"CONNECT [::1]:443 HTTP/1.1\r\nHost: [::1]:443\r\n\r\n",
+            Limits::default(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(head.authority(), Some(&b"[::1]:443"[..]));
     }
 
     /// Found by the `response_head` fuzz target: for `HTTP/1.1 200\r\n` (no reason phrase)

@@ -94,7 +94,11 @@ fn agree(what: &str, whole: &Outcome, other: &Outcome, msg: &[u8]) {
             // Different lines may be the first to trip a limit vs a syntax rule; the body
             // bytes handed out before the failure still have to agree up to the shorter run.
             let n = whole.data.len().min(other.data.len());
-            assert_eq!(whole.data[..n], other.data[..n], "{what}: data before error");
+            assert_eq!(
+                whole.data[..n],
+                other.data[..n],
+                "{what}: data before error"
+            );
             return;
         }
         // Without a limit involved the error must be the same, at the same place; only the
@@ -105,7 +109,12 @@ fn agree(what: &str, whole: &Outcome, other: &Outcome, msg: &[u8]) {
         assert_eq!(w, o, "{what} differs from whole for {:?}", show(msg));
         return;
     }
-    assert_eq!(whole, other, "{what} differs from whole for {:?}", show(msg));
+    assert_eq!(
+        whole,
+        other,
+        "{what} differs from whole for {:?}",
+        show(msg)
+    );
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -115,7 +124,12 @@ fuzz_target!(|data: &[u8]| {
 
     let whole = run(limits, &[msg]);
     agree("two pieces", &whole, &run(limits, &input.two_pieces()), msg);
-    agree("many pieces", &whole, &run(limits, &input.many_pieces()), msg);
+    agree(
+        "many pieces",
+        &whole,
+        &run(limits, &input.many_pieces()),
+        msg,
+    );
     if msg.len() <= 512 {
         let bytes: Vec<&[u8]> = msg.chunks(1).collect();
         agree("1 byte at a time", &whole, &run(limits, &bytes), msg);
@@ -158,7 +172,11 @@ fuzz_target!(|data: &[u8]| {
     let dec_limits = limits.map(|(line, trailer)| (line.max(32), trailer));
     for encoded in [one, many] {
         let again = run(dec_limits, &[&encoded]);
-        assert!(again.error.is_none(), "re-encoded body fails: {:?}", again.error);
+        assert!(
+            again.error.is_none(),
+            "re-encoded body fails: {:?}",
+            again.error
+        );
         assert!(again.done, "re-encoded body incomplete");
         assert_eq!(again.data, whole.data, "re-encoded body data");
         assert_eq!(again.trailers, whole.trailers, "re-encoded trailers");

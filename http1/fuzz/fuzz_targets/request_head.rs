@@ -16,8 +16,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use bytes::BytesMut;
 use fuzz_support::{forwarded_fields, is_limit, owned, show, without, Input};
 use headwater_http1::{
-    encode_proxy_request, request_framing, BodyKind, ErrorKind, Forwarding, Limits,
-    RequestEdits, RequestHead, RequestParser, TargetForm, XffMode,
+    encode_proxy_request, request_framing, BodyKind, ErrorKind, Forwarding, Limits, RequestEdits,
+    RequestHead, RequestParser, TargetForm, XffMode,
 };
 use http::{Method, Version};
 use libfuzzer_sys::fuzz_target;
@@ -100,7 +100,12 @@ fn agree(what: &str, whole: &Outcome, other: &Outcome, msg: &[u8]) {
     match (whole, other) {
         (Outcome::Failed(a, _), Outcome::Failed(b, _)) if a == b => {}
         (Outcome::Failed(a, _), Outcome::Failed(b, _)) if is_limit(*a) || is_limit(*b) => {}
-        _ => assert_eq!(whole, other, "{what} differs from whole for {:?}", show(msg)),
+        _ => assert_eq!(
+            whole,
+            other,
+            "{what} differs from whole for {:?}",
+            show(msg)
+        ),
     }
 }
 
@@ -109,7 +114,10 @@ fn conversions(h: &RequestHead) {
     for i in 0..h.header_count() {
         let name = h.header_name(i);
         let value = h.header_value(i);
-        assert!(name.as_str().as_bytes().eq_ignore_ascii_case(h.headers().nth(i).unwrap().0));
+        assert!(name
+            .as_str()
+            .as_bytes()
+            .eq_ignore_ascii_case(h.headers().nth(i).unwrap().0));
         assert_eq!(value.as_bytes(), h.headers().nth(i).unwrap().1);
     }
     let parts = h.to_parts();
@@ -139,7 +147,11 @@ fn reencode(h: &RequestHead, edits: &RequestEdits<'_>, fwd: &Forwarding<'_>, msg
         ),
     };
     let ctx = || format!("\n  input {:?}\n  encoded {:?}", show(msg), show(&encoded));
-    assert!(out.is_empty(), "bytes left after re-encoded head: {}", ctx());
+    assert!(
+        out.is_empty(),
+        "bytes left after re-encoded head: {}",
+        ctx()
+    );
     assert_eq!(again.method(), h.method(), "{}", ctx());
     assert_eq!(again.version(), Version::HTTP_11, "{}", ctx());
     assert_eq!(again.path(), h.path(), "path: {}", ctx());
@@ -157,7 +169,12 @@ fn reencode(h: &RequestHead, edits: &RequestEdits<'_>, fwd: &Forwarding<'_>, msg
     );
     assert_eq!(again.body_kind(), framing, "{}", ctx());
     assert_ne!(again.body_kind(), BodyKind::Close);
-    assert_eq!(again.headers().next().map(|f| f.0), Some(&b"host"[..]), "{}", ctx());
+    assert_eq!(
+        again.headers().next().map(|f| f.0),
+        Some(&b"host"[..]),
+        "{}",
+        ctx()
+    );
     if edits.upgrade {
         assert_eq!(again.upgrade(), h.upgrade(), "upgrade: {}", ctx());
     } else {
@@ -186,7 +203,12 @@ fn reencode(h: &RequestHead, edits: &RequestEdits<'_>, fwd: &Forwarding<'_>, msg
             via.map(show),
             ctx()
         );
-        assert_eq!(again.header("x-forwarded-proto"), Some(&b"https"[..]), "{}", ctx());
+        assert_eq!(
+            again.header("x-forwarded-proto"),
+            Some(&b"https"[..]),
+            "{}",
+            ctx()
+        );
     }
 }
 
@@ -196,8 +218,18 @@ fuzz_target!(|data: &[u8]| {
     let msg = input.msg;
 
     let whole = run(limits, &[msg], None);
-    agree("two pieces", &whole, &run(limits, &input.two_pieces(), None), msg);
-    agree("many pieces", &whole, &run(limits, &input.many_pieces(), None), msg);
+    agree(
+        "two pieces",
+        &whole,
+        &run(limits, &input.two_pieces(), None),
+        msg,
+    );
+    agree(
+        "many pieces",
+        &whole,
+        &run(limits, &input.many_pieces(), None),
+        msg,
+    );
 
     // parse_into over a head that already holds another request's fields.
     let mut reused = RequestParser::new(Limits::default())
@@ -206,7 +238,12 @@ fuzz_target!(|data: &[u8]| {
         ))
         .unwrap()
         .unwrap();
-    agree("reused head", &whole, &run(limits, &[msg], Some(&mut reused)), msg);
+    agree(
+        "reused head",
+        &whole,
+        &run(limits, &[msg], Some(&mut reused)),
+        msg,
+    );
 
     // Re-parse to get the head itself (the outcome only holds a snapshot).
     let mut buf = BytesMut::from(msg);

@@ -84,7 +84,12 @@ fn agree(what: &str, whole: &Outcome, other: &Outcome, msg: &[u8]) {
     match (whole, other) {
         (Outcome::Failed(a, _), Outcome::Failed(b, _)) if a == b => {}
         (Outcome::Failed(a, _), Outcome::Failed(b, _)) if is_limit(*a) || is_limit(*b) => {}
-        _ => assert_eq!(whole, other, "{what} differs from whole for {:?}", show(msg)),
+        _ => assert_eq!(
+            whole,
+            other,
+            "{what} differs from whole for {:?}",
+            show(msg)
+        ),
     }
 }
 
@@ -92,7 +97,10 @@ fn conversions(h: &ResponseHead) {
     for i in 0..h.header_count() {
         let name = h.header_name(i);
         let value = h.header_value(i);
-        assert!(name.as_str().as_bytes().eq_ignore_ascii_case(h.headers().nth(i).unwrap().0));
+        assert!(name
+            .as_str()
+            .as_bytes()
+            .eq_ignore_ascii_case(h.headers().nth(i).unwrap().0));
         assert_eq!(value.as_bytes(), h.headers().nth(i).unwrap().1);
     }
     let parts = h.to_parts();
@@ -150,7 +158,11 @@ fn reencode(h: &ResponseHead, flags: u8, msg: &[u8]) {
             show(&encoded)
         )
     };
-    assert!(out.is_empty(), "bytes left after re-encoded head: {}", ctx());
+    assert!(
+        out.is_empty(),
+        "bytes left after re-encoded head: {}",
+        ctx()
+    );
     assert_eq!(again.status(), h.status(), "{}", ctx());
     assert_eq!(again.version(), Version::HTTP_11, "{}", ctx());
     let reason = if h.reason().is_empty() {
@@ -196,15 +208,30 @@ fuzz_target!(|data: &[u8]| {
     let msg = input.msg;
 
     let whole = run(limits, &[msg], None);
-    agree("two pieces", &whole, &run(limits, &input.two_pieces(), None), msg);
-    agree("many pieces", &whole, &run(limits, &input.many_pieces(), None), msg);
+    agree(
+        "two pieces",
+        &whole,
+        &run(limits, &input.two_pieces(), None),
+        msg,
+    );
+    agree(
+        "many pieces",
+        &whole,
+        &run(limits, &input.many_pieces(), None),
+        msg,
+    );
     let mut reused = ResponseParser::new(Limits::default())
         .parse(&mut BytesMut::from(
             &b"HTTP/1.1 404 Gone\r\nContent-Length: 3\r\nA: 1\r\nConnection: close\r\n\r\n"[..],
         ))
         .unwrap()
         .unwrap();
-    agree("reused head", &whole, &run(limits, &[msg], Some(&mut reused)), msg);
+    agree(
+        "reused head",
+        &whole,
+        &run(limits, &[msg], Some(&mut reused)),
+        msg,
+    );
 
     let mut buf = BytesMut::from(msg);
     let Ok(Some(head)) = ResponseParser::new(limits).parse(&mut buf) else {

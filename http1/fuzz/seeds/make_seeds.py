@@ -101,6 +101,10 @@ PREFIXES = [
     (7, 0, 0, 0, 3),
     (40, 2, 24, 20, 9),
     (1000, 3, 5, 40, 17),
+    # Per-target flags (byte 2 >> 2). response_head: bits 0-1 method, 2 HTTP/1.0 client,
+    # 3-4 connection (3 = upgrade), 5 Via; request_head: bit 0 IPv6, bit 1 XFF replace.
+    (3, 0xE0, 0, 0, 5),
+    (11, 0x54, 0, 0, 23),
 ]
 
 

@@ -94,7 +94,9 @@ impl<'a> Input<'a> {
 /// Cuts `msg` into pieces whose sizes come from a small xorshift generator seeded by `seed`:
 /// mostly 1 to 32 bytes, now and then an empty piece (a read that brought nothing new).
 pub fn cut(msg: &[u8], seed: u8) -> Vec<&[u8]> {
-    let mut state = u32::from(seed).wrapping_mul(0x9E37_79B9).wrapping_add(0x7F4A_7C15);
+    let mut state = u32::from(seed)
+        .wrapping_mul(0x9E37_79B9)
+        .wrapping_add(0x7F4A_7C15);
     let mut pieces = Vec::new();
     let mut rest = msg;
     while !rest.is_empty() {
