@@ -160,26 +160,20 @@ enum Scan {
 }
 
 /// Scans `buf[from..]` for the blank line that ends a head. Every LF must be preceded by CR
-/// (bare LF is rejected, as is a CR not followed by LF). `from` is where the previous scan
+/// (bare LF is rejected here; a CR not followed by LF is refused by httparse once the head is
+/// complete). `from` is where the previous scan
 /// stopped; the 3 bytes before it are re-examined so that a terminator split across reads is
 /// found.
 fn scan_head_end(buf: &[u8], from: usize) -> Result<(Scan, usize), Error> {
-    for i in memchr::memchr2_iter(b'\r', b'\n', &buf[from..]) {
+    // Only LFs are visited (one stop per line). A CR that is not followed by LF is left to
+    // httparse, which refuses it wherever it stands in a complete head.
+    for i in memchr::memchr_iter(b'\n', &buf[from..]) {
         let i = from + i;
-        if buf[i] == b'\r' {
-            match buf.get(i + 1) {
-                Some(b'\n') => {}
-                Some(_) => return Err(malformed("bare CR in head")),
-                // Undecided until the next byte arrives: resume the scan here.
-                None => return Ok((Scan::Partial, i)),
-            }
-        } else {
-            if i == 0 || buf[i - 1] != b'\r' {
-                return Err(malformed("bare LF line ending in head"));
-            }
-            if i >= 3 && &buf[i - 3..i - 1] == b"\r\n" {
-                return Ok((Scan::Complete(i + 1), i + 1));
-            }
+        if i == 0 || buf[i - 1] != b'\r' {
+            return Err(malformed("bare LF line ending in head"));
+        }
+        if i >= 3 && &buf[i - 3..i - 1] == b"\r\n" {
+            return Ok((Scan::Complete(i + 1), i + 1));
         }
     }
     Ok((Scan::Partial, buf.len()))
@@ -615,6 +609,20 @@ fn gather_facts(
         return Err(bad_framing("both Content-Length and Transfer-Encoding"));
     }
     Ok(facts)
+}
+
+impl Default for RequestHead {
+    /// An empty head, to be filled by [`RequestParser::parse_into`] (which reuses its storage).
+    fn default() -> Self {
+        RequestHead::empty()
+    }
+}
+
+impl Default for ResponseHead {
+    /// An empty head, to be filled by [`ResponseParser::parse_into`].
+    fn default() -> Self {
+        ResponseHead::empty()
+    }
 }
 
 impl RequestHead {

@@ -56,11 +56,23 @@ pub(crate) async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketA
     shard.metrics().connection_opened();
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
+    // One head per connection, parsed into again for every request (its index storage is
+    // reused, so a request head costs no allocation).
+    let mut head = RequestHead::default();
     let mut first = true;
     loop {
         let generation = shard.generation();
-        let head = match read_head(&shard, &generation, &mut client, &mut rbuf, first).await {
-            Ok(h) => h,
+        match read_head(
+            &shard,
+            &generation,
+            &mut client,
+            &mut rbuf,
+            &mut head,
+            first,
+        )
+        .await
+        {
+            Ok(()) => {}
             Err(HeadEnd::Closed) => break,
             Err(HeadEnd::Reply(failure, version)) => {
                 write_failure(
@@ -95,7 +107,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketA
             peer,
             &mut rbuf,
             &mut wbuf,
-            head,
+            &head,
             started,
         )
         .await
@@ -125,16 +137,17 @@ async fn read_head(
     generation: &Generation,
     client: &mut TcpStream,
     rbuf: &mut BytesMut,
+    head: &mut RequestHead,
     first: bool,
-) -> Result<RequestHead, HeadEnd> {
+) -> Result<(), HeadEnd> {
     let timeouts = &generation.config.server.timeouts;
     let mut parser = RequestParser::new(generation.limits);
     let mut deadline: Option<Instant> = None;
     loop {
         if !rbuf.is_empty() {
-            match parser.parse(rbuf) {
-                Ok(Some(head)) => return Ok(head),
-                Ok(None) => {}
+            match parser.parse_into(rbuf, head) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
                 Err(e) => return Err(HeadEnd::Reply(Failure::BadRequest(e), Version::HTTP_11)),
             }
             deadline.get_or_insert_with(|| Instant::now() + timeouts.client_header);
@@ -226,7 +239,7 @@ async fn handle(
     peer: SocketAddr,
     rbuf: &mut BytesMut,
     wbuf: &mut BytesMut,
-    head: RequestHead,
+    head: &RequestHead,
     started: Instant,
 ) -> Next {
     let config = &generation.config;
@@ -258,7 +271,7 @@ async fn handle(
             let keep =
                 head.keep_alive() && !head.body_kind().has_body() && failure == Failure::NoRoute;
             let next = answer(
-                client, wbuf, &record, failure, None, None, &head, keep, config,
+                client, wbuf, &record, failure, None, None, head, keep, config,
             )
             .await;
             (next, None, None)
@@ -267,7 +280,7 @@ async fn handle(
             let route = &config.routes[ri];
             let cluster_name = config.clusters[route.cluster].name.as_str();
             let exchange = exchange(
-                shard, generation, ri, client, peer, rbuf, wbuf, &head, &record,
+                shard, generation, ri, client, peer, rbuf, wbuf, head, &record,
             );
             let result = match route.timeouts.total {
                 Some(total) => match monoio::time::timeout(total, exchange).await {
@@ -292,7 +305,7 @@ async fn handle(
                         failure,
                         Some(&route.name),
                         Some(cluster_name),
-                        &head,
+                        head,
                         false,
                         config,
                     )
