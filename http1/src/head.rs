@@ -626,6 +626,15 @@ impl Default for ResponseHead {
 }
 
 impl RequestHead {
+    /// Forgets the parsed head but keeps its index storage: drops the reference to the read
+    /// buffer (so a connection idling between requests does not pin it) and resets every span.
+    pub fn clear(&mut self) {
+        let fields = std::mem::take(&mut self.fields);
+        *self = RequestHead::empty();
+        self.fields = fields;
+        self.fields.clear();
+    }
+
     fn empty() -> Self {
         RequestHead {
             buf: Bytes::new(),

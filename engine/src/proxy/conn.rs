@@ -36,6 +36,10 @@ use crate::config::PathMatch;
 use crate::io::{read_timeout, read_until, write_all_timeout, BytesVec, ReadOutcome};
 use crate::metrics::TimeoutKind;
 
+/// The read buffer a connection waits for its next request with. Small, because an idle
+/// keep-alive connection keeps it in flight (io_uring owns it until data arrives); a head
+/// that does not fit grows it.
+const IDLE_READ_CAPACITY: usize = 1024;
 /// Body data at least this large is written straight from the buffer it was read into
 /// (`writev` with the pending head) instead of being copied into the write buffer.
 const ZERO_COPY_MIN: usize = 16 * 1024;
@@ -54,8 +58,8 @@ const CONNECT_ATTEMPTS: usize = 3;
 pub(crate) async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
     shard.active.set(shard.active.get() + 1);
     shard.metrics().connection_opened();
-    let mut rbuf = BytesMut::with_capacity(16 * 1024);
-    let mut wbuf = BytesMut::with_capacity(16 * 1024);
+    let mut rbuf = BytesMut::with_capacity(IDLE_READ_CAPACITY);
+    let mut wbuf = BytesMut::new();
     // One head per connection, parsed into again for every request (its index storage is
     // reused, so a request head costs no allocation).
     let mut head = RequestHead::default();
@@ -100,7 +104,9 @@ pub(crate) async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketA
         // The request pins the generation in force when its head arrived (the connection may
         // have idled across a reload).
         let generation = shard.generation();
-        match handle(
+        // The request's state machine is large; boxing it keeps it out of the connection's
+        // own future, which is all an idle keep-alive connection holds between requests.
+        let request = Box::pin(handle(
             &shard,
             &generation,
             &mut client,
@@ -109,12 +115,21 @@ pub(crate) async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketA
             &mut wbuf,
             &head,
             started,
-        )
-        .await
-        {
-            Next::KeepAlive if !shard.drain.fired() => continue,
+        ));
+        match request.await {
+            Next::KeepAlive if !shard.drain.fired() => {
+                // Between requests the connection holds as little memory as possible: the
+                // read that waits for the next request gets a small buffer of its own, and
+                // neither the previous head nor the write buffer pin theirs.
+                head.clear();
+                wbuf = BytesMut::new();
+                if rbuf.is_empty() {
+                    rbuf = BytesMut::with_capacity(IDLE_READ_CAPACITY);
+                }
+                continue;
+            }
             Next::Upgrade(upstream, idle) => {
-                tunnel(client, upstream, rbuf, idle).await;
+                Box::pin(tunnel(client, upstream, rbuf, idle)).await;
                 break;
             }
             _ => break,
