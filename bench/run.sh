@@ -1,0 +1,316 @@
+#!/usr/bin/env bash
+# Headwater vs nginx as HTTP/1.1 reverse proxies, on the same core, in one run.
+#
+#   bench/run.sh                        # 5 runs x 10 s per proxy and path
+#   RUNS=3 DURATION=5s bench/run.sh     # shorter
+#
+# Needs the Debian packages wrk and nginx (plus curl, taskset from util-linux, cargo):
+#   apt-get install -y wrk nginx
+#
+# Layout (the machine this was written for has 2 cores):
+#   core 0: the proxy under test (Headwater with workers = 1, or nginx with worker_processes 1)
+#   core 1: wrk (1 thread, 64 connections) AND the upstream nginx (1 worker, fixed bodies)
+# Every load run targets 127.0.0.1 only and is bounded by DURATION; everything started here is
+# stopped on exit.
+#
+# Environment:
+#   RUNS=5           measured runs per proxy and path (alternating H, N, H, N, ...)
+#   DURATION=10s     length of each wrk run
+#   CONNS=64         wrk connections
+#   PATHS="/100b /4k"
+#   WARMUP=2s        one unmeasured wrk run per target before measuring
+#   PROXY_CORE=0 LOAD_CORE=1
+#   NO_BUILD=1       skip `cargo build --release -p headwater-engine`
+#   KEEP_RAW=DIR     keep every raw wrk output in DIR
+#   QUIET_WAIT=120   before each measured run, wait up to this many seconds for other processes
+#                    to use less than QUIET_PCT=5 % of a core over a 1 s sample (0: don't wait)
+
+set -euo pipefail
+trap 'echo "run.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
+
+RUNS=${RUNS:-5}
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-64}
+PATHS=${PATHS:-"/100b /4k"}
+WARMUP=${WARMUP:-2s}
+PROXY_CORE=${PROXY_CORE:-0}
+LOAD_CORE=${LOAD_CORE:-1}
+QUIET_WAIT=${QUIET_WAIT:-120}
+QUIET_PCT=${QUIET_PCT:-5}
+
+UPSTREAM_PORT=18900
+HEADWATER_PORT=18901
+NGINX_PORT=18902
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$BENCH_DIR/.." && pwd)
+HEADWATER_BIN="$ROOT/target/release/headwater"
+
+# ---------------------------------------------------------------- prerequisites
+missing=()
+for cmd in wrk nginx; do
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
+done
+if ((${#missing[@]})); then
+    echo "missing: ${missing[*]}" >&2
+    echo "install them with:  apt-get install -y wrk nginx" >&2
+    exit 1
+fi
+for cmd in curl taskset cargo awk sort; do
+    command -v "$cmd" >/dev/null 2>&1 || { echo "missing: $cmd" >&2; exit 1; }
+done
+if (($(nproc) < 2)); then
+    echo "warning: fewer than 2 cores; proxy and load will share a core" >&2
+fi
+
+if [[ -z "${NO_BUILD:-}" ]]; then
+    (cd "$ROOT" && cargo build --release -p headwater-engine)
+fi
+[[ -x "$HEADWATER_BIN" ]] || { echo "no $HEADWATER_BIN" >&2; exit 1; }
+
+# ---------------------------------------------------------------- processes
+TMP=$(mktemp -d /tmp/headwater-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'echo "$(basename "$0"): stopped by a signal" >&2; exit 130' INT TERM HUP
+
+chmod 755 "$TMP"   # nginx workers run as nobody when started by root
+mkdir -p "$TMP/html" "$TMP/tmp" "$TMP/raw"
+cp "$HEADWATER_BIN" "$TMP/headwater" # a concurrent rebuild must not swap the binary under test
+HEADWATER_BIN="$TMP/headwater"
+head -c 100 /dev/zero | tr '\0' 'a' >"$TMP/html/100b"
+head -c 4096 /dev/zero | tr '\0' 'b' >"$TMP/html/4k"
+body_len() { case "$1" in /100b) echo 100 ;; /4k) echo 4096 ;; *) wc -c <"$TMP/html/${1#/}" ;; esac; }
+
+wait_port() { # port name
+    for _ in $(seq 100); do
+        if curl -s -o /dev/null "http://127.0.0.1:$1/100b"; then return 0; fi
+        sleep 0.1
+    done
+    echo "$2 did not come up on port $1" >&2
+    exit 1
+}
+
+# upstream: core LOAD_CORE
+taskset -c "$LOAD_CORE" nginx -p "$TMP/" -e stderr -c "$BENCH_DIR/nginx/upstream.conf" \
+    -g 'daemon off;' 2>"$TMP/upstream.log" &
+PIDS+=($!)
+UPSTREAM_PID=$!
+# nginx proxy: core PROXY_CORE
+taskset -c "$PROXY_CORE" nginx -p "$TMP/" -e stderr -c "$BENCH_DIR/nginx/proxy.conf" \
+    -g 'daemon off;' 2>"$TMP/nginx-proxy.log" &
+PIDS+=($!)
+NGINX_PID=$!
+# Headwater: core PROXY_CORE (its one shard pins itself to the first allowed core)
+taskset -c "$PROXY_CORE" "$HEADWATER_BIN" run -c "$BENCH_DIR/headwater/proxy.toml" \
+    2>"$TMP/headwater.log" &
+PIDS+=($!)
+HEADWATER_PID=$!
+
+wait_port $UPSTREAM_PORT "upstream nginx"
+wait_port $NGINX_PORT "nginx proxy"
+wait_port $HEADWATER_PORT "headwater"
+
+# ---------------------------------------------------------------- machine summary
+echo "date:     $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+echo "machine:  $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r)"
+echo "nginx:    $(nginx -v 2>&1 | sed 's/^nginx version: //')"
+echo "wrk:      $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')"
+echo "headwater: $(grep -m1 'serving on' "$TMP/headwater.log" || cat "$TMP/headwater.log")"
+echo "layout:   proxy on core $PROXY_CORE; wrk -t1 -c$CONNS and upstream nginx on core $LOAD_CORE"
+echo "runs:     $RUNS x $DURATION per proxy and path (alternating), warm-up $WARMUP"
+other=$(pgrep -fa 'fuzz' || true)
+if [[ -n "$other" ]]; then
+    echo "WARNING: other load present during measurement:"
+    echo "$other" | sed 's/^/  /'
+fi
+echo
+
+# ---------------------------------------------------------------- correctness check
+declare -A PORT=([headwater]=$HEADWATER_PORT [nginx]=$NGINX_PORT [direct]=$UPSTREAM_PORT)
+for path in $PATHS; do
+    want=$(body_len "$path")
+    for target in headwater nginx direct; do
+        got=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "http://127.0.0.1:${PORT[$target]}$path")
+        if [[ "$got" != "200 $want" ]]; then
+            echo "check failed: $target $path answered '$got', want '200 $want'" >&2
+            exit 1
+        fi
+    done
+done
+echo "check:    every target answers 200 with the right body length on: $PATHS"
+echo
+
+# ---------------------------------------------------------------- measuring
+# parse one wrk --latency output -> "rps p50_ms p99_ms non2xx sockerr requests"
+parse_wrk() {
+    awk '
+    function ms(v) {
+        if (v ~ /us$/) { sub(/us$/, "", v); return v / 1000 }
+        if (v ~ /ms$/) { sub(/ms$/, "", v); return v + 0 }
+        if (v ~ /m$/)  { sub(/m$/, "", v);  return v * 60000 }
+        if (v ~ /s$/)  { sub(/s$/, "", v);  return v * 1000 }
+        return v + 0
+    }
+    /^ +50%/ { p50 = ms($2) }
+    /^ +99%/ { p99 = ms($2) }
+    /requests in/ { reqs = $1 }
+    /^Requests\/sec:/ { rps = $2 }
+    /Non-2xx or 3xx responses:/ { non2xx = $NF }
+    /Socket errors:/ {
+        gsub(/,/, ""); err = $4 + $6 + $8 + $10
+    }
+    END { printf "%s %.3f %.3f %d %d %d\n", rps, p50, p99, non2xx, err, reqs }
+    ' "$1"
+}
+
+run_wrk() { # target path duration outfile
+    taskset -c "$LOAD_CORE" wrk -t1 -c"$CONNS" -d"$3" --latency \
+        "http://127.0.0.1:${PORT[$1]}$2" >"$4" 2>&1
+}
+
+# CPU accounting per run (clock ticks): the proxy's own CPU time; CPU time used by processes that
+# are not part of the benchmark ("other": utime+stime+cutime+cstime of every other process, so
+# short-lived ones reaped by a long-lived parent, e.g. rustc under cargo, count too); and steal
+# time (this may be a VM), so a run disturbed by other load shows up.
+TICK=$(getconf CLK_TCK)
+NGINX_PIDS="$NGINX_PID $(pgrep -P "$NGINX_PID" | tr '\n' ' ')"
+UPSTREAM_PIDS="$UPSTREAM_PID $(pgrep -P "$UPSTREAM_PID" | tr '\n' ' ')"
+proc_ticks() { # pid... -> utime+stime summed (all threads)
+    local pid total=0 t
+    for pid in "$@"; do
+        t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat" 2>/dev/null || echo 0)
+        total=$((total + t))
+    done
+    echo "$total"
+}
+others_snapshot() { # file: "pid ticks" of every process but ours (and this shell's children)
+    local f
+    for f in /proc/[0-9]*/stat; do
+        cat "$f" 2>/dev/null
+    done | awk -v ours=" $$ $BASHPID $HEADWATER_PID $NGINX_PIDS $UPSTREAM_PIDS " '{
+        pid = $1; rest = $0; sub(/^.*\) /, "", rest); split(rest, f, " ")
+        # f[2] = ppid; f[12..15] = utime stime cutime cstime
+        if (index(ours, " " pid " ") || index(ours, " " f[2] " ")) next
+        print pid, f[12] + f[13] + f[14] + f[15]
+    }' >"$1"
+}
+others_ticks() { # before after -> ticks used by other processes in between
+    awk 'NR == FNR { before[$1] = $2; next } { d = $2 - ($1 in before ? before[$1] : 0); if (d > 0) s += d }
+         END { print s + 0 }' "$1" "$2"
+}
+steal_ticks() { awk '$1 == "cpu" { print $9 }' /proc/stat; }
+wait_quiet() { # waits until other processes are (nearly) idle; prints how long it waited
+    local waited=0 o
+    while ((waited < QUIET_WAIT)); do
+        others_snapshot "$TMP/q0"
+        sleep 1
+        others_snapshot "$TMP/q1"
+        o=$(others_ticks "$TMP/q0" "$TMP/q1")
+        ((o * 100 <= QUIET_PCT * TICK)) && break
+        waited=$((waited + 1))
+    done
+    echo "$waited"
+}
+declare -A PROXY_PIDS=([headwater]="$HEADWATER_PID" [nginx]="$NGINX_PIDS" [direct]="")
+
+RESULTS="$TMP/results"
+: >"$RESULTS"
+for path in $PATHS; do
+    for target in headwater nginx direct; do
+        run_wrk "$target" "$path" "$WARMUP" "$TMP/raw/warmup" || true
+    done
+    for r in $(seq "$RUNS"); do
+        # alternate which proxy goes first so drift hits both; the baseline goes last
+        if ((r % 2)); then order="headwater nginx direct"; else order="nginx headwater direct"; fi
+        for target in $order; do
+            out="$TMP/raw/${target}${path//\//_}_$r.txt"
+            waited=$(wait_quiet)
+            ((waited > 0)) && echo "      (waited ${waited}s for other processes to go quiet)"
+            # shellcheck disable=SC2086
+            {
+                others_snapshot "$TMP/others0"
+                p0=$(proc_ticks ${PROXY_PIDS[$target]}) st0=$(steal_ticks) t0=$(date +%s%N)
+                run_wrk "$target" "$path" "$DURATION" "$out"
+                t1=$(date +%s%N) st1=$(steal_ticks) p1=$(proc_ticks ${PROXY_PIDS[$target]})
+                others_snapshot "$TMP/others1"
+            }
+            read -r proxy_pct other_pct steal_pct < <(awk -v p=$((p1 - p0)) \
+                -v o="$(others_ticks "$TMP/others0" "$TMP/others1")" -v st=$((st1 - st0)) \
+                -v ns=$((t1 - t0)) -v tick="$TICK" \
+                'BEGIN { d = ns / 1e9 * tick; printf "%.1f %.1f %.1f\n", 100 * p / d, 100 * o / d, 100 * st / d }')
+            read -r rps p50 p99 non2xx err reqs < <(parse_wrk "$out")
+            per_cpu=$(awk -v r="$reqs" -v p=$((p1 - p0)) -v tick="$TICK" 'BEGIN { print (p > 0 ? r / (p / tick) : 0) }')
+            printf '%-5s %-9s run %d: %7.0f req/s  p50 %6.3f ms  p99 %6.3f ms  non-2xx %d  sock err %d  proxy CPU %5.1f%%  other %4.1f%%  steal %4.1f%%\n' \
+                "$path" "$target" "$r" "$rps" "$p50" "$p99" "$non2xx" "$err" "$proxy_pct" "$other_pct" "$steal_pct"
+            echo "$path $target $r $rps $p50 $p99 $non2xx $err $reqs $proxy_pct $per_cpu $other_pct $steal_pct" >>"$RESULTS"
+        done
+    done
+done
+if [[ -n "${KEEP_RAW:-}" ]]; then
+    mkdir -p "$KEEP_RAW" && cp "$TMP"/raw/*.txt "$KEEP_RAW"/
+fi
+
+# ---------------------------------------------------------------- table
+median() { sort -g | awk '{a[NR] = $1} END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+col() { awk -v p="$1" -v t="$2" -v c="$3" '$1 == p && $2 == t { print $c }' "$RESULTS"; }
+sum() { awk '{ s += $1 } END { print s + 0 }'; }
+
+echo
+echo "| path | proxy | median req/s | median p50 (ms) | median p99 (ms) | non-2xx | socket errors | proxy CPU (% of core 0) | req per proxy CPU-s | max other CPU % | max steal % |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+for path in $PATHS; do
+    for target in headwater nginx direct; do
+        label=$target
+        [[ $target == direct ]] && label="direct (no proxy)"
+        rps=$(col "$path" "$target" 4 | median)
+        p50=$(col "$path" "$target" 5 | median)
+        p99=$(col "$path" "$target" 6 | median)
+        non2xx=$(col "$path" "$target" 7 | sum)
+        err=$(col "$path" "$target" 8 | sum)
+        other=$(col "$path" "$target" 12 | sort -g | tail -1)
+        steal=$(col "$path" "$target" 13 | sort -g | tail -1)
+        if [[ $target == direct ]]; then
+            cpu="-" eff="-"
+        else
+            cpu=$(col "$path" "$target" 10 | median)
+            eff=$(printf '%.0f' "$(col "$path" "$target" 11 | median)")
+        fi
+        printf '| %s | %s | %.0f | %.3f | %.3f | %d | %d | %s | %s | %s | %s |\n' "$path" "$label" \
+            "$rps" "$p50" "$p99" "$non2xx" "$err" "$cpu" "$eff" "$other" "$steal"
+    done
+done
+echo
+echo "| path | H/N median req/s | H/N median p99 | H/N req per proxy CPU-s | paired H/N req/s: median (min-max) | paired H/N p99: median (min-max) | rounds H faster / p99 no worse |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+for path in $PATHS; do
+    printf '%s' "$(awk -v hr="$(col "$path" headwater 4 | median)" -v nr="$(col "$path" nginx 4 | median)" \
+        -v hp="$(col "$path" headwater 6 | median)" -v np="$(col "$path" nginx 6 | median)" \
+        -v he="$(col "$path" headwater 11 | median)" -v ne="$(col "$path" nginx 11 | median)" -v path="$path" \
+        'BEGIN { printf "| %s | %.3f | %.3f | %.3f |", path, hr / nr, hp / np, he / ne }')"
+    # paired: Headwater and nginx of the same round ran back to back
+    awk -v p="$path" '$1 == p && $2 == "headwater" { hr[$3] = $4; hp[$3] = $6 }
+                      $1 == p && $2 == "nginx"     { nr[$3] = $4; np[$3] = $6 }
+        END { for (r in hr) { n++; a[n] = hr[r] / nr[r]; b[n] = hp[r] / np[r]; w += hr[r] >= nr[r]; q += hp[r] <= np[r] }
+              for (i = 1; i <= n; i++) print a[i], b[i], n, w, q }' "$RESULTS" >"$TMP/pairs"
+    read -r n w q < <(awk 'NR == 1 { print $3, $4, $5 }' "$TMP/pairs")
+    printf ' %.3f (%.3f-%.3f) | %.3f (%.3f-%.3f) | %d / %d of %d |\n' \
+        "$(cut -d' ' -f1 "$TMP/pairs" | median)" "$(cut -d' ' -f1 "$TMP/pairs" | sort -g | head -1)" "$(cut -d' ' -f1 "$TMP/pairs" | sort -g | tail -1)" \
+        "$(cut -d' ' -f2 "$TMP/pairs" | median)" "$(cut -d' ' -f2 "$TMP/pairs" | sort -g | head -1)" "$(cut -d' ' -f2 "$TMP/pairs" | sort -g | tail -1)" \
+        "$w" "$q" "$n"
+done
+echo
+echo "H/N = Headwater / nginx. The target is req/s ratio >= 1 and p99 ratio <= 1. When a proxy's"
+echo "req/s equals the direct baseline, the load core (wrk + upstream), not the proxy, is the limit;"
+echo "req per proxy CPU-second then compares the proxies' efficiency."
