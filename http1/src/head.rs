@@ -858,38 +858,6 @@ impl RequestHead {
         })
     }
 
-    /// Number of header fields.
-    pub fn header_count(&self) -> usize {
-        self.fields.len()
-    }
-
-    /// Header fields in order, as (name, value) byte slices.
-    pub fn headers(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> + '_ {
-        self.fields
-            .iter()
-            .map(|f| (&self.buf[f.name.range()], &self.buf[f.value.range()]))
-    }
-
-    /// The first value of header `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&[u8]> {
-        find_header(&self.buf, &self.fields, name.as_bytes())
-    }
-
-    /// Every value of header `name`, in order.
-    pub fn header_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        all_headers(&self.buf, &self.fields, name.as_bytes())
-    }
-
-    /// The name of field `i` as an `http::HeaderName`.
-    pub fn header_name(&self, i: usize) -> HeaderName {
-        header_name_at(&self.buf, &self.fields, i)
-    }
-
-    /// The value of field `i` as an `http::HeaderValue` sharing this head's buffer.
-    pub fn header_value(&self, i: usize) -> HeaderValue {
-        header_value_at(&self.buf, &self.fields, i)
-    }
-
     /// Converts to `http::request::Parts` (names copied once, values shared).
     pub fn to_parts(&self) -> http::request::Parts {
         let mut b = http::Request::builder()
@@ -1035,38 +1003,6 @@ impl ResponseHead {
             .map(|i| &self.buf[self.fields[i as usize].value.range()])
     }
 
-    /// Number of header fields.
-    pub fn header_count(&self) -> usize {
-        self.fields.len()
-    }
-
-    /// Header fields in order, as (name, value) byte slices.
-    pub fn headers(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> + '_ {
-        self.fields
-            .iter()
-            .map(|f| (&self.buf[f.name.range()], &self.buf[f.value.range()]))
-    }
-
-    /// The first value of header `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&[u8]> {
-        find_header(&self.buf, &self.fields, name.as_bytes())
-    }
-
-    /// Every value of header `name`, in order.
-    pub fn header_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        all_headers(&self.buf, &self.fields, name.as_bytes())
-    }
-
-    /// The name of field `i` as an `http::HeaderName`.
-    pub fn header_name(&self, i: usize) -> HeaderName {
-        header_name_at(&self.buf, &self.fields, i)
-    }
-
-    /// The value of field `i` as an `http::HeaderValue` sharing this head's buffer.
-    pub fn header_value(&self, i: usize) -> HeaderValue {
-        header_value_at(&self.buf, &self.fields, i)
-    }
-
     /// Converts to `http::response::Parts` (names copied once, values shared).
     pub fn to_parts(&self) -> http::response::Parts {
         let mut b = http::Response::builder()
@@ -1087,6 +1023,49 @@ impl ResponseHead {
         &self.facts
     }
 }
+
+/// Header access, the same for requests and responses: both keep `buf` (the head's bytes) and
+/// `fields` (spans of names and values in it).
+macro_rules! header_access {
+    ($head:ty) => {
+        impl $head {
+            /// Number of header fields.
+            pub fn header_count(&self) -> usize {
+                self.fields.len()
+            }
+
+            /// Header fields in order, as (name, value) byte slices.
+            pub fn headers(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> + '_ {
+                self.fields
+                    .iter()
+                    .map(|f| (&self.buf[f.name.range()], &self.buf[f.value.range()]))
+            }
+
+            /// The first value of header `name` (case-insensitive).
+            pub fn header(&self, name: &str) -> Option<&[u8]> {
+                find_header(&self.buf, &self.fields, name.as_bytes())
+            }
+
+            /// Every value of header `name`, in order.
+            pub fn header_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+                all_headers(&self.buf, &self.fields, name.as_bytes())
+            }
+
+            /// The name of field `i` as an `http::HeaderName`.
+            pub fn header_name(&self, i: usize) -> HeaderName {
+                header_name_at(&self.buf, &self.fields, i)
+            }
+
+            /// The value of field `i` as an `http::HeaderValue` sharing this head's buffer.
+            pub fn header_value(&self, i: usize) -> HeaderValue {
+                header_value_at(&self.buf, &self.fields, i)
+            }
+        }
+    };
+}
+
+header_access!(RequestHead);
+header_access!(ResponseHead);
 
 fn keep_alive(version: Version, facts: &Facts) -> bool {
     if facts.conn_close {
