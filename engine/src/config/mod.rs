@@ -240,27 +240,10 @@ impl Default for ServerTimeouts {
     }
 }
 
-/// `[server.limits]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest request head (request line + headers), 1 KiB..=1 MiB. Default 65536.
-    pub max_head_bytes: usize,
-    /// Most header fields in a request head, 8..=1024. Default 128.
-    pub max_headers: usize,
-    /// Longest request-target, 256..=max_head_bytes. Default 8192, lowered to
-    /// `max_head_bytes` when that is smaller and `max_uri_bytes` is not set.
-    pub max_uri_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_head_bytes: 65536,
-            max_headers: 128,
-            max_uri_bytes: 8192,
-        }
-    }
-}
+/// `[server.limits]`: the codec's own limits (head bytes 1 KiB..=1 MiB, default 65536; header
+/// fields 8..=1024, default 128; request-target 256..=max_head_bytes, default 8192, lowered to
+/// `max_head_bytes` when that is smaller and `max_uri_bytes` is not set).
+pub use headwater_http1::Limits;
 
 /// `[server.forwarded]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

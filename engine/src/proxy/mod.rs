@@ -41,12 +41,7 @@ impl Generation {
         let routes: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
         let clusters: Vec<&str> = config.clusters.iter().map(|c| c.name.as_str()).collect();
         let interned = metrics.intern(&routes, &clusters)?;
-        let l = &config.server.limits;
-        let limits = headwater_http1::Limits {
-            max_head_bytes: l.max_head_bytes,
-            max_headers: l.max_headers,
-            max_uri_bytes: l.max_uri_bytes,
-        };
+        let limits = config.server.limits;
         let xff = match config.server.forwarded.x_forwarded_for {
             XffMode::Append => headwater_http1::XffMode::Append,
             XffMode::Replace => headwater_http1::XffMode::Replace,
