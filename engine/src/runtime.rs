@@ -131,11 +131,28 @@ pub type MonoioRuntime = FusionRuntime<TimeDriver<IoUringDriver>, TimeDriver<Leg
 /// shards that need one, e.g. the health prober). Run it with `block_on`.
 pub fn build_runtime(kind: DriverKind, entries: u32) -> io::Result<MonoioRuntime> {
     Ok(match kind {
-        DriverKind::IoUring => RuntimeBuilder::<IoUringDriver>::new()
-            .with_entries(entries)
-            .enable_timer()
-            .build()?
-            .into(),
+        DriverKind::IoUring => {
+            // Cooperative task running: the kernel does not interrupt the shard with an IPI for
+            // every completion that another core produces; completions are gathered when the
+            // shard enters the kernel anyway (every submit and every wait). Under load that
+            // removed ~0.7 reschedule interrupts per request (bench/RESULTS.md). Kernels before
+            // 5.19 refuse the flags: then the ring is set up without them.
+            let mut cooperative = io_uring::IoUring::builder();
+            cooperative.setup_coop_taskrun().setup_taskrun_flag();
+            match RuntimeBuilder::<IoUringDriver>::new()
+                .with_entries(entries)
+                .uring_builder(cooperative)
+                .enable_timer()
+                .build()
+            {
+                Ok(rt) => rt.into(),
+                Err(_) => RuntimeBuilder::<IoUringDriver>::new()
+                    .with_entries(entries)
+                    .enable_timer()
+                    .build()?
+                    .into(),
+            }
+        }
         DriverKind::Epoll => RuntimeBuilder::<LegacyDriver>::new()
             .with_entries(entries)
             .enable_timer()
