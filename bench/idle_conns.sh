@@ -15,7 +15,7 @@
 #
 # Environment: N=10000  ROUNDS=3  IN_FLIGHT=256  TIMEOUT=120  PROXY_CORE=0  LOAD_CORE=1  NO_BUILD=1
 
-set -euo pipefail
+set -Eeuo pipefail
 
 N=${N:-10000}
 ROUNDS=${ROUNDS:-3}
@@ -125,7 +125,7 @@ for round in $(seq "$ROUNDS"); do
         elif ((round == 1)); then
             echo "headwater: $(grep -m1 'serving on' "$TMP/headwater.log" || true)"
         fi
-        line=$(timeout $((TIMEOUT + 30)) python3 "$BENCH_DIR/idle_conns.py" --port "$port" --pids "$pids" \
+        line=$(timeout $((TIMEOUT + 30)) taskset -c "$LOAD_CORE" python3 "$BENCH_DIR/idle_conns.py" --port "$port" --pids "$pids" \
             -n "$N" --in-flight "$IN_FLIGHT" --timeout "$TIMEOUT") || status=1
         echo "$proxy round $round: $line"
         echo "$proxy $line" >>"$RESULTS"

@@ -21,11 +21,12 @@
 #   WARMUP=2s        one unmeasured wrk run per target before measuring
 #   PROXY_CORE=0 LOAD_CORE=1
 #   NO_BUILD=1       skip `cargo build --release -p headwater-engine`
+#   HEADWATER_BIN=P  benchmark this headwater binary instead of target/release/headwater
 #   KEEP_RAW=DIR     keep every raw wrk output in DIR
 #   QUIET_WAIT=120   before each measured run, wait up to this many seconds for other processes
 #                    to use less than QUIET_PCT=5 % of a core over a 1 s sample (0: don't wait)
 
-set -euo pipefail
+set -Eeuo pipefail
 trap 'echo "run.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 
 RUNS=${RUNS:-5}
@@ -44,7 +45,7 @@ NGINX_PORT=18902
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH_DIR/.." && pwd)
-HEADWATER_BIN="$ROOT/target/release/headwater"
+HEADWATER_BIN=${HEADWATER_BIN:-"$ROOT/target/release/headwater"}
 
 # ---------------------------------------------------------------- prerequisites
 missing=()
@@ -126,7 +127,7 @@ wait_port $HEADWATER_PORT "headwater"
 echo "date:     $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo "machine:  $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r)"
 echo "nginx:    $(nginx -v 2>&1 | sed 's/^nginx version: //')"
-echo "wrk:      $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')"
+echo "wrk:      $({ wrk -v 2>&1 || true; } | head -1 | awk '{print $1, $2}')"
 echo "headwater: $(grep -m1 'serving on' "$TMP/headwater.log" || cat "$TMP/headwater.log")"
 echo "layout:   proxy on core $PROXY_CORE; wrk -t1 -c$CONNS and upstream nginx on core $LOAD_CORE"
 echo "runs:     $RUNS x $DURATION per proxy and path (alternating), warm-up $WARMUP"
@@ -198,7 +199,7 @@ proc_ticks() { # pid... -> utime+stime summed (all threads)
 others_snapshot() { # file: "pid ticks" of every process but ours (and this shell's children)
     local f
     for f in /proc/[0-9]*/stat; do
-        cat "$f" 2>/dev/null
+        cat "$f" 2>/dev/null || true # a process may exit while we scan
     done | awk -v ours=" $$ $BASHPID $HEADWATER_PID $NGINX_PIDS $UPSTREAM_PIDS " '{
         pid = $1; rest = $0; sub(/^.*\) /, "", rest); split(rest, f, " ")
         # f[2] = ppid; f[12..15] = utime stime cutime cstime
@@ -268,8 +269,8 @@ col() { awk -v p="$1" -v t="$2" -v c="$3" '$1 == p && $2 == t { print $c }' "$RE
 sum() { awk '{ s += $1 } END { print s + 0 }'; }
 
 echo
-echo "| path | proxy | median req/s | median p50 (ms) | median p99 (ms) | non-2xx | socket errors | proxy CPU (% of core 0) | req per proxy CPU-s | max other CPU % | max steal % |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| path | proxy | median req/s | median p50 (ms) | median p99 (ms) | best req/s | best p99 (ms) | non-2xx | socket errors | proxy CPU (% of core 0) | req per proxy CPU-s | max other CPU % | max steal % |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for path in $PATHS; do
     for target in headwater nginx direct; do
         label=$target
@@ -277,6 +278,8 @@ for path in $PATHS; do
         rps=$(col "$path" "$target" 4 | median)
         p50=$(col "$path" "$target" 5 | median)
         p99=$(col "$path" "$target" 6 | median)
+        best_rps=$(col "$path" "$target" 4 | sort -g | tail -1)
+        best_p99=$(col "$path" "$target" 6 | sort -g | head -1)
         non2xx=$(col "$path" "$target" 7 | sum)
         err=$(col "$path" "$target" 8 | sum)
         other=$(col "$path" "$target" 12 | sort -g | tail -1)
@@ -287,18 +290,20 @@ for path in $PATHS; do
             cpu=$(col "$path" "$target" 10 | median)
             eff=$(printf '%.0f' "$(col "$path" "$target" 11 | median)")
         fi
-        printf '| %s | %s | %.0f | %.3f | %.3f | %d | %d | %s | %s | %s | %s |\n' "$path" "$label" \
-            "$rps" "$p50" "$p99" "$non2xx" "$err" "$cpu" "$eff" "$other" "$steal"
+        printf '| %s | %s | %.0f | %.3f | %.3f | %.0f | %.3f | %d | %d | %s | %s | %s | %s |\n' "$path" "$label" \
+            "$rps" "$p50" "$p99" "$best_rps" "$best_p99" "$non2xx" "$err" "$cpu" "$eff" "$other" "$steal"
     done
 done
 echo
-echo "| path | H/N median req/s | H/N median p99 | H/N req per proxy CPU-s | paired H/N req/s: median (min-max) | paired H/N p99: median (min-max) | rounds H faster / p99 no worse |"
-echo "|---|---:|---:|---:|---:|---:|---:|"
+echo "| path | H/N median req/s | H/N median p99 | H/N best req/s | H/N best p99 | H/N req per proxy CPU-s | paired H/N req/s: median (min-max) | paired H/N p99: median (min-max) | rounds H faster / p99 no worse |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 for path in $PATHS; do
     printf '%s' "$(awk -v hr="$(col "$path" headwater 4 | median)" -v nr="$(col "$path" nginx 4 | median)" \
         -v hp="$(col "$path" headwater 6 | median)" -v np="$(col "$path" nginx 6 | median)" \
         -v he="$(col "$path" headwater 11 | median)" -v ne="$(col "$path" nginx 11 | median)" -v path="$path" \
-        'BEGIN { printf "| %s | %.3f | %.3f | %.3f |", path, hr / nr, hp / np, he / ne }')"
+        -v hb="$(col "$path" headwater 4 | sort -g | tail -1)" -v nb="$(col "$path" nginx 4 | sort -g | tail -1)" \
+        -v hq="$(col "$path" headwater 6 | sort -g | head -1)" -v nq="$(col "$path" nginx 6 | sort -g | head -1)" \
+        'BEGIN { printf "| %s | %.3f | %.3f | %.3f | %.3f | %.3f |", path, hr / nr, hp / np, hb / nb, hq / nq, he / ne }')"
     # paired: Headwater and nginx of the same round ran back to back
     awk -v p="$path" '$1 == p && $2 == "headwater" { hr[$3] = $4; hp[$3] = $6 }
                       $1 == p && $2 == "nginx"     { nr[$3] = $4; np[$3] = $6 }
@@ -313,4 +318,6 @@ done
 echo
 echo "H/N = Headwater / nginx. The target is req/s ratio >= 1 and p99 ratio <= 1. When a proxy's"
 echo "req/s equals the direct baseline, the load core (wrk + upstream), not the proxy, is the limit;"
-echo "req per proxy CPU-second then compares the proxies' efficiency."
+echo "req per proxy CPU-second then compares the proxies' efficiency. \"best\" is the fastest run"
+echo "(highest req/s, lowest p99): on a machine whose noise only ever slows runs down, it is the"
+echo "least disturbed measurement."
