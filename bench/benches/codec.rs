@@ -28,7 +28,6 @@
 
 use std::hint::black_box;
 use std::mem::MaybeUninit;
-use std::net::{IpAddr, Ipv4Addr};
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -37,8 +36,8 @@ use headwater_bench::{
     CHUNKED_BODY_BYTES, RESPONSE_200, SHORT_GET,
 };
 use headwater_http1::{
-    encode_proxy_request, request_framing, ChunkedDecoder, Decoded, Forwarding, Limits,
-    RequestEdits, RequestParser, ResponseParser, XffMode,
+    encode_proxy_request, request_framing, ChunkedDecoder, Decoded, Limits, RequestEdits,
+    RequestParser, ResponseParser,
 };
 
 /// Inputs per batch of `iter_batched`: small enough that the prepared buffers stay in cache.
@@ -134,13 +133,7 @@ fn encode(c: &mut Criterion) {
         .unwrap();
     let framing = request_framing(head.body_kind());
     let edits = RequestEdits::default();
-    let fwd = Forwarding {
-        via: None,
-        xff: XffMode::Append,
-        client_ip: Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7))),
-        proto: Some(b"https"),
-        forwarded_host: false,
-    };
+    let fwd = headwater_bench::forwarding();
     let mut g = c.benchmark_group("encode");
     g.throughput(Throughput::Bytes(BROWSER_GET.len() as u64));
     // One write buffer reused (cleared) per iteration, as a connection does.

@@ -19,7 +19,6 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::mem::MaybeUninit;
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::BytesMut;
@@ -29,7 +28,7 @@ use headwater_bench::{
 };
 use headwater_http1::{
     encode_proxy_request, request_framing, ChunkedDecoder, Decoded, Forwarding, Limits,
-    RequestEdits, RequestHead, RequestParser, ResponseParser, XffMode,
+    RequestEdits, RequestHead, RequestParser, ResponseParser,
 };
 
 struct Counting;
@@ -163,13 +162,7 @@ fn run(op: &str, n: u64, setup_only: bool) -> u64 {
         .split_once('-')
         .unwrap_or_else(|| panic!("unknown op {op}"));
     let raw = input(which);
-    let fwd = Forwarding {
-        via: None,
-        xff: XffMode::Append,
-        client_ip: Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7))),
-        proto: Some(b"https"),
-        forwarded_host: false,
-    };
+    let fwd = headwater_bench::forwarding();
     let mut head = op_parse(&mut read_buffer(BROWSER_GET));
     let mut dst = BytesMut::with_capacity(4096);
     let mut allocs = 0;

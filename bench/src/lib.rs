@@ -110,6 +110,20 @@ pub fn read_buffer_pinned(bytes: &[u8]) -> (BytesMut, BytesMut) {
     (buf, pin)
 }
 
+/// The forwarding settings both encode benchmarks use: `X-Forwarded-For` appended for a
+/// documentation address, `X-Forwarded-Proto: https`.
+pub fn forwarding() -> headwater_http1::Forwarding<'static> {
+    headwater_http1::Forwarding {
+        via: None,
+        xff: headwater_http1::XffMode::Append,
+        client_ip: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+            203, 0, 113, 7,
+        ))),
+        proto: Some(b"https"),
+        forwarded_host: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -219,6 +219,23 @@ fn target_too_long(buf: &[u8], limits: &Limits) -> bool {
 /// A stack of header slots large enough for the default limit; larger limits use the heap.
 const STACK_HEADERS: usize = 128;
 
+/// Runs `f` with `max` uninitialised httparse header slots: on the stack up to
+/// [`STACK_HEADERS`], on the heap for larger configured limits.
+fn with_header_slots<'b, R>(
+    max: usize,
+    f: impl FnOnce(&mut [MaybeUninit<httparse::Header<'b>>]) -> R,
+) -> R {
+    if max <= STACK_HEADERS {
+        let mut stack: [MaybeUninit<httparse::Header<'b>>; STACK_HEADERS] =
+            [const { MaybeUninit::uninit() }; STACK_HEADERS];
+        f(&mut stack[..max])
+    } else {
+        let mut heap = Vec::with_capacity(max);
+        heap.resize_with(max, MaybeUninit::uninit);
+        f(&mut heap)
+    }
+}
+
 impl RequestParser {
     /// A parser enforcing `limits`.
     pub fn new(limits: Limits) -> Self {
@@ -651,17 +668,17 @@ impl RequestHead {
 
     /// Parses `raw` (a complete head) into self, except for `buf` which the caller sets.
     fn parse_from(&mut self, raw: &[u8], limits: &Limits) -> Result<(), Error> {
-        let mut stack: [MaybeUninit<httparse::Header<'_>>; STACK_HEADERS] =
-            [const { MaybeUninit::uninit() }; STACK_HEADERS];
-        let mut heap;
-        let slots: &mut [MaybeUninit<httparse::Header<'_>>] = if limits.max_headers <= STACK_HEADERS
-        {
-            &mut stack[..limits.max_headers]
-        } else {
-            heap = Vec::with_capacity(limits.max_headers);
-            heap.resize_with(limits.max_headers, MaybeUninit::uninit);
-            &mut heap[..]
-        };
+        with_header_slots(limits.max_headers, |slots| {
+            self.parse_with(raw, limits, slots)
+        })
+    }
+
+    fn parse_with<'b>(
+        &mut self,
+        raw: &'b [u8],
+        limits: &Limits,
+        slots: &mut [MaybeUninit<httparse::Header<'b>>],
+    ) -> Result<(), Error> {
         let mut req = httparse::Request::new(&mut []);
         match req.parse_with_uninit_headers(raw, slots) {
             Ok(httparse::Status::Complete(_)) => {}
@@ -893,17 +910,14 @@ impl ResponseHead {
     }
 
     fn parse_from(&mut self, raw: &[u8], limits: &Limits) -> Result<(), Error> {
-        let mut stack: [MaybeUninit<httparse::Header<'_>>; STACK_HEADERS] =
-            [const { MaybeUninit::uninit() }; STACK_HEADERS];
-        let mut heap;
-        let slots: &mut [MaybeUninit<httparse::Header<'_>>] = if limits.max_headers <= STACK_HEADERS
-        {
-            &mut stack[..limits.max_headers]
-        } else {
-            heap = Vec::with_capacity(limits.max_headers);
-            heap.resize_with(limits.max_headers, MaybeUninit::uninit);
-            &mut heap[..]
-        };
+        with_header_slots(limits.max_headers, |slots| self.parse_with(raw, slots))
+    }
+
+    fn parse_with<'b>(
+        &mut self,
+        raw: &'b [u8],
+        slots: &mut [MaybeUninit<httparse::Header<'b>>],
+    ) -> Result<(), Error> {
         let mut res = httparse::Response::new(&mut []);
         match httparse::ParserConfig::default()
             .parse_response_with_uninit_headers(&mut res, raw, slots)

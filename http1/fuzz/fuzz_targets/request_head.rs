@@ -14,10 +14,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use bytes::BytesMut;
-use fuzz_support::{forwarded_fields, is_limit, owned, show, without, Input};
+use fuzz_support::{agree, forwarded_fields, owned, run, show, without, Input};
 use headwater_http1::{
-    encode_proxy_request, request_framing, BodyKind, ErrorKind, Forwarding, Limits, RequestEdits,
-    RequestHead, RequestParser, TargetForm, XffMode,
+    encode_proxy_request, request_framing, BodyKind, Forwarding, Limits, RequestEdits, RequestHead,
+    RequestParser, TargetForm, XffMode,
 };
 use http::{Method, Version};
 use libfuzzer_sys::fuzz_target;
@@ -41,15 +41,6 @@ struct Snap {
     websocket: bool,
 }
 
-#[derive(Debug, PartialEq)]
-enum Outcome {
-    /// `Ok(None)` after all input: what is left in the buffer.
-    Incomplete(Vec<u8>),
-    Failed(ErrorKind, &'static str),
-    /// The head and the bytes left in the buffer after it.
-    Parsed(Box<Snap>, Vec<u8>),
-}
-
 fn snap(h: &RequestHead) -> Snap {
     Snap {
         raw: h.as_bytes().to_vec(),
@@ -66,46 +57,6 @@ fn snap(h: &RequestHead) -> Snap {
         expects_continue: h.expects_continue(),
         upgrade: h.upgrade().map(<[u8]>::to_vec),
         websocket: h.is_websocket_upgrade(),
-    }
-}
-
-/// Feeds `pieces` one after the other into one buffer, calling `parse` after each.
-fn run(limits: Limits, pieces: &[&[u8]], reuse: Option<&mut RequestHead>) -> Outcome {
-    let mut parser = RequestParser::new(limits);
-    let mut buf = BytesMut::new();
-    let mut reuse = reuse;
-    for (i, piece) in pieces.iter().enumerate() {
-        buf.extend_from_slice(piece);
-        let result = match reuse.as_deref_mut() {
-            Some(head) => parser
-                .parse_into(&mut buf, head)
-                .map(|done| done.then(|| head.clone())),
-            None => parser.parse(&mut buf),
-        };
-        match result {
-            Ok(None) => {}
-            Ok(Some(head)) => {
-                for rest in &pieces[i + 1..] {
-                    buf.extend_from_slice(rest);
-                }
-                return Outcome::Parsed(Box::new(snap(&head)), buf.to_vec());
-            }
-            Err(e) => return Outcome::Failed(e.kind(), e.detail()),
-        }
-    }
-    Outcome::Incomplete(buf.to_vec())
-}
-
-fn agree(what: &str, whole: &Outcome, other: &Outcome, msg: &[u8]) {
-    match (whole, other) {
-        (Outcome::Failed(a, _), Outcome::Failed(b, _)) if a == b => {}
-        (Outcome::Failed(a, _), Outcome::Failed(b, _)) if is_limit(*a) || is_limit(*b) => {}
-        _ => assert_eq!(
-            whole,
-            other,
-            "{what} differs from whole for {:?}",
-            show(msg)
-        ),
     }
 }
 
@@ -217,17 +168,17 @@ fuzz_target!(|data: &[u8]| {
     let limits = input.head_limits();
     let msg = input.msg;
 
-    let whole = run(limits, &[msg], None);
+    let whole = run(RequestParser::new(limits), &[msg], None, snap);
     agree(
         "two pieces",
         &whole,
-        &run(limits, &input.two_pieces(), None),
+        &run(RequestParser::new(limits), &input.two_pieces(), None, snap),
         msg,
     );
     agree(
         "many pieces",
         &whole,
-        &run(limits, &input.many_pieces(), None),
+        &run(RequestParser::new(limits), &input.many_pieces(), None, snap),
         msg,
     );
 
@@ -241,7 +192,7 @@ fuzz_target!(|data: &[u8]| {
     agree(
         "reused head",
         &whole,
-        &run(limits, &[msg], Some(&mut reused)),
+        &run(RequestParser::new(limits), &[msg], Some(&mut reused), snap),
         msg,
     );
 

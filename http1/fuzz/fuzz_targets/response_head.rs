@@ -10,10 +10,10 @@
 #![no_main]
 
 use bytes::BytesMut;
-use fuzz_support::{forwarded_fields, is_limit, owned, show, without, Input};
+use fuzz_support::{agree, forwarded_fields, owned, run, show, without, Input};
 use headwater_http1::{
-    encode_proxy_response, response_framing, BodyKind, ClientConnection, ErrorKind, Limits,
-    ResponseEdits, ResponseHead, ResponseParser,
+    encode_proxy_response, response_framing, BodyKind, ClientConnection, Limits, ResponseEdits,
+    ResponseHead, ResponseParser,
 };
 use http::{Method, StatusCode, Version};
 use libfuzzer_sys::fuzz_target;
@@ -33,13 +33,6 @@ struct Snap {
     body: [BodyKind; 4],
 }
 
-#[derive(Debug, PartialEq)]
-enum Outcome {
-    Incomplete(Vec<u8>),
-    Failed(ErrorKind, &'static str),
-    Parsed(Box<Snap>, Vec<u8>),
-}
-
 fn snap(h: &ResponseHead) -> Snap {
     Snap {
         raw: h.as_bytes().to_vec(),
@@ -51,45 +44,6 @@ fn snap(h: &ResponseHead) -> Snap {
         keep_alive: h.keep_alive(),
         upgrade: h.upgrade().map(<[u8]>::to_vec),
         body: METHODS.map(|m| h.body_kind(&m)),
-    }
-}
-
-fn run(limits: Limits, pieces: &[&[u8]], reuse: Option<&mut ResponseHead>) -> Outcome {
-    let mut parser = ResponseParser::new(limits);
-    let mut buf = BytesMut::new();
-    let mut reuse = reuse;
-    for (i, piece) in pieces.iter().enumerate() {
-        buf.extend_from_slice(piece);
-        let result = match reuse.as_deref_mut() {
-            Some(head) => parser
-                .parse_into(&mut buf, head)
-                .map(|done| done.then(|| head.clone())),
-            None => parser.parse(&mut buf),
-        };
-        match result {
-            Ok(None) => {}
-            Ok(Some(head)) => {
-                for rest in &pieces[i + 1..] {
-                    buf.extend_from_slice(rest);
-                }
-                return Outcome::Parsed(Box::new(snap(&head)), buf.to_vec());
-            }
-            Err(e) => return Outcome::Failed(e.kind(), e.detail()),
-        }
-    }
-    Outcome::Incomplete(buf.to_vec())
-}
-
-fn agree(what: &str, whole: &Outcome, other: &Outcome, msg: &[u8]) {
-    match (whole, other) {
-        (Outcome::Failed(a, _), Outcome::Failed(b, _)) if a == b => {}
-        (Outcome::Failed(a, _), Outcome::Failed(b, _)) if is_limit(*a) || is_limit(*b) => {}
-        _ => assert_eq!(
-            whole,
-            other,
-            "{what} differs from whole for {:?}",
-            show(msg)
-        ),
     }
 }
 
@@ -207,17 +161,22 @@ fuzz_target!(|data: &[u8]| {
     let limits = input.head_limits();
     let msg = input.msg;
 
-    let whole = run(limits, &[msg], None);
+    let whole = run(ResponseParser::new(limits), &[msg], None, snap);
     agree(
         "two pieces",
         &whole,
-        &run(limits, &input.two_pieces(), None),
+        &run(ResponseParser::new(limits), &input.two_pieces(), None, snap),
         msg,
     );
     agree(
         "many pieces",
         &whole,
-        &run(limits, &input.many_pieces(), None),
+        &run(
+            ResponseParser::new(limits),
+            &input.many_pieces(),
+            None,
+            snap,
+        ),
         msg,
     );
     let mut reused = ResponseParser::new(Limits::default())
@@ -229,7 +188,7 @@ fuzz_target!(|data: &[u8]| {
     agree(
         "reused head",
         &whole,
-        &run(limits, &[msg], Some(&mut reused)),
+        &run(ResponseParser::new(limits), &[msg], Some(&mut reused), snap),
         msg,
     );
 

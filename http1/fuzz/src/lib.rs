@@ -13,7 +13,10 @@
 //!
 //! Inputs shorter than `CTL` bytes are the message alone, with all control bytes zero.
 
-use headwater_http1::{ErrorKind, Limits};
+use bytes::BytesMut;
+use headwater_http1::{
+    Error, ErrorKind, Limits, RequestHead, RequestParser, ResponseHead, ResponseParser,
+};
 
 /// Number of control bytes in front of the message.
 pub const CTL: usize = 6;
@@ -202,4 +205,97 @@ pub fn owned<'h>(headers: impl Iterator<Item = (&'h [u8], &'h [u8])>) -> Vec<(Ve
 /// Printable form of bytes for assertion messages.
 pub fn show(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// How one run of a head parser over a message ended.
+#[derive(Debug, PartialEq)]
+pub enum Outcome<S> {
+    /// `Ok(None)` after all input: what is left in the buffer.
+    Incomplete(Vec<u8>),
+    /// The error's kind and detail.
+    Failed(ErrorKind, &'static str),
+    /// A snapshot of the head and the bytes left in the buffer after it.
+    Parsed(Box<S>, Vec<u8>),
+}
+
+/// The request and response parsers, seen alike by [`run`].
+pub trait HeadParser {
+    /// The head it produces.
+    type Head: Clone;
+    /// `parse`.
+    fn parse_new(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Head>, Error>;
+    /// `parse_into`.
+    fn parse_reuse(&mut self, buf: &mut BytesMut, head: &mut Self::Head) -> Result<bool, Error>;
+}
+
+impl HeadParser for RequestParser {
+    type Head = RequestHead;
+    fn parse_new(&mut self, buf: &mut BytesMut) -> Result<Option<RequestHead>, Error> {
+        self.parse(buf)
+    }
+    fn parse_reuse(&mut self, buf: &mut BytesMut, head: &mut RequestHead) -> Result<bool, Error> {
+        self.parse_into(buf, head)
+    }
+}
+
+impl HeadParser for ResponseParser {
+    type Head = ResponseHead;
+    fn parse_new(&mut self, buf: &mut BytesMut) -> Result<Option<ResponseHead>, Error> {
+        self.parse(buf)
+    }
+    fn parse_reuse(&mut self, buf: &mut BytesMut, head: &mut ResponseHead) -> Result<bool, Error> {
+        self.parse_into(buf, head)
+    }
+}
+
+/// Feeds `pieces` one after the other into one buffer, calling the parser after each (into
+/// `reuse` when given), and snapshots the head with `snap`.
+pub fn run<P: HeadParser, S>(
+    mut parser: P,
+    pieces: &[&[u8]],
+    mut reuse: Option<&mut P::Head>,
+    snap: impl Fn(&P::Head) -> S,
+) -> Outcome<S> {
+    let mut buf = BytesMut::new();
+    for (i, piece) in pieces.iter().enumerate() {
+        buf.extend_from_slice(piece);
+        let result = match reuse.as_deref_mut() {
+            Some(head) => parser
+                .parse_reuse(&mut buf, head)
+                .map(|done| done.then(|| head.clone())),
+            None => parser.parse_new(&mut buf),
+        };
+        match result {
+            Ok(None) => {}
+            Ok(Some(head)) => {
+                for rest in &pieces[i + 1..] {
+                    buf.extend_from_slice(rest);
+                }
+                return Outcome::Parsed(Box::new(snap(&head)), buf.to_vec());
+            }
+            Err(e) => return Outcome::Failed(e.kind(), e.detail()),
+        }
+    }
+    Outcome::Incomplete(buf.to_vec())
+}
+
+/// Asserts that a split or reused run agrees with the whole run. Two failures may name
+/// different errors when one is a size limit (a streaming parser enforces limits on a prefix
+/// before it can see a syntax error further on).
+pub fn agree<S: std::fmt::Debug + PartialEq>(
+    what: &str,
+    whole: &Outcome<S>,
+    other: &Outcome<S>,
+    msg: &[u8],
+) {
+    match (whole, other) {
+        (Outcome::Failed(a, _), Outcome::Failed(b, _)) if a == b => {}
+        (Outcome::Failed(a, _), Outcome::Failed(b, _)) if is_limit(*a) || is_limit(*b) => {}
+        _ => assert_eq!(
+            whole,
+            other,
+            "{what} differs from whole for {:?}",
+            show(msg)
+        ),
+    }
 }
