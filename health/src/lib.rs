@@ -1,70 +1,26 @@
-//! Endpoint health: the vocabulary in which the engine reports what happened on each upstream
-//! attempt. The health state machines (rise/fall, outlier ejection, circuit breakers), the probe
-//! thread and the snapshot publication are built on this vocabulary.
+//! Endpoint health: the state machines that decide whether an endpoint gets traffic, and the
+//! vocabulary in which the engine reports what happened on each upstream attempt.
+//!
+//! Everything here except `probe` is sans-IO and takes the current time as an argument, so that
+//! tests drive it with a controllable clock:
+//!
+//! - [`outcome`]: what one upstream attempt came to ([`Outcome`]);
+//! - [`probe_state`]: active-check state per endpoint (rise/fall, intervals, jitter, initial state);
+//! - [`outlier`]: passive outlier detection over counters aggregated from every shard
+//!   (consecutive 5xx, consecutive gateway failures, success rate, latency), ejection with a
+//!   growing, capped, jittered time and a cap on the share of a cluster ejected at once;
+//! - [`breaker`]: circuit breakers (connection / pending / request / retry limits, open and
+//!   half-open with one trial request);
+//! - [`retry`]: the retry budget and backoff with jitter;
+//! - [`probe`]: the active probes themselves (TCP connect, HTTP) on monoio.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-use std::time::Duration;
+pub mod breaker;
+pub mod outcome;
+pub mod outlier;
+pub mod probe;
+pub mod probe_state;
+pub mod retry;
 
-/// What one attempt against an upstream endpoint came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// A response head arrived with this status, after `latency`.
-    Response {
-        /// HTTP status code.
-        status: u16,
-        /// Time from sending the request to the response head.
-        latency: Duration,
-    },
-    /// TCP connect was refused or failed.
-    ConnectFailed,
-    /// TCP connect did not complete in time.
-    ConnectTimeout,
-    /// The connection was reset or closed before a full response head.
-    Reset,
-    /// No response head within the response-header timeout.
-    Timeout,
-    /// The upstream sent bytes that are not valid HTTP.
-    Protocol,
-}
-
-impl Outcome {
-    /// A failure of the gateway-to-upstream path (Envoy's "gateway failure"): connect errors,
-    /// resets, timeouts, garbage. Distinct from an upstream that answers with a 5xx.
-    pub fn is_gateway_failure(&self) -> bool {
-        !matches!(self, Outcome::Response { .. })
-    }
-
-    /// A 5xx answer from the upstream.
-    pub fn is_5xx(&self) -> bool {
-        matches!(self, Outcome::Response { status, .. } if *status >= 500)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn classification() {
-        let ok = Outcome::Response {
-            status: 200,
-            latency: Duration::ZERO,
-        };
-        let err = Outcome::Response {
-            status: 503,
-            latency: Duration::ZERO,
-        };
-        assert!(!ok.is_gateway_failure() && !ok.is_5xx());
-        assert!(!err.is_gateway_failure() && err.is_5xx());
-        for o in [
-            Outcome::ConnectFailed,
-            Outcome::ConnectTimeout,
-            Outcome::Reset,
-            Outcome::Timeout,
-            Outcome::Protocol,
-        ] {
-            assert!(o.is_gateway_failure() && !o.is_5xx());
-        }
-    }
-}
+pub use outcome::Outcome;

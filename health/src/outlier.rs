@@ -1,0 +1,1 @@
+//! Passive outlier detection.

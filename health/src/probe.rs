@@ -1,0 +1,1 @@
+//! Active probes on monoio.

@@ -1,0 +1,1 @@
+//! Active-check state per endpoint.

@@ -1,0 +1,1 @@
+//! Retry budget and backoff.
