@@ -7,6 +7,7 @@ pub mod access_log;
 pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod health;
 pub mod io;
 pub mod metrics;
 pub mod proxy;

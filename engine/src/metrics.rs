@@ -34,8 +34,8 @@
 //! sum), bytes in and out, and request counts by status class for up to 4 clusters inline; further
 //! (route, cluster) pairs go to a per-shard open-addressed table of 256 pairs, and counts that do
 //! not fit there are exported as `headwater_requests_unattributed_total{route,code_class}` rather
-//! than lost. A route cell is 408 bytes and a cluster cell 24 bytes, so **100 routes and 100
-//! clusters cost about 72 KiB per shard** (4 route chunks = 51 KiB, 4 cluster chunks = 3 KiB, plus
+//! than lost. A route cell is 408 bytes and a cluster cell 72 bytes, so **100 routes and 100
+//! clusters cost about 78 KiB per shard** (4 route chunks = 51 KiB, 4 cluster chunks = 9 KiB, plus
 //! a fixed 18 KiB: the pair table 12 KiB, the chunk directories 4 KiB, the per-shard scalars 2 KiB).
 //!
 //! Ids are never reused: a name keeps its id (and its counters) across reloads, even while a
@@ -256,7 +256,16 @@ struct ClusterCell {
     connect_errors: Counter,
     pool_hits: Counter,
     pool_misses: Counter,
+    retries: Counter,
+    budget_exhausted: Counter,
+    unavailable_no_endpoint: Counter,
+    unavailable_breaker: Counter,
+    panic_picks: Counter,
+    fallbacks: Counter,
 }
+
+/// Cluster counters in the order they are summed and rendered.
+const CLUSTER_COUNTERS: usize = 9;
 
 impl ClusterCell {
     const fn new() -> ClusterCell {
@@ -264,8 +273,37 @@ impl ClusterCell {
             connect_errors: Counter::new(),
             pool_hits: Counter::new(),
             pool_misses: Counter::new(),
+            retries: Counter::new(),
+            budget_exhausted: Counter::new(),
+            unavailable_no_endpoint: Counter::new(),
+            unavailable_breaker: Counter::new(),
+            panic_picks: Counter::new(),
+            fallbacks: Counter::new(),
         }
     }
+
+    fn all(&self) -> [u64; CLUSTER_COUNTERS] {
+        [
+            self.connect_errors.get(),
+            self.pool_hits.get(),
+            self.pool_misses.get(),
+            self.retries.get(),
+            self.budget_exhausted.get(),
+            self.unavailable_no_endpoint.get(),
+            self.unavailable_breaker.get(),
+            self.panic_picks.get(),
+            self.fallbacks.get(),
+        ]
+    }
+}
+
+/// Why the gateway answered 503 itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailability {
+    /// No endpoint could serve.
+    NoHealthyUpstream,
+    /// A circuit breaker refused the request.
+    CircuitOpen,
 }
 
 #[repr(align(128))]
@@ -454,6 +492,49 @@ impl ShardMetrics {
         }
     }
 
+    /// A request to `cluster` was retried (one per retry).
+    #[inline]
+    pub fn retry(&self, cluster: ClusterId) {
+        if let Some(c) = self.cluster_cell(cluster) {
+            c.retries.add(1);
+        }
+    }
+
+    /// A retry to `cluster` was not made because the retry budget (or breaker) was used up.
+    #[inline]
+    pub fn retry_budget_exhausted(&self, cluster: ClusterId) {
+        if let Some(c) = self.cluster_cell(cluster) {
+            c.budget_exhausted.add(1);
+        }
+    }
+
+    /// The gateway answered 503 itself for `cluster`.
+    #[inline]
+    pub fn unavailable(&self, cluster: ClusterId, why: Unavailability) {
+        if let Some(c) = self.cluster_cell(cluster) {
+            match why {
+                Unavailability::NoHealthyUpstream => c.unavailable_no_endpoint.add(1),
+                Unavailability::CircuitOpen => c.unavailable_breaker.add(1),
+            }
+        }
+    }
+
+    /// An endpoint of `cluster` was picked from a panic-mode tier.
+    #[inline]
+    pub fn panic_pick(&self, cluster: ClusterId) {
+        if let Some(c) = self.cluster_cell(cluster) {
+            c.panic_picks.add(1);
+        }
+    }
+
+    /// A request to `cluster` went to the route's fallback cluster instead.
+    #[inline]
+    pub fn fallback(&self, cluster: ClusterId) {
+        if let Some(c) = self.cluster_cell(cluster) {
+            c.fallbacks.add(1);
+        }
+    }
+
     /// A timeout of `kind` fired.
     #[inline]
     pub fn timeout(&self, kind: TimeoutKind) {
@@ -591,7 +672,7 @@ impl Registry {
         // Per route (index 0 = unmatched, i + 1 = route id i).
         let mut per_route = vec![RouteSums::default(); routes + 1];
         let mut pairs: BTreeMap<(Option<u32>, Option<u32>), [u64; CLASSES]> = BTreeMap::new();
-        let mut per_cluster = vec![[0u64; 3]; clusters];
+        let mut per_cluster = vec![[0u64; CLUSTER_COUNTERS]; clusters];
         let mut timeouts = [0u64; TimeoutKind::ALL.len()];
         let mut bad = [0u64; BAD_SLOTS];
 
@@ -621,9 +702,9 @@ impl Registry {
             }
             for (id, sums) in per_cluster.iter_mut().enumerate() {
                 if let Some(cell) = shard.cluster_cell(ClusterId(id as u32)) {
-                    sums[0] += cell.connect_errors.get();
-                    sums[1] += cell.pool_hits.get();
-                    sums[2] += cell.pool_misses.get();
+                    for (sum, v) in sums.iter_mut().zip(cell.all()) {
+                        *sum += v;
+                    }
                 }
             }
             for (sum, c) in timeouts.iter_mut().zip(&shard.timeouts) {
@@ -744,6 +825,36 @@ impl Registry {
                 "pool_misses_total",
                 "Upstream requests that found no pooled connection.",
                 2,
+            ),
+            (
+                "upstream_retries_total",
+                "Retries of requests on another endpoint (or a fresh connection).",
+                3,
+            ),
+            (
+                "retry_budget_exhausted_total",
+                "Retries not made because the cluster's retry budget or breaker was used up.",
+                4,
+            ),
+            (
+                "no_healthy_upstream_total",
+                "Gateway 503s because no endpoint could serve (reason no_healthy_upstream).",
+                5,
+            ),
+            (
+                "circuit_open_total",
+                "Gateway 503s because a circuit breaker refused the request (reason circuit_open).",
+                6,
+            ),
+            (
+                "panic_picks_total",
+                "Endpoints picked in panic mode (healthy share below the panic threshold).",
+                7,
+            ),
+            (
+                "fallback_requests_total",
+                "Requests sent to the route's fallback cluster because this one could not serve.",
+                8,
             ),
         ] {
             header(out, name, "counter", help);
@@ -1054,7 +1165,7 @@ mod tests {
     #[test]
     fn memory_figures_in_the_docs_hold() {
         assert_eq!(std::mem::size_of::<RouteCell>(), 408);
-        assert_eq!(std::mem::size_of::<ClusterCell>(), 24);
+        assert_eq!(std::mem::size_of::<ClusterCell>(), 72);
         let per_shard_fixed = std::mem::size_of::<ShardMetrics>()
             + std::mem::size_of::<OverflowTable>()
             + (MAX_ROUTES / CHUNK) * std::mem::size_of::<OnceLock<Box<RouteChunk>>>()
@@ -1062,6 +1173,6 @@ mod tests {
         let hundred =
             4 * std::mem::size_of::<RouteChunk>() + 4 * std::mem::size_of::<ClusterChunk>();
         let total = per_shard_fixed + hundred;
-        assert!((70 * 1024..74 * 1024).contains(&total), "{total}");
+        assert!((76 * 1024..80 * 1024).contains(&total), "{total}");
     }
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::access_log::{AccessLog, Target};
 use crate::config::{self, AccessLogTarget, Config, IoDriver};
+use crate::health::{EndpointState, HealthService};
 use crate::metrics::Registry;
 use crate::proxy::{conn, Generation, Shard, Shared};
 use crate::runtime::{self, DriverChoice, DriverKind, Shards};
@@ -62,6 +63,7 @@ pub struct Control {
     listen: Vec<SocketAddr>,
     log: Mutex<Option<AccessLog>>,
     started: Instant,
+    health: HealthService,
 }
 
 impl Control {
@@ -104,7 +106,10 @@ impl Control {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let id = *next + 1;
+        let health_config = Arc::new(config.clone());
         let generation = Generation::new(id, config, &self.shared.metrics)?;
+        // Health first: a shard must never route with a config newer than the snapshot.
+        self.health.reconfigure(id, health_config);
         self.shared.publish(generation);
         *next = id;
         Ok(id)
@@ -119,13 +124,135 @@ impl Control {
     pub fn metrics_text(&self) -> String {
         let mut out = String::with_capacity(16 * 1024);
         self.shared.metrics.render_prometheus(&mut out);
+        self.render_health_metrics(&mut out);
         out
+    }
+
+    /// Endpoint health gauges from the current snapshot, and the health thread's counters.
+    fn render_health_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let current = self.shared.current();
+        let snapshot = self.shared.health.load();
+        let now = Instant::now();
+        let stats = self.health.stats();
+        let _ = writeln!(out, "# HELP headwater_endpoint_state 1 for the state each endpoint is in.\n# TYPE headwater_endpoint_state gauge");
+        let mut rows = Vec::new();
+        for (ci, c) in current.config.clusters.iter().enumerate() {
+            let Some(h) = snapshot.cluster(current.id, ci) else {
+                continue;
+            };
+            for (e, eh) in c.endpoints.iter().zip(&h.endpoints) {
+                rows.push((c.name.as_str(), e.address, eh));
+            }
+        }
+        for (cluster, addr, eh) in &rows {
+            for s in [
+                EndpointState::Healthy,
+                EndpointState::Unknown,
+                EndpointState::Unhealthy,
+                EndpointState::Ejected,
+            ] {
+                let _ = writeln!(out, "headwater_endpoint_state{{cluster=\"{cluster}\",endpoint=\"{addr}\",state=\"{}\"}} {}", s.name(), u8::from(eh.state == s));
+            }
+        }
+        let gauges: [(
+            &str,
+            &str,
+            &str,
+            fn(&crate::health::EndpointHealth, Instant) -> f64,
+        ); 4] = [
+            (
+                "headwater_endpoint_ejections",
+                "counter",
+                "Outlier ejections of the endpoint (decays while it behaves).",
+                |eh, _| eh.ejections as f64,
+            ),
+            (
+                "headwater_endpoint_ejected_seconds",
+                "gauge",
+                "Time left in the endpoint's current ejection.",
+                |eh, now| {
+                    eh.ejected_until
+                        .map_or(0.0, |t| t.saturating_duration_since(now).as_secs_f64())
+                },
+            ),
+            (
+                "headwater_endpoint_weight",
+                "gauge",
+                "Effective weight (slow start ramps it).",
+                |eh, _| eh.weight as f64,
+            ),
+            (
+                "headwater_endpoint_ewma_seconds",
+                "gauge",
+                "Peak-EWMA latency estimate, mean over shards (0: none).",
+                |eh, _| eh.cells.totals().ewma_us.map_or(0.0, |us| us as f64 / 1e6),
+            ),
+        ];
+        for (name, kind, help, f) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {}",
+                if kind == "counter" { "gauge" } else { kind }
+            );
+            for (cluster, addr, eh) in &rows {
+                let _ = writeln!(
+                    out,
+                    "{name}{{cluster=\"{cluster}\",endpoint=\"{addr}\"}} {}",
+                    f(eh, now)
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP headwater_endpoint_last_probe_success Whether the last active probe passed (absent: none yet).\n# TYPE headwater_endpoint_last_probe_success gauge");
+        for (cluster, addr, eh) in &rows {
+            if let Some((_, ok, _)) = &eh.last_probe {
+                let _ = writeln!(out, "headwater_endpoint_last_probe_success{{cluster=\"{cluster}\",endpoint=\"{addr}\"}} {}", u8::from(*ok));
+            }
+        }
+        let _ = writeln!(out, "# HELP headwater_cluster_panic 1 while the cluster balances in panic mode.\n# TYPE headwater_cluster_panic gauge");
+        for (ci, c) in current.config.clusters.iter().enumerate() {
+            let panic = snapshot.cluster(current.id, ci).is_some_and(|h| h.panic);
+            let _ = writeln!(
+                out,
+                "headwater_cluster_panic{{cluster=\"{}\"}} {}",
+                c.name,
+                u8::from(panic)
+            );
+        }
+        let mut panic: Vec<_> = stats.panic_time.iter().collect();
+        panic.sort();
+        let _ = writeln!(out, "# HELP headwater_cluster_panic_seconds_total Time spent in panic mode.\n# TYPE headwater_cluster_panic_seconds_total counter");
+        for (cluster, d) in panic {
+            let _ = writeln!(
+                out,
+                "headwater_cluster_panic_seconds_total{{cluster=\"{cluster}\"}} {}",
+                d.as_secs_f64()
+            );
+        }
+        let mut ejections: Vec<_> = stats.ejections.iter().collect();
+        ejections.sort();
+        let _ = writeln!(out, "# HELP headwater_outlier_ejections_total Outlier ejections by reason.\n# TYPE headwater_outlier_ejections_total counter");
+        for ((cluster, reason), n) in ejections {
+            let _ = writeln!(out, "headwater_outlier_ejections_total{{cluster=\"{cluster}\",reason=\"{reason}\"}} {n}");
+        }
+        let mut probes: Vec<_> = stats.probes.iter().collect();
+        probes.sort();
+        let _ = writeln!(out, "# HELP headwater_health_probes_total Active probes by result.\n# TYPE headwater_health_probes_total counter");
+        for ((cluster, ok), n) in probes {
+            let _ = writeln!(
+                out,
+                "headwater_health_probes_total{{cluster=\"{cluster}\",result=\"{}\"}} {n}",
+                if *ok { "pass" } else { "fail" }
+            );
+        }
     }
 
     /// The `/status` document.
     pub fn status(&self) -> serde_json::Value {
         let current = self.shared.current();
         let config = &current.config;
+        let snapshot = self.shared.health.load();
+        let now = Instant::now();
         serde_json::json!({
             "generation": current.id,
             "uptime_seconds": self.started.elapsed().as_secs_f64(),
@@ -137,17 +264,51 @@ impl Control {
                 "name": r.name,
                 "cluster": config.clusters[r.cluster].name,
             })).collect::<Vec<_>>(),
-            "clusters": config.clusters.iter().map(|c| serde_json::json!({
+            "health_generation": snapshot.generation,
+            "clusters": config.clusters.iter().enumerate().map(|(ci, c)| {
+                let h = snapshot.cluster(current.id, ci);
+                serde_json::json!({
                 "name": c.name,
-                "endpoints": c.endpoints.iter().map(|e| serde_json::json!({
+                "balancer": c.balancer.to_string(),
+                "panic_threshold": c.panic_threshold,
+                "panic": h.is_some_and(|h| h.panic),
+                "healthy": h.map(|h| h.healthy),
+                "active_checks": c.health_check.is_some(),
+                "outlier_detection": c.outlier.is_some(),
+                "endpoints": c.endpoints.iter().enumerate().map(|(ei, e)| {
+                    let eh = h.and_then(|h| h.endpoints.get(ei));
+                    let totals = eh.map(|eh| eh.cells.totals()).unwrap_or_default();
+                    serde_json::json!({
                     "address": e.address.to_string(),
                     "host": e.host,
-                })).collect::<Vec<_>>(),
+                    "weight": e.weight,
+                    "effective_weight": eh.map(|eh| eh.weight),
+                    "priority": e.priority,
+                    "state": eh.map(|eh| eh.state.name()),
+                    "routable": eh.map(|eh| eh.routable),
+                    "ejections": eh.map(|eh| eh.ejections),
+                    "ejected_for_ms": eh.and_then(|eh| eh.ejected_until).map(|t| t.saturating_duration_since(now).as_millis() as u64),
+                    "last_probe": eh.and_then(|eh| eh.last_probe.as_ref()).map(|(at, ok, detail)| serde_json::json!({
+                        "ok": ok, "detail": detail.as_ref(), "ago_ms": now.saturating_duration_since(*at).as_millis() as u64,
+                    })),
+                    "last_failure": eh.and_then(|eh| eh.last_failure.as_ref()).map(|(at, why)| serde_json::json!({
+                        "reason": why.as_ref(), "ago_ms": now.saturating_duration_since(*at).as_millis() as u64,
+                    })),
+                    "ewma_ms": totals.ewma_us.map(|us| us as f64 / 1000.0),
+                    "breaker": eh.map(|eh| {
+                        let (open, half_open) = eh.cells.breakers();
+                        serde_json::json!({ "open_on_shards": open, "half_open_on_shards": half_open })
+                    }),
+                    "in_flight": totals.in_flight,
+                    "requests": totals.requests,
+                    "errors_5xx": totals.errors_5xx,
+                    "gateway_failures": totals.gateway_failures,
+                })}).collect::<Vec<_>>(),
                 "pool": {
                     "max_idle_per_endpoint": c.pool.max_idle_per_endpoint,
                     "idle_timeout_ms": c.pool.idle_timeout.as_millis() as u64,
                 },
-            })).collect::<Vec<_>>(),
+            })}).collect::<Vec<_>>(),
         })
     }
 
@@ -205,9 +366,10 @@ impl Server {
             IoDriver::Epoll => DriverChoice::Epoll,
         };
         let admin_addr = config.server.admin;
+        let health = HealthService::start(1, Arc::new(config.clone()), workers)?;
         let first = Generation::new(1, config, &metrics)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let shared = Shared::new(first, metrics);
+        let shared = Shared::new(first, metrics, health.table().clone(), workers);
 
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
         let ready_tx = Mutex::new(ready_tx);
@@ -244,6 +406,7 @@ impl Server {
             listen,
             log: Mutex::new(Some(log)),
             started: Instant::now(),
+            health,
         });
         let admin = match admin_addr {
             Some(addr) => Some(crate::admin::Admin::start(addr, control.clone())?),

@@ -420,7 +420,7 @@ fn wrong_types() {
     rejects(
         "[server]\nlisten = 8080\n",
         "listen",
-        &["a string or an array of strings"],
+        &["expected an address such as"],
     );
 }
 
@@ -463,23 +463,252 @@ fn unknown_key_in_route_match() {
     assert_eq!(err.column, column_of(&text, "query"));
 }
 
+const RESILIENT: &str = r#"
+[server]
+listen = ["127.0.0.1:8080"]
+
+[[cluster]]
+name = "app"
+balancer = "maglev"
+hash_key = "cookie:sid"
+panic_threshold = 30
+slow_start = "20s"
+endpoints = [
+  { address = "127.0.0.1:9001", weight = 3 },
+  { address = "127.0.0.1:9002", priority = 1 },
+]
+health = { path = "/healthz", method = "HEAD", host = "app.internal", expect_status = [200, 204], body_contains = "ok", interval = "2s", unhealthy_interval = "500ms", jitter = "100ms", timeout = "300ms", rise = 3, fall = 4 }
+outlier = { consecutive_5xx = 7, consecutive_gateway_failures = 0, success_rate_stdev_factor = 2.5, latency_factor = 4.0, latency_min = "20ms", interval = "5s", base_ejection = "1s", max_ejection = "10s", jitter = "50ms", max_ejection_percent = 34 }
+breaker = { max_connections = 100, max_requests = 50, failure_threshold = 5, open_for = "2s" }
+endpoint_breaker = { max_pending = 10 }
+retry_budget = { percent = 50, min_concurrent = 1 }
+
+[[cluster]]
+name = "spare"
+endpoints = [{ address = "127.0.0.1:9003" }]
+health = { type = "tcp" }
+outlier = { enabled = false }
+
+[[route]]
+cluster = "app"
+fallback = "spare"
+retry = { attempts = 5, on = ["5xx", "timeout"], backoff_base = "10ms", backoff_max = "1s", per_try_timeout = "2s", non_idempotent = true }
+queue = { timeout = "3s" }
+"#;
+
 #[test]
-fn unknown_keys_for_future_features_are_rejected() {
-    for (line, key) in [
-        ("balancer = \"round-robin\"", "balancer"),
-        ("health = { http_path = \"/\" }", "health"),
-        ("outlier = { consecutive_5xx = 5 }", "outlier"),
+fn resilience_keys_parse_to_expected_values() {
+    use headwater_balancer::Algorithm;
+    use headwater_engine::config::HashKey;
+    let c = ok(RESILIENT);
+    let app = &c.clusters[0];
+    assert_eq!(app.balancer, Algorithm::Maglev);
+    assert_eq!(app.hash_key, HashKey::Cookie("sid".into()));
+    assert_eq!(app.panic_threshold, 30);
+    assert_eq!(app.slow_start, Some(Duration::from_secs(20)));
+    assert_eq!((app.endpoints[0].weight, app.endpoints[0].priority), (3, 0));
+    assert_eq!((app.endpoints[1].weight, app.endpoints[1].priority), (1, 1));
+    let h = app.health_check.as_ref().unwrap();
+    assert!(h.http);
+    assert_eq!(h.method, Method::HEAD);
+    assert_eq!(h.path, "/healthz");
+    assert_eq!(h.host.as_deref(), Some("app.internal"));
+    assert_eq!(h.expect_status, (200, 204));
+    assert_eq!(h.body_contains.as_deref(), Some("ok"));
+    assert_eq!(h.interval, Duration::from_secs(2));
+    assert_eq!(h.unhealthy_interval, Duration::from_millis(500));
+    assert_eq!(h.jitter, Duration::from_millis(100));
+    assert_eq!(h.timeout, Duration::from_millis(300));
+    assert_eq!((h.rise, h.fall), (3, 4));
+    let o = app.outlier.as_ref().unwrap();
+    assert_eq!(o.consecutive_5xx, 7);
+    assert_eq!(o.consecutive_gateway_failures, 0);
+    assert_eq!(o.success_rate_stdev_factor, 2.5);
+    assert_eq!(o.latency_factor, 4.0);
+    assert_eq!(o.latency_min, Duration::from_millis(20));
+    assert_eq!(o.interval, Duration::from_secs(5));
+    assert_eq!(o.base_ejection, Duration::from_secs(1));
+    assert_eq!(o.max_ejection, Duration::from_secs(10));
+    assert_eq!(o.jitter, Duration::from_millis(50));
+    assert_eq!(o.max_ejection_percent, 34);
+    let b = app.breaker.unwrap();
+    assert_eq!(b.max_connections, Some(100));
+    assert_eq!(b.max_pending, None);
+    assert_eq!(b.max_requests, Some(50));
+    assert_eq!(b.failure_threshold, Some(5));
+    assert_eq!(b.open_for, Duration::from_secs(2));
+    assert_eq!(app.endpoint_breaker.unwrap().max_pending, Some(10));
+    assert_eq!(
+        (app.retry_budget.percent, app.retry_budget.min_concurrent),
+        (50, 1)
+    );
+    let spare = &c.clusters[1];
+    assert!(!spare.health_check.as_ref().unwrap().http);
+    assert!(spare.outlier.is_none());
+    let r = &c.routes[0];
+    assert_eq!(r.fallback, Some(1));
+    assert_eq!(r.queue, Some(Duration::from_secs(3)));
+    assert_eq!(r.retry.attempts, 5);
+    assert!(r.retry.on.matches_status(500) && r.retry.on.matches_timeout());
+    assert!(!r.retry.on.matches_reset());
+    assert_eq!(r.retry.backoff_base, Duration::from_millis(10));
+    assert_eq!(r.retry.backoff_max, Duration::from_secs(1));
+    assert_eq!(r.retry.per_try_timeout, Some(Duration::from_secs(2)));
+    assert!(r.retry.non_idempotent);
+}
+
+#[test]
+fn resilience_defaults() {
+    use headwater_balancer::Algorithm;
+    let c = ok(MINIMAL);
+    let app = &c.clusters[0];
+    assert_eq!(app.balancer, Algorithm::RoundRobin);
+    assert_eq!(app.panic_threshold, 50);
+    assert!(app.health_check.is_none());
+    let o = app
+        .outlier
+        .as_ref()
+        .expect("outlier detection is on by default");
+    assert_eq!((o.consecutive_5xx, o.consecutive_gateway_failures), (5, 5));
+    assert_eq!(o.max_ejection_percent, 50);
+    assert!(app.breaker.is_none() && app.endpoint_breaker.is_none());
+    assert_eq!(
+        (app.retry_budget.percent, app.retry_budget.min_concurrent),
+        (20, 3)
+    );
+    let r = &c.routes[0];
+    assert_eq!(r.retry.attempts, 3);
+    assert!(r.retry.on.matches_connect_failure() && r.retry.on.matches_reset());
+    assert!(r.retry.on.matches_status(503) && !r.retry.on.matches_status(500));
+    assert!(!r.retry.non_idempotent);
+    assert_eq!(r.fallback, None);
+    assert_eq!(r.queue, None);
+    let h = ok(&MINIMAL.replace("name = \"app\"", "name = \"app\"\nhealth = {}"));
+    let h = h.clusters[0].health_check.as_ref().unwrap();
+    assert_eq!(
+        (h.path.as_str(), h.expect_status, h.rise, h.fall),
+        ("/", (200, 399), 2, 3)
+    );
+    assert_eq!(
+        (h.interval, h.timeout),
+        (Duration::from_secs(5), Duration::from_secs(1))
+    );
+}
+
+#[test]
+fn resilience_keys_are_validated() {
+    let in_cluster =
+        |line: &str| MINIMAL.replace("name = \"app\"", &format!("name = \"app\"\n{line}"));
+    for (line, at, reason) in [
+        (
+            "balancer = \"fastest\"",
+            "\"fastest\"",
+            "unknown balancer \"fastest\"",
+        ),
+        (
+            "hash_key = \"client\"",
+            "\"client\"",
+            "only used by `balancer = \"maglev\"`",
+        ),
+        (
+            "balancer = \"maglev\"\nhash_key = \"query:x\"",
+            "\"query:x\"",
+            "invalid hash_key",
+        ),
+        ("panic_threshold = 101", "101", "out of range"),
+        (
+            "health = { http_path = \"/\" }",
+            "http_path",
+            "unknown key `http_path`",
+        ),
+        (
+            "health = { type = \"udp\" }",
+            "\"udp\"",
+            "unknown health check type",
+        ),
+        (
+            "health = { type = \"tcp\", path = \"/\" }",
+            "{ type",
+            "only connects",
+        ),
+        (
+            "health = { interval = \"1s\", timeout = \"1s\" }",
+            "{ interval",
+            "must be shorter than its interval",
+        ),
+        (
+            "health = { expect_status = [300, 200] }",
+            "[300, 200]",
+            "inclusive range",
+        ),
+        ("health = { expect_status = 600 }", "600", "out of range"),
+        ("health = { rise = 0 }", "0 }", "out of range"),
+        (
+            "outlier = { base_ejection = \"10s\", max_ejection = \"1s\" }",
+            "\"1s\"",
+            "max_ejection must not be shorter",
+        ),
+        (
+            "outlier = { success_rate_stdev_factor = -1.0 }",
+            "-1.0",
+            "from 0 to 100",
+        ),
+        (
+            "outlier = { max_ejection_percent = 150 }",
+            "150",
+            "out of range",
+        ),
+        ("breaker = { max_requests = 0 }", "0 }", "out of range"),
+        (
+            "breaker = { open_for = \"0s\" }",
+            "\"0s\"",
+            "greater than zero",
+        ),
+        ("retry_budget = { percent = 200 }", "200", "out of range"),
     ] {
-        let text = MINIMAL.replace("name = \"app\"", &format!("name = \"app\"\n{line}"));
-        rejects(&text, line, &[&format!("unknown key `{key}`")]);
+        let text = in_cluster(line);
+        let at_line = text.lines().position(|l| l.contains(at)).unwrap() + 1;
+        rejects_at(&text, at_line, &[reason]);
     }
     let text = MINIMAL.replace(
         "{ address = \"127.0.0.1:9001\" }",
-        "{ address = \"127.0.0.1:9001\", weight = 2 }",
+        "{ address = \"127.0.0.1:9001\", weight = 0 }",
     );
-    rejects(&text, "weight", &["unknown key `weight`"]);
-    let text = format!("{MINIMAL}retry = {{ attempts = 3 }}\n");
-    rejects(&text, "retry", &["unknown key `retry`"]);
+    rejects(&text, "weight", &["out of range"]);
+    let text = MINIMAL.replace(
+        "{ address = \"127.0.0.1:9001\" }",
+        "{ address = \"127.0.0.1:9001\", priority = 16 }",
+    );
+    rejects(&text, "priority", &["out of range"]);
+    for (line, at, reason) in [
+        ("retry = { on = [\"502\", \"teapot\"] }", "retry", "teapot"),
+        ("retry = { attempts = 11 }", "retry", "out of range"),
+        (
+            "retry = { backoff_base = \"1s\", backoff_max = \"10ms\" }",
+            "retry",
+            "backoff_max must not be shorter",
+        ),
+        ("retry = { tries = 2 }", "retry", "unknown key `tries`"),
+        (
+            "fallback = \"nowhere\"",
+            "fallback",
+            "unknown fallback cluster \"nowhere\"",
+        ),
+        (
+            "fallback = \"app\"",
+            "fallback",
+            "is the route's own cluster",
+        ),
+        ("queue = { timeout = \"0s\" }", "queue", "greater than zero"),
+        (
+            "hedge = { delay = \"50ms\" }",
+            "hedge",
+            "unknown key `hedge`",
+        ),
+    ] {
+        let text = format!("{MINIMAL}{line}\n");
+        rejects(&text, at, &[reason]);
+    }
 }
 
 #[test]

@@ -150,7 +150,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// The validated, resolved configuration. Immutable once built; share it as `Arc<Config>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub server: ServerConfig,
     /// Index = cluster id (what [`RouteConfig::cluster`] refers to).
@@ -307,13 +307,36 @@ impl Default for RouteTimeouts {
 }
 
 /// `[[cluster]]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClusterConfig {
     /// Unique, non-empty, `[A-Za-z0-9_.-]`, at most 128 characters.
     pub name: String,
     /// Non-empty; no two endpoints with the same resolved address.
     pub endpoints: Vec<EndpointConfig>,
     pub pool: PoolConfig,
+    /// `balancer = "round-robin" | "weighted" | "least-request" | "peak-ewma" | "maglev" |
+    /// "random"`; default round-robin.
+    pub balancer: headwater_balancer::Algorithm,
+    /// `hash_key`: what Maglev hashes; default the client address.
+    pub hash_key: HashKey,
+    /// `panic_threshold` (percent, 0..=100, default 50): when the healthy share of a priority
+    /// level falls below it, that level balances over every endpoint that is not hard-down.
+    /// 0 disables panic mode.
+    pub panic_threshold: u8,
+    /// `slow_start = "30s"`: an endpoint that becomes healthy ramps its weight up over this
+    /// window. Off by default.
+    pub slow_start: Option<Duration>,
+    /// `health = {...}`: active checks. None: endpoints are healthy unless ejected.
+    pub health_check: Option<HealthCheck>,
+    /// `outlier = {...}`: passive outlier detection. On by default; `enabled = false` turns
+    /// it off (None).
+    pub outlier: Option<OutlierConfig>,
+    /// `breaker = {...}`: limits and trip state of the whole cluster. None: no limits.
+    pub breaker: Option<BreakerConfig>,
+    /// `endpoint_breaker = {...}`: the same, per endpoint.
+    pub endpoint_breaker: Option<BreakerConfig>,
+    /// `retry_budget = { percent = 20, min_concurrent = 3 }`.
+    pub retry_budget: RetryBudgetConfig,
 }
 
 /// One endpoint of a cluster: `{ address = "ip:port" }` or `{ address = "name:port" }`.
@@ -323,6 +346,177 @@ pub struct EndpointConfig {
     pub address: SocketAddr,
     /// The host name as written, when the address was a name (`None` for IP literals).
     pub host: Option<String>,
+    /// `weight`, 1..=10000, default 1.
+    pub weight: u32,
+    /// `priority`, 0..=15, default 0 (primary); higher levels are backups.
+    pub priority: u8,
+}
+
+/// `hash_key` of a Maglev cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum HashKey {
+    /// `"client"`: the client's IP address.
+    #[default]
+    ClientAddress,
+    /// `"path"`: the request path (without query).
+    Path,
+    /// `"header:NAME"`: a request header's value (absent: a random endpoint).
+    Header(http::HeaderName),
+    /// `"cookie:NAME"`: a cookie's value (absent: a random endpoint).
+    Cookie(String),
+}
+
+/// `health = {...}` of a cluster: active probes run by the health thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// `type = "http"` (default) or `"tcp"`.
+    pub http: bool,
+    /// `method`, default GET.
+    pub method: http::Method,
+    /// `path`, default "/".
+    pub path: String,
+    /// `host`: Host header of the probe; default the endpoint's host name or address.
+    pub host: Option<String>,
+    /// `expect_status = 200` or `[200, 399]` (inclusive range); default 200..=399.
+    pub expect_status: (u16, u16),
+    /// `body_contains`: a substring the body must contain (first 64 KiB).
+    pub body_contains: Option<String>,
+    /// `interval`, default 5s.
+    pub interval: Duration,
+    /// `unhealthy_interval`: probe interval while unhealthy or unknown; default `interval`.
+    pub unhealthy_interval: Duration,
+    /// `jitter`: up to this much is added to each interval; default 0.
+    pub jitter: Duration,
+    /// `timeout` of one probe, default 1s; must be below `interval`.
+    pub timeout: Duration,
+    /// `rise`: consecutive passes that make an unhealthy endpoint healthy; default 2.
+    pub rise: u32,
+    /// `fall`: consecutive failures that make a healthy endpoint unhealthy; default 3.
+    pub fall: u32,
+}
+
+/// `outlier = {...}` of a cluster. A threshold of 0 (or a factor of 0) turns that detector off.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutlierConfig {
+    /// Default 5.
+    pub consecutive_5xx: u32,
+    /// Connect failures, resets, timeouts, invalid responses in a row. Default 5.
+    pub consecutive_gateway_failures: u32,
+    /// Eject below mean − factor × stddev of the cluster's success rates. Default 1.9.
+    pub success_rate_stdev_factor: f64,
+    /// Default 5.
+    pub success_rate_min_hosts: u32,
+    /// Default 100.
+    pub success_rate_request_volume: u64,
+    /// Eject when mean latency > factor × the cluster's median. Default 0 (off).
+    pub latency_factor: f64,
+    /// Never eject for latency below this. Default 50ms.
+    pub latency_min: Duration,
+    /// Default 3.
+    pub latency_min_hosts: u32,
+    /// Default 20.
+    pub latency_request_volume: u64,
+    /// How often success rate and latency are evaluated. Default 10s.
+    pub interval: Duration,
+    /// Ejection time = base × ejection count, capped at `max_ejection`. Default 30s.
+    pub base_ejection: Duration,
+    /// Default 300s.
+    pub max_ejection: Duration,
+    /// Up to this much is added to each ejection. Default 0.
+    pub jitter: Duration,
+    /// At most this share of the cluster is ejected at once (at least one endpoint). Default 50.
+    pub max_ejection_percent: u8,
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        OutlierConfig {
+            consecutive_5xx: 5,
+            consecutive_gateway_failures: 5,
+            success_rate_stdev_factor: 1.9,
+            success_rate_min_hosts: 5,
+            success_rate_request_volume: 100,
+            latency_factor: 0.0,
+            latency_min: Duration::from_millis(50),
+            latency_min_hosts: 3,
+            latency_request_volume: 20,
+            interval: Duration::from_secs(10),
+            base_ejection: Duration::from_secs(30),
+            max_ejection: Duration::from_secs(300),
+            jitter: Duration::ZERO,
+            max_ejection_percent: 50,
+        }
+    }
+}
+
+/// `breaker = {...}` / `endpoint_breaker = {...}`. Limits are for the whole gateway; each of
+/// the N shards enforces ⌈limit / N⌉ of it without talking to the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerConfig {
+    /// Open upstream connections. None: unlimited.
+    pub max_connections: Option<u32>,
+    /// Requests waiting for a connection. None: unlimited.
+    pub max_pending: Option<u32>,
+    /// Requests in flight. None: unlimited.
+    pub max_requests: Option<u32>,
+    /// Retries in flight. None: unlimited (the retry budget still applies).
+    pub max_retries: Option<u32>,
+    /// Consecutive failed requests that open the breaker. None: it never opens.
+    pub failure_threshold: Option<u32>,
+    /// How long it stays open before letting one trial request through. Default 5s.
+    pub open_for: Duration,
+}
+
+/// `retry_budget = {...}` of a cluster: retries in flight may be at most `percent` of the
+/// requests in flight, but `min_concurrent` are always allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryBudgetConfig {
+    /// Default 20.
+    pub percent: u32,
+    /// Default 3.
+    pub min_concurrent: u32,
+}
+
+impl Default for RetryBudgetConfig {
+    fn default() -> Self {
+        RetryBudgetConfig {
+            percent: 20,
+            min_concurrent: 3,
+        }
+    }
+}
+
+/// `retry = {...}` of a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// Tries in all, 1..=10 (1 = no retries). Default 3.
+    pub attempts: u32,
+    /// `on = [...]`: "connect-failure", "reset", "timeout", "502", "503", "504", "5xx",
+    /// "gateway-error". Default connect-failure, reset, 502, 503, 504. Connect failures (and
+    /// pooled connections found dead) are retried whatever this says.
+    pub on: headwater_health::retry::RetryOn,
+    /// Backoff before retry n: equal jitter over min(max, base × 2^(n-1)). Default 25ms.
+    pub backoff_base: Duration,
+    /// Default 250ms.
+    pub backoff_max: Duration,
+    /// Response-head timeout of each try; default the route's `response_header`.
+    pub per_try_timeout: Option<Duration>,
+    /// Also retry non-idempotent methods (when the body was small enough to keep). Default
+    /// false.
+    pub non_idempotent: bool,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            attempts: 3,
+            on: headwater_health::retry::RetryOn::default(),
+            backoff_base: Duration::from_millis(25),
+            backoff_max: Duration::from_millis(250),
+            per_try_timeout: None,
+            non_idempotent: false,
+        }
+    }
 }
 
 /// `pool = {...}` of a cluster: the per-shard upstream connection pool.
@@ -363,6 +557,13 @@ pub struct RouteConfig {
     pub response_headers: HeaderEdits,
     /// `rewrite = { path_prefix = "/v2/" }`: replaces the matched `path_prefix` of the path.
     pub rewrite_prefix: Option<String>,
+    /// `retry = {...}`.
+    pub retry: RetryConfig,
+    /// `fallback = "cluster"`: tried when no endpoint of `cluster` can serve.
+    pub fallback: Option<usize>,
+    /// `queue = { timeout = "2s" }`: when no endpoint can serve, wait up to this long for one
+    /// to recover instead of answering 503 at once.
+    pub queue: Option<Duration>,
 }
 
 /// Header edits: `{ add = { "name" = "value", ... }, remove = ["name", ...] }`.

@@ -93,12 +93,23 @@ pub(super) struct RawCluster {
     pub endpoints: Spanned<Vec<RawEndpoint>>,
     #[serde(default)]
     pub pool: RawPool,
+    pub balancer: Option<Balancer>,
+    pub hash_key: Option<Spanned<HashKeyLeaf>>,
+    pub panic_threshold: Option<Int<0, 100>>,
+    pub slow_start: Option<PosDur>,
+    pub health: Option<Spanned<RawHealthCheck>>,
+    pub outlier: Option<RawOutlier>,
+    pub breaker: Option<RawBreaker>,
+    pub endpoint_breaker: Option<RawBreaker>,
+    pub retry_budget: Option<RawRetryBudget>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawEndpoint {
     pub address: Spanned<String>,
+    pub weight: Option<Int<1, 10_000>>,
+    pub priority: Option<Int<0, 15>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -123,6 +134,9 @@ pub(super) struct RawRoute {
     #[serde(default)]
     pub response_headers: RawHeaderEdits,
     pub rewrite: Option<Spanned<RawRewrite>>,
+    pub retry: Option<RawRetry>,
+    pub fallback: Option<Spanned<String>>,
+    pub queue: Option<RawQueue>,
 }
 
 #[derive(Deserialize, Default)]
@@ -559,6 +573,12 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
                 T::deserialize(v.into_deserializer()).map(OneOrMany::One)
             }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                T::deserialize(v.into_deserializer()).map(OneOrMany::One)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                T::deserialize(v.into_deserializer()).map(OneOrMany::One)
+            }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 let mut items = Vec::new();
                 while let Some(item) = seq.next_element::<Spanned<T>>()? {
@@ -596,4 +616,122 @@ impl<'de> Deserialize<'de> for HeaderAdds {
         }
         deserializer.deserialize_map(AddsVisitor)
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resilience: balancer, health checks, outlier detection, breakers, retries
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHealthCheck {
+    #[serde(rename = "type")]
+    pub kind: Option<Spanned<String>>,
+    pub path: Option<UriPath>,
+    pub method: Option<Method>,
+    pub host: Option<String>,
+    pub expect_status: Option<Spanned<OneOrMany<Int<100, 599>>>>,
+    pub body_contains: Option<String>,
+    pub interval: Option<PosDur>,
+    pub unhealthy_interval: Option<PosDur>,
+    pub jitter: Option<Dur>,
+    pub timeout: Option<PosDur>,
+    pub rise: Option<Int<1, 100>>,
+    pub fall: Option<Int<1, 100>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOutlier {
+    pub enabled: Option<bool>,
+    pub consecutive_5xx: Option<Int<0, 1_000_000>>,
+    pub consecutive_gateway_failures: Option<Int<0, 1_000_000>>,
+    pub success_rate_stdev_factor: Option<Spanned<f64>>,
+    pub success_rate_min_hosts: Option<Int<1, 100_000>>,
+    pub success_rate_request_volume: Option<Int<1, 1_000_000_000>>,
+    pub latency_factor: Option<Spanned<f64>>,
+    pub latency_min: Option<Dur>,
+    pub latency_min_hosts: Option<Int<1, 100_000>>,
+    pub latency_request_volume: Option<Int<1, 1_000_000_000>>,
+    pub interval: Option<PosDur>,
+    pub base_ejection: Option<PosDur>,
+    pub max_ejection: Option<Spanned<PosDur>>,
+    pub jitter: Option<Dur>,
+    pub max_ejection_percent: Option<Int<0, 100>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBreaker {
+    pub max_connections: Option<Int<1, 10_000_000>>,
+    pub max_pending: Option<Int<1, 10_000_000>>,
+    pub max_requests: Option<Int<1, 10_000_000>>,
+    pub max_retries: Option<Int<0, 10_000_000>>,
+    pub failure_threshold: Option<Int<1, 1_000_000>>,
+    pub open_for: Option<PosDur>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRetryBudget {
+    pub percent: Option<Int<0, 100>>,
+    pub min_concurrent: Option<Int<0, 1_000_000>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRetry {
+    pub attempts: Option<Int<1, 10>>,
+    pub on: Option<Spanned<Vec<String>>>,
+    pub backoff_base: Option<Dur>,
+    pub backoff_max: Option<Spanned<Dur>>,
+    pub per_try_timeout: Option<PosDur>,
+    pub non_idempotent: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawQueue {
+    pub timeout: PosDur,
+}
+
+string_leaf!(
+    /// `balancer = "..."`.
+    Balancer(headwater_balancer::Algorithm),
+    "\"round-robin\", \"weighted\", \"least-request\", \"peak-ewma\", \"maglev\" or \"random\"",
+    |text| text.parse::<headwater_balancer::Algorithm>().map_err(|_| format!(
+        "unknown balancer {text:?}: expected \"round-robin\", \"weighted\", \"least-request\", \"peak-ewma\", \"maglev\" or \"random\""
+    ))
+);
+
+string_leaf!(
+    /// `hash_key = "client" | "path" | "header:NAME" | "cookie:NAME"`.
+    HashKeyLeaf(super::HashKey),
+    "\"client\", \"path\", \"header:NAME\" or \"cookie:NAME\"",
+    parse_hash_key
+);
+
+fn parse_hash_key(text: &str) -> Result<super::HashKey, String> {
+    use super::HashKey;
+    match text {
+        "client" => return Ok(HashKey::ClientAddress),
+        "path" => return Ok(HashKey::Path),
+        _ => {}
+    }
+    if let Some(name) = text.strip_prefix("header:") {
+        return parse_header_name(name).map(HashKey::Header);
+    }
+    if let Some(name) = text.strip_prefix("cookie:") {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"=;,\"".contains(&b))
+        {
+            return Err(format!("invalid cookie name {name:?} in hash_key"));
+        }
+        return Ok(HashKey::Cookie(name.to_owned()));
+    }
+    Err(format!(
+        "invalid hash_key {text:?}: expected \"client\", \"path\", \"header:NAME\" or \"cookie:NAME\""
+    ))
 }

@@ -8,13 +8,14 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::raw::{
-    OneOrMany, RawCluster, RawConfig, RawHeaderEdits, RawMatch, RawRoute, RawRouteTimeouts,
-    RawServer, Workers,
+    OneOrMany, RawBreaker, RawCluster, RawConfig, RawHeaderEdits, RawHealthCheck, RawMatch,
+    RawOutlier, RawRetry, RawRoute, RawRouteTimeouts, RawServer, Workers,
 };
 use super::{
-    line_column, ClusterConfig, Config, ConfigError, EndpointConfig, Forwarded, HeaderEdits,
-    HeaderMatch, Limits, PathMatch, PoolConfig, RouteConfig, RouteMatch, RouteTimeouts,
-    ServerConfig, ServerTimeouts,
+    line_column, BreakerConfig, ClusterConfig, Config, ConfigError, EndpointConfig, Forwarded,
+    HashKey, HeaderEdits, HeaderMatch, HealthCheck, Limits, OutlierConfig, PathMatch, PoolConfig,
+    RetryBudgetConfig, RetryConfig, RouteConfig, RouteMatch, RouteTimeouts, ServerConfig,
+    ServerTimeouts,
 };
 
 /// Where errors are reported.
@@ -201,8 +202,10 @@ fn clusters(ctx: &Ctx<'_>, raw: Vec<RawCluster>) -> Result<Vec<ClusterConfig>, C
         let mut endpoints: Vec<EndpointConfig> = Vec::with_capacity(raw_endpoints.len());
         for endpoint in raw_endpoints {
             let span = endpoint.address.span();
-            let resolved = resolve_endpoint(endpoint.address.get_ref())
+            let mut resolved = resolve_endpoint(endpoint.address.get_ref())
                 .map_err(|reason| ctx.err(span.clone(), reason))?;
+            resolved.weight = endpoint.weight.map_or(1, |w| w.get() as u32);
+            resolved.priority = endpoint.priority.map_or(0, |p| p.get() as u8);
             if endpoints.iter().any(|e| e.address == resolved.address) {
                 return Err(ctx.err(
                     span,
@@ -228,10 +231,52 @@ fn clusters(ctx: &Ctx<'_>, raw: Vec<RawCluster>) -> Result<Vec<ClusterConfig>, C
             max_lifetime: cluster.pool.max_lifetime.map(|d| d.0),
         };
 
+        let balancer = cluster.balancer.map_or_else(Default::default, |b| b.0);
+        let hash_key = match cluster.hash_key {
+            Some(key) => {
+                if balancer != headwater_balancer::Algorithm::Maglev {
+                    return Err(ctx.err(
+                        key.span(),
+                        "`hash_key` is only used by `balancer = \"maglev\"`",
+                    ));
+                }
+                key.into_inner().0
+            }
+            None => HashKey::default(),
+        };
+        let health_check = match cluster.health {
+            Some(raw) => Some(health_check(ctx, raw)?),
+            None => None,
+        };
+        let outlier = match cluster.outlier {
+            Some(raw) => outlier(ctx, raw)?,
+            None => Some(OutlierConfig::default()),
+        };
+        let budget_defaults = RetryBudgetConfig::default();
+        let retry_budget = cluster
+            .retry_budget
+            .map_or(budget_defaults, |b| RetryBudgetConfig {
+                percent: b
+                    .percent
+                    .map_or(budget_defaults.percent, |v| v.get() as u32),
+                min_concurrent: b
+                    .min_concurrent
+                    .map_or(budget_defaults.min_concurrent, |v| v.get() as u32),
+            });
+
         clusters.push(ClusterConfig {
             name,
             endpoints,
             pool,
+            balancer,
+            hash_key,
+            panic_threshold: cluster.panic_threshold.map_or(50, |v| v.get() as u8),
+            slow_start: cluster.slow_start.map(|d| d.0),
+            health_check,
+            outlier,
+            breaker: cluster.breaker.map(breaker),
+            endpoint_breaker: cluster.endpoint_breaker.map(breaker),
+            retry_budget,
         });
         name_spans.push(name_span);
     }
@@ -258,6 +303,8 @@ fn resolve_endpoint(text: &str) -> Result<EndpointConfig, String> {
         return Ok(EndpointConfig {
             address,
             host: None,
+            weight: 1,
+            priority: 0,
         });
     }
     let (host, port) = text.rsplit_once(':').ok_or_else(form)?;
@@ -290,6 +337,8 @@ fn resolve_endpoint(text: &str) -> Result<EndpointConfig, String> {
     Ok(EndpointConfig {
         address,
         host: Some(host.to_owned()),
+        weight: 1,
+        priority: 0,
     })
 }
 
@@ -353,8 +402,37 @@ fn routes(
             None => None,
         };
 
+        let retry = match route.retry {
+            Some(raw) => retry(ctx, raw)?,
+            None => RetryConfig::default(),
+        };
+        let fallback = match route.fallback {
+            Some(name) => match clusters.iter().position(|c| &c.name == name.get_ref()) {
+                Some(i) if i == cluster => {
+                    return Err(ctx.err(
+                        name.span(),
+                        format!(
+                            "fallback cluster \"{}\" is the route's own cluster",
+                            name.get_ref()
+                        ),
+                    ))
+                }
+                Some(i) => Some(i),
+                None => {
+                    return Err(ctx.err(
+                        name.span(),
+                        format!("unknown fallback cluster \"{}\"", name.get_ref()),
+                    ))
+                }
+            },
+            None => None,
+        };
+
         routes.push(RouteConfig {
             name,
+            retry,
+            fallback,
+            queue: route.queue.map(|q| q.timeout.0),
             matcher,
             cluster,
             timeouts: route_timeouts(route.timeouts, defaults),
@@ -426,4 +504,184 @@ fn header_edits(raw: RawHeaderEdits) -> HeaderEdits {
         }
     }
     HeaderEdits { add, remove }
+}
+
+fn health_check(ctx: &Ctx<'_>, raw: Spanned<RawHealthCheck>) -> Result<HealthCheck, ConfigError> {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let http = match &raw.kind {
+        None => true,
+        Some(kind) => match kind.get_ref().as_str() {
+            "http" => true,
+            "tcp" => false,
+            other => {
+                return Err(ctx.err(
+                    kind.span(),
+                    format!("unknown health check type {other:?}: expected \"http\" or \"tcp\""),
+                ))
+            }
+        },
+    };
+    if !http
+        && (raw.path.is_some()
+            || raw.method.is_some()
+            || raw.host.is_some()
+            || raw.expect_status.is_some()
+            || raw.body_contains.is_some())
+    {
+        return Err(ctx.err(
+            span,
+            "a `type = \"tcp\"` health check only connects: `path`, `method`, `host`, `expect_status` and `body_contains` need `type = \"http\"`",
+        ));
+    }
+    let expect_status =
+        match raw.expect_status {
+            None => (200, 399),
+            Some(value) => {
+                let span = value.span();
+                let items = OneOrMany::into_items(value);
+                match items.as_slice() {
+                    [one] => (one.get_ref().get() as u16, one.get_ref().get() as u16),
+                    [lo, hi] if lo.get_ref().get() <= hi.get_ref().get() => {
+                        (lo.get_ref().get() as u16, hi.get_ref().get() as u16)
+                    }
+                    _ => return Err(ctx.err(
+                        span,
+                        "expect_status must be a status (200) or an inclusive range [low, high]",
+                    )),
+                }
+            }
+        };
+    let interval = raw.interval.map_or(Duration::from_secs(5), |d| d.0);
+    let timeout = raw.timeout.map_or(Duration::from_secs(1), |d| d.0);
+    if timeout >= interval {
+        return Err(ctx.err(
+            span,
+            format!(
+                "health check timeout ({timeout:?}) must be shorter than its interval ({interval:?})"
+            ),
+        ));
+    }
+    if let Some(host) = &raw.host {
+        if host.is_empty() || http::HeaderValue::from_str(host).is_err() {
+            return Err(ctx.err(span, format!("invalid health check host {host:?}")));
+        }
+    }
+    Ok(HealthCheck {
+        http,
+        method: raw.method.map_or(http::Method::GET, |m| m.0),
+        path: raw.path.map_or_else(|| "/".to_owned(), |p| p.0),
+        host: raw.host,
+        expect_status,
+        body_contains: raw.body_contains.filter(|s| !s.is_empty()),
+        interval,
+        unhealthy_interval: raw.unhealthy_interval.map_or(interval, |d| d.0),
+        jitter: raw.jitter.map_or(Duration::ZERO, |d| d.0),
+        timeout,
+        rise: raw.rise.map_or(2, |v| v.get() as u32),
+        fall: raw.fall.map_or(3, |v| v.get() as u32),
+    })
+}
+
+fn outlier(ctx: &Ctx<'_>, raw: RawOutlier) -> Result<Option<OutlierConfig>, ConfigError> {
+    if raw.enabled == Some(false) {
+        return Ok(None);
+    }
+    let d = OutlierConfig::default();
+    let factor = |value: Option<Spanned<f64>>, default: f64| -> Result<f64, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(v) if v.get_ref().is_finite() && (0.0..=100.0).contains(v.get_ref()) => {
+                Ok(*v.get_ref())
+            }
+            Some(v) => Err(ctx.err(v.span(), "must be a number from 0 to 100 (0 turns it off)")),
+        }
+    };
+    let base_ejection = raw.base_ejection.map_or(d.base_ejection, |v| v.0);
+    let max_ejection = match raw.max_ejection {
+        None => d.max_ejection.max(base_ejection),
+        Some(v) if v.get_ref().0 >= base_ejection => v.get_ref().0,
+        Some(v) => {
+            return Err(ctx.err(
+                v.span(),
+                "max_ejection must not be shorter than base_ejection",
+            ))
+        }
+    };
+    Ok(Some(OutlierConfig {
+        consecutive_5xx: raw
+            .consecutive_5xx
+            .map_or(d.consecutive_5xx, |v| v.get() as u32),
+        consecutive_gateway_failures: raw
+            .consecutive_gateway_failures
+            .map_or(d.consecutive_gateway_failures, |v| v.get() as u32),
+        success_rate_stdev_factor: factor(
+            raw.success_rate_stdev_factor,
+            d.success_rate_stdev_factor,
+        )?,
+        success_rate_min_hosts: raw
+            .success_rate_min_hosts
+            .map_or(d.success_rate_min_hosts, |v| v.get() as u32),
+        success_rate_request_volume: raw
+            .success_rate_request_volume
+            .map_or(d.success_rate_request_volume, |v| v.get() as u64),
+        latency_factor: factor(raw.latency_factor, d.latency_factor)?,
+        latency_min: raw.latency_min.map_or(d.latency_min, |v| v.0),
+        latency_min_hosts: raw
+            .latency_min_hosts
+            .map_or(d.latency_min_hosts, |v| v.get() as u32),
+        latency_request_volume: raw
+            .latency_request_volume
+            .map_or(d.latency_request_volume, |v| v.get() as u64),
+        interval: raw.interval.map_or(d.interval, |v| v.0),
+        base_ejection,
+        max_ejection,
+        jitter: raw.jitter.map_or(d.jitter, |v| v.0),
+        max_ejection_percent: raw
+            .max_ejection_percent
+            .map_or(d.max_ejection_percent, |v| v.get() as u8),
+    }))
+}
+
+fn breaker(raw: RawBreaker) -> BreakerConfig {
+    let limit = |v: Option<super::raw::Int<1, 10_000_000>>| v.map(|v| v.get() as u32);
+    BreakerConfig {
+        max_connections: limit(raw.max_connections),
+        max_pending: limit(raw.max_pending),
+        max_requests: limit(raw.max_requests),
+        max_retries: raw.max_retries.map(|v| v.get() as u32),
+        failure_threshold: raw.failure_threshold.map(|v| v.get() as u32),
+        open_for: raw.open_for.map_or(Duration::from_secs(5), |d| d.0),
+    }
+}
+
+fn retry(ctx: &Ctx<'_>, raw: RawRetry) -> Result<RetryConfig, ConfigError> {
+    let d = RetryConfig::default();
+    let on = match raw.on {
+        None => d.on,
+        Some(list) => {
+            let names: Vec<&str> = list.get_ref().iter().map(String::as_str).collect();
+            headwater_health::retry::RetryOn::parse(&names)
+                .map_err(|reason| ctx.err(list.span(), reason))?
+        }
+    };
+    let backoff_base = raw.backoff_base.map_or(d.backoff_base, |v| v.0);
+    let backoff_max = match raw.backoff_max {
+        None => d.backoff_max.max(backoff_base),
+        Some(v) if v.get_ref().0 >= backoff_base => v.get_ref().0,
+        Some(v) => {
+            return Err(ctx.err(
+                v.span(),
+                "backoff_max must not be shorter than backoff_base",
+            ))
+        }
+    };
+    Ok(RetryConfig {
+        attempts: raw.attempts.map_or(d.attempts, |v| v.get() as u32),
+        on,
+        backoff_base,
+        backoff_max,
+        per_try_timeout: raw.per_try_timeout.map(|v| v.0),
+        non_idempotent: raw.non_idempotent.unwrap_or(false),
+    })
 }

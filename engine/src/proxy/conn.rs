@@ -30,11 +30,13 @@ use monoio::net::TcpStream;
 
 use super::pool::UpstreamConn;
 use super::reply::{write_failure, Failure};
+use super::upstreams::{Refusal, Unavailable};
 use super::{Generation, Shard};
 use crate::access_log::Entry;
-use crate::config::PathMatch;
+use crate::config::{ClusterConfig, HashKey, PathMatch};
 use crate::io::{read_timeout, read_until, write_all_timeout, BytesVec, ReadOutcome};
 use crate::metrics::TimeoutKind;
+use crate::metrics::{ClusterId, Unavailability};
 
 /// The read buffer a connection waits for its next request with. Small, because an idle
 /// keep-alive connection keeps it in flight (io_uring owns it until data arrives); a head
@@ -50,9 +52,13 @@ const BODY_READ_SPARE: usize = 32 * 1024;
 /// A request whose head and body together are at most this large is kept until the response
 /// head arrives, so it can be replayed on a new connection if a pooled one turns out dead.
 const REPLAY_MAX: usize = 64 * 1024;
-/// Connect attempts to different endpoints for one request when connecting fails (nothing was
-/// sent, so trying another endpoint is always safe).
-const CONNECT_ATTEMPTS: usize = 3;
+/// Connect failures one request may go through (each on a different endpoint) before the
+/// gateway gives up on it.
+const MAX_CONNECT_FAILURES: usize = 8;
+/// Endpoints one request remembers having tried.
+const MAX_TRIED: usize = 16;
+/// How often a queued request (`queue = {...}`) looks for an endpoint that came back.
+const QUEUE_POLL: Duration = Duration::from_millis(10);
 
 /// Serves one client connection until it closes, errs, or the shard drains.
 pub(crate) async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
@@ -81,6 +87,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketA
             Err(HeadEnd::Reply(failure, version)) => {
                 write_failure(
                     failure,
+                    None,
                     None,
                     None,
                     version,
@@ -241,6 +248,8 @@ struct Record {
     upstream: Cell<Option<SocketAddr>>,
     upstream_started: Cell<Option<Instant>>,
     retries: Cell<u32>,
+    /// Details of a 503 of the gateway's own (no healthy upstream, circuit open).
+    unavailable: std::cell::RefCell<Option<Unavailable>>,
     /// The response head was (at least partly) written to the client: a failure can no longer
     /// be answered, only closed.
     committed: Cell<bool>,
@@ -265,6 +274,7 @@ async fn handle(
         upstream: Cell::new(None),
         upstream_started: Cell::new(None),
         retries: Cell::new(0),
+        unavailable: Default::default(),
         committed: Cell::new(false),
     };
     // A reverse proxy does not open arbitrary tunnels.
@@ -379,7 +389,16 @@ async fn answer(
         ClientConnection::Close
     };
     wbuf.clear();
-    write_failure(failure, route, cluster, head.version(), conn, wbuf);
+    let unavailable = record.unavailable.borrow_mut().take();
+    write_failure(
+        failure,
+        route,
+        cluster,
+        unavailable.as_ref(),
+        head.version(),
+        conn,
+        wbuf,
+    );
     record.status.set(failure.status().as_u16());
     record
         .bytes_out
@@ -426,9 +445,7 @@ async fn exchange(
 ) -> Result<Next, Failure> {
     let config = &generation.config;
     let route = &config.routes[route_index];
-    let cluster_index = route.cluster;
-    let cluster = &config.clusters[cluster_index];
-    let cluster_id = generation.cluster_ids[cluster_index];
+    let cluster = &config.clusters[route.cluster];
     let timeouts = &route.timeouts;
     let server = &config.server;
     let metrics = shard.metrics();
@@ -482,17 +499,79 @@ async fn exchange(
     let streams_body = framing.has_body() && !body_sent_with_head;
     let replay: Option<Bytes> = (!streams_body).then(|| ubuf.split().freeze());
 
-    let mut tried: [usize; CONNECT_ATTEMPTS] = [usize::MAX; CONNECT_ATTEMPTS];
-    let mut tries = 0;
+    // Which tries may be retried once the request reached an upstream: idempotent methods,
+    // or any method when the route says so, and only with the request kept for replay.
+    let retry = &route.retry;
+    let idempotent = matches!(
+        *head.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
+    let replayable = replay.is_some() && (idempotent || retry.non_idempotent);
+    let per_try = retry.per_try_timeout.unwrap_or(timeouts.response_header);
+
+    let mut ci = route.cluster;
+    let mut flight = InFlight::admit(shard, generation, ci)?;
+    let mut key = hash_key(&config.clusters[ci], head, peer);
+    let mut tried: [usize; MAX_TRIED] = [usize::MAX; MAX_TRIED];
+    let mut ntried = 0usize;
+    let mut sent_tries = 0u32;
+    let mut connect_failures = 0usize;
+    let mut last: Option<Failure> = None;
     let mut fresh_only = false;
     let mut continue_sent = false;
+    let queue_until = route.queue.map(|q| Instant::now() + q);
     let (mut upstream, response) = loop {
+        let cluster = &config.clusters[ci];
+        let cluster_id = generation.cluster_ids[ci];
+        let now = Instant::now();
         // Pick an endpoint and get a connection to it.
-        let Some(ei) = shard.pick(generation, cluster_index, &tried[..tries]) else {
-            return Err(Failure::NoEndpoint);
+        let picked = shard.pick(generation, ci, &tried[..ntried], key, now);
+        let Some((ei, panic)) = picked else {
+            if let Some(fallback) = route.fallback.filter(|f| *f != ci) {
+                metrics.fallback(cluster_id);
+                flight.finish(None);
+                ci = fallback;
+                flight = InFlight::admit(shard, generation, ci)?;
+                key = hash_key(&config.clusters[ci], head, peer);
+                ntried = 0;
+                continue;
+            }
+            if let Some(failure) = last {
+                // Every endpoint that could serve was tried in this request: what happened to
+                // the last try is the most precise answer (the next requests get the fast 503
+                // while the endpoints are quarantined or ejected).
+                return Err(failure);
+            }
+            if let Some(until) = queue_until {
+                if now < until {
+                    // Wait for an endpoint to come back (the health snapshot or a quarantine
+                    // ending), polling the shard's view.
+                    monoio::time::sleep(QUEUE_POLL.min(until - now)).await;
+                    let _ = shard.generation();
+                    ntried = 0;
+                    continue;
+                }
+            }
+            metrics.unavailable(cluster_id, Unavailability::NoHealthyUpstream);
+            record.set_unavailable(shard.describe_unavailable(
+                generation,
+                ci,
+                Refusal::NoEndpoint,
+                now,
+            ));
+            return Err(Failure::NoHealthyUpstream);
         };
+        if panic {
+            metrics.panic_pick(cluster_id);
+        }
+        if !shard.admit_endpoint(generation, ci, ei, now) {
+            // Its breaker refused (at its limit, or a half-open trial is out): another one.
+            push_tried(&mut tried, &mut ntried, ei);
+            continue;
+        }
         let addr = cluster.endpoints[ei].address;
         record.upstream.set(Some(addr));
+        let mut attempt_guard = Trying::start(shard, generation, ci, ei, now);
         let pooled = if fresh_only {
             None
         } else {
@@ -501,6 +580,7 @@ async fn exchange(
                 .borrow_mut()
                 .checkout(addr, &cluster.pool, Instant::now())
         };
+        fresh_only = false;
         let reused = pooled.is_some();
         let mut conn = match pooled {
             Some(c) => {
@@ -509,31 +589,55 @@ async fn exchange(
             }
             None => {
                 metrics.pool_miss(cluster_id);
-                match connect(addr, timeouts.connect).await {
-                    Ok(c) => c,
+                if !shard.begin_connect(generation, ci, ei, now) {
+                    attempt_guard.finish(None);
+                    flight.finish(None);
+                    metrics.unavailable(cluster_id, Unavailability::CircuitOpen);
+                    record.set_unavailable(shard.describe_unavailable(
+                        generation,
+                        ci,
+                        Refusal::BreakerOpen,
+                        now,
+                    ));
+                    return Err(Failure::CircuitOpen);
+                }
+                let connected = connect(addr, timeouts.connect).await;
+                shard.end_connect(generation, ci, ei, connected.is_ok());
+                match connected {
+                    Ok(mut c) => {
+                        c.ticket = Some(ConnTicket::new(shard, generation, ci, ei));
+                        c
+                    }
                     Err(outcome) => {
                         metrics.upstream_connect_error(cluster_id);
                         if outcome == Outcome::ConnectTimeout {
                             metrics.timeout(TimeoutKind::UpstreamConnect);
                         }
-                        tried[tries] = ei;
-                        tries += 1;
-                        let n = cluster.endpoints.len();
-                        if tries < CONNECT_ATTEMPTS.min(n) {
-                            record.retries.set(record.retries.get() + 1);
-                            continue;
-                        }
-                        return Err(if outcome == Outcome::ConnectTimeout {
+                        attempt_guard.finish(Some(outcome));
+                        push_tried(&mut tried, &mut ntried, ei);
+                        connect_failures += 1;
+                        let failure = if outcome == Outcome::ConnectTimeout {
                             Failure::ConnectTimeout
                         } else {
                             Failure::ConnectFailed
-                        });
+                        };
+                        last = Some(failure);
+                        // Nothing was sent: another endpoint is always safe, within the
+                        // budget.
+                        if connect_failures >= MAX_CONNECT_FAILURES {
+                            return Err(failure);
+                        }
+                        if !flight.begin_retry(cluster_id, record) {
+                            return Err(failure);
+                        }
+                        continue;
                     }
                 }
             }
         };
         conn.requests += 1;
-        record.upstream_started.set(Some(Instant::now()));
+        let sent_at = Instant::now();
+        record.upstream_started.set(Some(sent_at));
 
         // 100-continue: the upstream is reachable, so let the client send its body. We answer
         // it ourselves (and strip Expect upstream), as the body is streamed by us.
@@ -546,9 +650,7 @@ async fn exchange(
         }
 
         let attempt = match &replay {
-            Some(bytes) => {
-                send_whole(&mut conn, bytes.clone(), reused, timeouts.response_header).await
-            }
+            Some(bytes) => send_whole(&mut conn, bytes.clone(), reused, per_try).await,
             None => {
                 // Stream the request body: head first (coalesced with the first body bytes).
                 let mut dec = BodyDecoder::new(body_kind);
@@ -572,27 +674,79 @@ async fn exchange(
                     }
                     Err(PumpError::ReadClosed | PumpError::ReadFailed) => return Ok(Next::Close),
                     Err(PumpError::Decode(e)) => return Err(Failure::BadRequest(e)),
-                    Err(PumpError::WriteFailed) => return Err(Failure::UpstreamReset),
+                    Err(PumpError::WriteFailed) => {
+                        attempt_guard.finish(Some(Outcome::Reset));
+                        return Err(Failure::UpstreamReset);
+                    }
                 }
-                read_response_head(&mut conn, false, timeouts.response_header).await
+                read_response_head(&mut conn, false, per_try).await
             }
         };
-        match attempt {
-            Ok(Attempt::Response(resp)) => break (conn, resp),
-            Ok(Attempt::Stale) => {
-                // The pooled connection had been closed by the upstream; nothing reached it.
-                fresh_only = true;
-                record.retries.set(record.retries.get() + 1);
+        let (failure, retryable) = match attempt {
+            Ok(Attempt::Response(resp)) => {
+                let status = resp.status().as_u16();
+                attempt_guard.finish(Some(Outcome::Response {
+                    status,
+                    latency: sent_at.elapsed(),
+                }));
+                sent_tries += 1;
+                push_tried(&mut tried, &mut ntried, ei);
+                let retry_status = retry.on.matches_status(status)
+                    && replayable
+                    && sent_tries < retry.attempts
+                    && shard.has_alternative(generation, ci, &tried[..ntried], key)
+                    && flight.begin_retry(cluster_id, record);
+                if !retry_status {
+                    break (conn, resp);
+                }
+                // Drop this answer (and its connection) and try another endpoint.
+                drop(conn);
+                backoff(retry, sent_tries).await;
                 continue;
             }
-            Err(Outcome::Timeout) => {
-                metrics.timeout(TimeoutKind::UpstreamResponseHeader);
-                return Err(Failure::UpstreamTimeout);
+            Ok(Attempt::Stale) => {
+                // The pooled connection had been closed by the upstream; nothing reached it.
+                // Not the endpoint's failure: no outcome is recorded.
+                attempt_guard.finish(None);
+                let mut avoid = tried;
+                let mut n = ntried;
+                push_tried(&mut avoid, &mut n, ei);
+                if shard.has_alternative(generation, ci, &avoid[..n], key) {
+                    tried = avoid;
+                    ntried = n;
+                } else {
+                    fresh_only = true;
+                }
+                if !flight.begin_retry(cluster_id, record) {
+                    return Err(Failure::UpstreamReset);
+                }
+                continue;
             }
-            Err(Outcome::Protocol) => return Err(Failure::UpstreamProtocol),
-            Err(_) => return Err(Failure::UpstreamReset),
+            Err(outcome) => {
+                attempt_guard.finish(Some(outcome));
+                sent_tries += 1;
+                match outcome {
+                    Outcome::Timeout => {
+                        metrics.timeout(TimeoutKind::UpstreamResponseHeader);
+                        (Failure::UpstreamTimeout, retry.on.matches_timeout())
+                    }
+                    Outcome::Protocol => (Failure::UpstreamProtocol, retry.on.matches_reset()),
+                    _ => (Failure::UpstreamReset, retry.on.matches_reset()),
+                }
+            }
+        };
+        last = Some(failure);
+        push_tried(&mut tried, &mut ntried, ei);
+        if !(retryable && replayable && sent_tries < retry.attempts) {
+            return Err(failure);
         }
+        if !flight.begin_retry(cluster_id, record) {
+            return Err(failure);
+        }
+        backoff(retry, sent_tries).await;
     };
+    let cluster = &config.clusters[ci];
+    flight.finish(Some(response.status().as_u16() < 500));
 
     // Interim responses: 100 is ours to swallow (we answered the client already), other 1xx
     // go to HTTP/1.1 clients; 101 switches protocols when the client asked for it.
@@ -714,6 +868,237 @@ async fn exchange(
     } else {
         Next::Close
     })
+}
+
+/// Remembers that endpoint `ei` was tried (the list is bounded; beyond it, endpoints may be
+/// tried again).
+fn push_tried(tried: &mut [usize; MAX_TRIED], n: &mut usize, ei: usize) {
+    if tried[..*n].contains(&ei) {
+        return;
+    }
+    if *n < MAX_TRIED {
+        tried[*n] = ei;
+        *n += 1;
+    }
+}
+
+/// Waits before retry number `retry_no` (1-based): exponential with equal jitter.
+async fn backoff(retry: &crate::config::RetryConfig, retry_no: u32) {
+    let pause = headwater_health::retry::backoff(
+        retry_no,
+        retry.backoff_base,
+        retry.backoff_max,
+        &mut fastrand::Rng::new(),
+    );
+    if !pause.is_zero() {
+        monoio::time::sleep(pause).await;
+    }
+}
+
+/// The consistent-hashing key of a request for a Maglev cluster (None for other balancers,
+/// or when the header or cookie is absent: then the pick is random).
+fn hash_key(cluster: &ClusterConfig, head: &RequestHead, peer: SocketAddr) -> Option<u64> {
+    if cluster.balancer != headwater_balancer::Algorithm::Maglev {
+        return None;
+    }
+    match &cluster.hash_key {
+        HashKey::ClientAddress => Some(match peer.ip() {
+            std::net::IpAddr::V4(ip) => headwater_balancer::hash_key(&ip.octets()),
+            std::net::IpAddr::V6(ip) => headwater_balancer::hash_key(&ip.octets()),
+        }),
+        HashKey::Path => Some(headwater_balancer::hash_key(head.path())),
+        HashKey::Header(name) => head.header(name.as_str()).map(headwater_balancer::hash_key),
+        HashKey::Cookie(name) => head
+            .header_all("cookie")
+            .flat_map(|v| v.split(|b| *b == b';'))
+            .find_map(|pair| {
+                let pair = pair.trim_ascii();
+                let (k, v) = pair.split_at(pair.iter().position(|b| *b == b'=')?);
+                (k == name.as_bytes()).then(|| headwater_balancer::hash_key(&v[1..]))
+            }),
+    }
+}
+
+/// A request admitted to a cluster: in the cluster's in-flight count (retry budget) and its
+/// breaker, until finished or dropped (a dropped exchange, e.g. on the total timeout, still
+/// gives everything back).
+struct InFlight<'a> {
+    shard: &'a Shard,
+    config_id: u64,
+    cluster: usize,
+    retries: u32,
+    open: bool,
+}
+
+impl<'a> InFlight<'a> {
+    fn admit(shard: &'a Shard, generation: &Generation, cluster: usize) -> Result<Self, Failure> {
+        let now = Instant::now();
+        if shard.is_current(generation) {
+            let refused = shard.upstreams.borrow_mut().clusters[cluster]
+                .admit(now)
+                .is_err();
+            if refused {
+                shard
+                    .metrics()
+                    .unavailable(generation.cluster_ids[cluster], Unavailability::CircuitOpen);
+                return Err(Failure::CircuitOpen);
+            }
+        }
+        Ok(InFlight {
+            shard,
+            config_id: generation.id,
+            cluster,
+            retries: 0,
+            open: shard.is_current(generation),
+        })
+    }
+
+    /// Takes one retry from the cluster's budget; false (and counted) when it is used up.
+    fn begin_retry(&mut self, cluster_id: ClusterId, record: &Record) -> bool {
+        let allowed = if self.open && self.shard.local_id() == self.config_id {
+            self.shard.upstreams.borrow_mut().clusters[self.cluster].begin_retry(Instant::now())
+        } else {
+            true
+        };
+        if allowed {
+            self.retries += u32::from(self.open);
+            self.shard.metrics().retry(cluster_id);
+            record.retries.set(record.retries.get() + 1);
+        } else {
+            self.shard.metrics().retry_budget_exhausted(cluster_id);
+        }
+        allowed
+    }
+
+    /// The request is over; `ok` (final status below 500) feeds the cluster breaker.
+    fn finish(&mut self, ok: Option<bool>) {
+        if !std::mem::take(&mut self.open) {
+            return;
+        }
+        if self.shard.local_id() != self.config_id {
+            return;
+        }
+        let mut ups = self.shard.upstreams.borrow_mut();
+        let c = &mut ups.clusters[self.cluster];
+        c.end_retries(std::mem::take(&mut self.retries));
+        c.release(ok, Instant::now());
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.finish(None);
+    }
+}
+
+/// One attempt on one endpoint: in the balancer's in-flight count until it finishes (or is
+/// dropped), when its outcome goes to the balancer, the breaker and the health counters.
+struct Trying<'a> {
+    shard: &'a Shard,
+    config_id: u64,
+    cluster: usize,
+    endpoint: usize,
+    open: bool,
+}
+
+impl<'a> Trying<'a> {
+    fn start(
+        shard: &'a Shard,
+        generation: &Generation,
+        cluster: usize,
+        endpoint: usize,
+        now: Instant,
+    ) -> Self {
+        let open = shard.is_current(generation);
+        if open {
+            shard.upstreams.borrow_mut().clusters[cluster]
+                .balancer
+                .start(endpoint, now);
+            if let Some(cells) = shard.cells(generation.id, cluster, endpoint) {
+                cells.in_flight(shard.index, true);
+            }
+        }
+        Trying {
+            shard,
+            config_id: generation.id,
+            cluster,
+            endpoint,
+            open,
+        }
+    }
+
+    /// Records the outcome (None: nothing attributable to the endpoint).
+    fn finish(&mut self, outcome: Option<Outcome>) {
+        if !std::mem::take(&mut self.open) || self.shard.local_id() != self.config_id {
+            return;
+        }
+        let now = Instant::now();
+        let (ewma, breaker) = {
+            let mut ups = self.shard.upstreams.borrow_mut();
+            let c = &mut ups.clusters[self.cluster];
+            c.finish_attempt(self.endpoint, outcome, now);
+            (
+                c.balancer.ewma(self.endpoint, now),
+                c.endpoint_breaker_state(self.endpoint, now),
+            )
+        };
+        if let Some(cells) = self
+            .shard
+            .cells(self.config_id, self.cluster, self.endpoint)
+        {
+            cells.in_flight(self.shard.index, false);
+            if let Some(outcome) = outcome {
+                cells.record(self.shard.index, outcome);
+            }
+            if ewma.is_some() {
+                cells.set_ewma(self.shard.index, ewma);
+            }
+            cells.set_breaker(self.shard.index, breaker);
+        }
+    }
+}
+
+impl Drop for Trying<'_> {
+    fn drop(&mut self) {
+        self.finish(None);
+    }
+}
+
+/// Holds an upstream connection's slot in the breakers until the connection closes.
+pub(crate) struct ConnTicket {
+    shard: std::rc::Weak<Shard>,
+    config_id: u64,
+    cluster: usize,
+    endpoint: usize,
+}
+
+impl ConnTicket {
+    fn new(shard: &Rc<Shard>, generation: &Generation, cluster: usize, endpoint: usize) -> Self {
+        ConnTicket {
+            shard: Rc::downgrade(shard),
+            config_id: generation.id,
+            cluster,
+            endpoint,
+        }
+    }
+}
+
+impl Drop for ConnTicket {
+    fn drop(&mut self) {
+        if let Some(shard) = self.shard.upgrade() {
+            if shard.local_id() == self.config_id {
+                if let Ok(mut ups) = shard.upstreams.try_borrow_mut() {
+                    ups.clusters[self.cluster].close_connection(self.endpoint);
+                }
+            }
+        }
+    }
+}
+
+impl Record {
+    fn set_unavailable(&self, u: Unavailable) {
+        *self.unavailable.borrow_mut() = Some(u);
+    }
 }
 
 /// Opens a connection to `addr` within `timeout`.

@@ -6,6 +6,7 @@ pub(crate) mod conn;
 pub mod pool;
 pub(crate) mod reply;
 pub(crate) mod signal;
+pub(crate) mod upstreams;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -13,10 +14,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use headwater_balancer::RoundRobin;
 
 use crate::access_log::ShardLog;
 use crate::config::{Config, XffMode};
+use crate::health::{HealthSnapshot, HealthTable};
 use crate::metrics::{ClusterId, Registry, RouteId, ShardMetrics};
 
 /// One published configuration and what is derived from it once, not per request.
@@ -64,19 +65,30 @@ pub struct Shared {
     generation: AtomicU64,
     /// Metrics of all shards.
     pub metrics: Arc<Registry>,
+    /// Upstream health, published by the health thread.
+    pub health: Arc<HealthTable>,
+    /// Number of shards (breaker limits are divided among them).
+    pub shards: usize,
     /// Set once on shutdown: stop accepting, finish in-flight requests, close idle connections.
     pub draining: AtomicBool,
 }
 
 impl Shared {
     /// Shared state starting at `first`.
-    pub fn new(first: Generation, metrics: Arc<Registry>) -> Arc<Shared> {
+    pub fn new(
+        first: Generation,
+        metrics: Arc<Registry>,
+        health: Arc<HealthTable>,
+        shards: usize,
+    ) -> Arc<Shared> {
         let id = first.id;
         metrics.set_config_generation(id);
         Arc::new(Shared {
             current: ArcSwap::from_pointee(first),
             generation: AtomicU64::new(id),
             metrics,
+            health,
+            shards,
             draining: AtomicBool::new(false),
         })
     }
@@ -112,8 +124,11 @@ pub(crate) struct Shard {
     local: RefCell<Rc<Arc<Generation>>>,
     local_id: Cell<u64>,
     pub pool: RefCell<pool::Pool>,
-    /// Round robin state per cluster of the cached generation.
-    rr: RefCell<Vec<RoundRobin>>,
+    /// Balancers, plans, quarantines, breakers per cluster of the cached generation.
+    pub upstreams: RefCell<upstreams::Upstreams>,
+    /// This shard's cached health snapshot.
+    #[allow(clippy::redundant_allocation)]
+    health: RefCell<Rc<Arc<HealthSnapshot>>>,
     pub log: RefCell<ShardLog>,
     /// Open client connections.
     pub active: Cell<usize>,
@@ -125,16 +140,17 @@ impl Shard {
     pub fn new(index: usize, shared: Arc<Shared>, log: ShardLog) -> Shard {
         let current = shared.current();
         let id = current.id;
-        let rr = (0..current.config.clusters.len())
-            .map(|_| RoundRobin::new(index))
-            .collect();
+        let mut ups = upstreams::Upstreams::new(id, &current.config, index, shared.shards);
+        let snapshot = shared.health.load();
+        ups.replan(&snapshot, &current.config);
         Shard {
             index,
-            shared,
             local: RefCell::new(Rc::new(current)),
             local_id: Cell::new(id),
             pool: RefCell::new(pool::Pool::default()),
-            rr: RefCell::new(rr),
+            upstreams: RefCell::new(ups),
+            health: RefCell::new(Rc::new(snapshot)),
+            shared,
             log: RefCell::new(log),
             active: Cell::new(0),
             drain: signal::Signal::default(),
@@ -145,14 +161,19 @@ impl Shard {
         self.shared.metrics.shard(self.index)
     }
 
-    /// The generation a new request pins.
+    /// The generation a new request pins. Also brings the shard's upstream state up to date
+    /// with the latest config and health snapshot (two atomic loads when nothing changed).
     #[allow(clippy::redundant_allocation)]
     pub fn generation(&self) -> Rc<Arc<Generation>> {
         let id = self.shared.generation.load(Ordering::Acquire);
         if id != self.local_id.get() {
             let next = self.shared.current();
-            let clusters = next.config.clusters.len();
-            *self.rr.borrow_mut() = (0..clusters).map(|_| RoundRobin::new(self.index)).collect();
+            self.upstreams.borrow_mut().reconfigure(
+                next.id,
+                &next.config,
+                self.index,
+                self.shared.shards,
+            );
             // Idle connections to endpoints that left every cluster are closed now.
             let keep: std::collections::HashSet<_> = next
                 .config
@@ -166,20 +187,122 @@ impl Shard {
             self.local_id.set(next.id);
             *self.local.borrow_mut() = Rc::new(next);
         }
-        self.local.borrow().clone()
+        let current = self.local.borrow().clone();
+        if self.shared.health.generation() != self.upstreams.borrow().health_generation {
+            let snapshot = self.shared.health.load();
+            self.upstreams
+                .borrow_mut()
+                .replan(&snapshot, &current.config);
+            *self.health.borrow_mut() = Rc::new(snapshot);
+        }
+        current
     }
 
-    /// Picks an endpoint index of `cluster` in generation `generation`, skipping `avoid`.
-    pub fn pick(&self, generation: &Generation, cluster: usize, avoid: &[usize]) -> Option<usize> {
-        let n = generation.config.clusters[cluster].endpoints.len();
-        let mut rr = self.rr.borrow_mut();
-        // The cached round robin state belongs to the shard's current generation; a request
-        // pinned to an older one still gets a valid index.
-        match rr.get_mut(cluster) {
-            Some(state) if generation.id == self.local_id.get() => state
-                .pick(n, |i| !avoid.contains(&i))
-                .or_else(|| state.pick(n, |_| true)),
-            _ => RoundRobin::new(self.index).pick(n, |i| !avoid.contains(&i)),
+    /// Whether `generation` is the one the shard's upstream state belongs to.
+    pub fn is_current(&self, generation: &Generation) -> bool {
+        generation.id == self.local_id.get()
+    }
+
+    /// The config generation the shard's upstream state belongs to.
+    pub fn local_id(&self) -> u64 {
+        self.local_id.get()
+    }
+
+    /// The health counters of an endpoint, when the snapshot describes `config_id`.
+    pub fn cells(
+        &self,
+        config_id: u64,
+        cluster: usize,
+        endpoint: usize,
+    ) -> Option<Arc<crate::health::Cells>> {
+        let h = self.health.borrow();
+        h.cluster(config_id, cluster)
+            .and_then(|c| c.endpoints.get(endpoint))
+            .map(|e| e.cells.clone())
+    }
+
+    /// Picks an endpoint of `cluster` for a request pinned to `generation`, skipping `avoid`.
+    /// Returns the endpoint and whether it came from a panic-mode tier.
+    pub fn pick(
+        &self,
+        generation: &Generation,
+        cluster: usize,
+        avoid: &[usize],
+        key: Option<u64>,
+        now: std::time::Instant,
+    ) -> Option<(usize, bool)> {
+        if self.is_current(generation) {
+            return self.upstreams.borrow_mut().clusters[cluster].pick(avoid, key, now);
         }
+        // A request pinned to an older config (a reload happened while it ran): any
+        // endpoint it has not tried.
+        let n = generation.config.clusters[cluster].endpoints.len();
+        (0..n)
+            .map(|i| (i + self.index) % n)
+            .find(|i| !avoid.contains(i))
+            .map(|i| (i, false))
+    }
+
+    /// Whether another endpoint than those in `avoid` could be picked now.
+    pub fn has_alternative(
+        &self,
+        generation: &Generation,
+        cluster: usize,
+        avoid: &[usize],
+        key: Option<u64>,
+    ) -> bool {
+        self.pick(generation, cluster, avoid, key, std::time::Instant::now())
+            .is_some()
+    }
+
+    /// Admits an attempt on endpoint `ei` (its breaker).
+    pub fn admit_endpoint(
+        &self,
+        generation: &Generation,
+        cluster: usize,
+        ei: usize,
+        now: std::time::Instant,
+    ) -> bool {
+        !self.is_current(generation)
+            || self.upstreams.borrow_mut().clusters[cluster].admit_endpoint(ei, now)
+    }
+
+    /// Takes the breaker slots of a new connection; false when a breaker refuses.
+    pub fn begin_connect(
+        &self,
+        generation: &Generation,
+        cluster: usize,
+        ei: usize,
+        now: std::time::Instant,
+    ) -> bool {
+        !self.is_current(generation)
+            || self.upstreams.borrow_mut().clusters[cluster].begin_connect(ei, now)
+    }
+
+    /// The connect attempt started by [`begin_connect`](Self::begin_connect) finished.
+    pub fn end_connect(&self, generation: &Generation, cluster: usize, ei: usize, open: bool) {
+        if self.is_current(generation) {
+            self.upstreams.borrow_mut().clusters[cluster].end_connect(ei, open);
+        }
+    }
+
+    /// The body and `Retry-After` of a 503 for `cluster`.
+    pub fn describe_unavailable(
+        &self,
+        generation: &Generation,
+        cluster: usize,
+        refusal: upstreams::Refusal,
+        now: std::time::Instant,
+    ) -> upstreams::Unavailable {
+        let health = self.health.borrow();
+        let ups = self.upstreams.borrow();
+        let runtime = self.is_current(generation).then(|| &ups.clusters[cluster]);
+        upstreams::unavailable(
+            runtime,
+            health.cluster(generation.id, cluster),
+            &generation.config.clusters[cluster],
+            refusal,
+            now,
+        )
     }
 }

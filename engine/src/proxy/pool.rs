@@ -30,6 +30,8 @@ pub struct UpstreamConn {
     pub idle_since: Instant,
     /// Requests sent on it so far.
     pub requests: u64,
+    /// Its slot in the circuit breakers, given back when the connection is dropped.
+    pub(crate) ticket: Option<super::conn::ConnTicket>,
 }
 
 impl UpstreamConn {
@@ -43,6 +45,7 @@ impl UpstreamConn {
             created: now,
             idle_since: now,
             requests: 0,
+            ticket: None,
         }
     }
 }

@@ -6,6 +6,8 @@ use bytes::{BufMut, BytesMut};
 use headwater_http1::{encode_response_head, BodyKind, ClientConnection};
 use http::{StatusCode, Version};
 
+use super::upstreams::Unavailable;
+
 /// Why the gateway answered itself. `code()` is the machine-readable name used in the header
 /// and the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,7 +23,10 @@ pub(crate) enum Failure {
     ClientHeaderTimeout,
     ClientBodyTimeout,
     TotalTimeout,
-    NoEndpoint,
+    /// No endpoint of the cluster (or its fallback) can serve: the fast 503.
+    NoHealthyUpstream,
+    /// A circuit breaker refused the request.
+    CircuitOpen,
 }
 
 impl Failure {
@@ -39,7 +44,7 @@ impl Failure {
             Failure::ClientHeaderTimeout | Failure::ClientBodyTimeout => {
                 StatusCode::REQUEST_TIMEOUT
             }
-            Failure::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            Failure::NoHealthyUpstream | Failure::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -56,7 +61,8 @@ impl Failure {
             Failure::ClientHeaderTimeout => "client_header_timeout",
             Failure::ClientBodyTimeout => "client_body_timeout",
             Failure::TotalTimeout => "request_timeout",
-            Failure::NoEndpoint => "no_endpoint",
+            Failure::NoHealthyUpstream => "no_healthy_upstream",
+            Failure::CircuitOpen => "circuit_open",
         }
     }
 
@@ -75,38 +81,56 @@ impl Failure {
             Failure::ClientHeaderTimeout => "the request head did not arrive in time",
             Failure::ClientBodyTimeout => "the request body stalled",
             Failure::TotalTimeout => "the request exceeded its total time limit",
-            Failure::NoEndpoint => "the cluster has no endpoint to send to",
+            Failure::NoHealthyUpstream => "no endpoint of the cluster can serve this request now",
+            Failure::CircuitOpen => "the cluster's circuit breaker is open or at its limit",
         }
     }
 }
 
-/// Appends a complete response (head and JSON body) for `failure` to `out`.
+/// Appends a complete response (head and JSON body) for `failure` to `out`. With
+/// `unavailable` (a 503 of the gateway's own), its body and `Retry-After` are used.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn write_failure(
     failure: Failure,
     route: Option<&str>,
     cluster: Option<&str>,
+    unavailable: Option<&Unavailable>,
     version: Version,
     conn: ClientConnection,
     out: &mut BytesMut,
 ) {
     let status = failure.status();
-    let body = serde_json::json!({
-        "error": {
-            "status": status.as_u16(),
-            "code": failure.code(),
-            "message": failure.message(),
-            "route": route,
-            "cluster": cluster,
+    let mut body = match unavailable {
+        Some(u) => {
+            let mut body = u.body.clone();
+            if let Some(error) = body.get_mut("error").and_then(|e| e.as_object_mut()) {
+                error.insert("route".into(), route.into());
+            }
+            serde_json::to_vec(&body).unwrap_or_default()
         }
-    });
-    let mut body = serde_json::to_vec(&body).unwrap_or_default();
+        None => serde_json::to_vec(&serde_json::json!({
+            "error": {
+                "status": status.as_u16(),
+                "code": failure.code(),
+                "message": failure.message(),
+                "route": route,
+                "cluster": cluster,
+            }
+        }))
+        .unwrap_or_default(),
+    };
     body.push(b'\n');
+    let retry_after = unavailable.map(|u| u.retry_after.to_string());
+    let mut headers: Vec<(&str, &[u8])> = vec![
+        ("content-type", b"application/json"),
+        ("x-headwater-error", failure.code().as_bytes()),
+    ];
+    if let Some(r) = &retry_after {
+        headers.push(("retry-after", r.as_bytes()));
+    }
     encode_response_head(
         status,
-        &[
-            ("content-type", b"application/json"),
-            ("x-headwater-error", failure.code().as_bytes()),
-        ],
+        &headers,
         BodyKind::Length(body.len() as u64),
         version,
         conn,
