@@ -1,5 +1,6 @@
 //! `headwater demo`: a gateway on a working default. Starts in-process upstreams (two echo
-//! servers and a flaky one that fails a third of its requests), serves `examples/demo.toml`
+//! servers and a flaky one that fails a third of its requests; the config also lists an address
+//! where nothing listens, which the health checks keep out), serves `examples/demo.toml`
 //! (compiled in) in front of them, and prints what to try.
 
 use std::net::SocketAddr;
@@ -27,9 +28,10 @@ pub fn run() -> Result<(), String> {
     println!(
         "headwater demo: gateway on http://{listen} ({} shards, {}), admin on http://{admin}
 
-  curl -i http://{listen}/hello              # round robin over app-1 and app-2 (echo)
+  curl -i http://{listen}/hello              # peak-EWMA over app-1 and app-2 (echo); the third
+                                             # endpoint is down and health checks keep it out
   curl -i http://{listen}/flaky/anything     # a flaky upstream: about 1 in 3 answers 500
-  curl -s http://{admin}/status              # clusters, endpoints, generation
+  curl -s http://{admin}/status              # clusters, endpoints, health states, last probes
   curl -s http://{admin}/metrics             # Prometheus metrics
 
 Ctrl-C drains and stops.",

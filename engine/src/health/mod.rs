@@ -71,6 +71,9 @@ pub struct HealthStats {
     pub ejections: HashMap<(String, &'static str), u64>,
     /// Probes run by cluster and result.
     pub probes: HashMap<(String, bool), u64>,
+    /// The last probe of each endpoint (cluster, address): when, passed, detail. Snapshots
+    /// are republished only when a result changes; this is current.
+    pub last_probe: HashMap<(String, SocketAddr), (Instant, bool, Arc<str>)>,
 }
 
 impl HealthService {
@@ -623,6 +626,13 @@ impl State {
     fn export(&self, stats: &mut HealthStats) {
         for c in &self.clusters {
             stats.panic_time.insert(c.name.to_string(), c.panic_time);
+            for e in &c.endpoints {
+                if let Some(p) = &e.last_probe {
+                    stats
+                        .last_probe
+                        .insert((c.name.to_string(), e.address), p.clone());
+                }
+            }
             for (reason, n) in &c.ejections {
                 stats.ejections.insert((c.name.to_string(), reason), *n);
             }

@@ -143,6 +143,10 @@ impl ClusterRuntime {
             }
             _ => plain_plan(c),
         };
+        // Maglev tables are built now, on a new publication, not by the next request.
+        for tier in &self.plan.tiers {
+            self.balancer.prepare(&tier.set);
+        }
     }
 
     fn quarantined(&self, i: usize, now: Instant) -> bool {
