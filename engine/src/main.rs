@@ -1,8 +1,11 @@
-//! The `headwater` command: `run -c FILE`, `check -c FILE`, `demo`.
+//! The `headwater` command: `run -c FILE`, `check -c FILE`, `demo`, `upstream ...`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use bytes::Bytes;
+use headwater_engine::upstream_demo::{Behavior, UpstreamServer};
 use headwater_engine::{config, demo, server::Server};
 
 #[global_allocator]
@@ -11,7 +14,26 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const USAGE: &str = "usage:
   headwater run -c FILE      serve with the config in FILE (SIGHUP reloads, SIGTERM drains)
   headwater check -c FILE    validate FILE; prints file:line:column: reason and exits 1 if invalid
-  headwater demo             run a gateway on 127.0.0.1:8080 in front of local demo upstreams";
+  headwater demo             run a gateway on 127.0.0.1:8080 in front of local demo upstreams
+  headwater upstream --listen ADDR --behavior B [--name NAME] [--fault B]
+                             run one test upstream on ADDR until SIGTERM/SIGINT (see below)
+
+upstream behaviors (B):
+  fixed                200 with the body \"NAME\\n\"
+  echo                 200 with a JSON description of the request
+  mirror               200 with the request body streamed back
+  status:CODE          CODE (100-599) with a short text body
+  slow:DURATION        waits DURATION (\"300ms\", \"1s\"), then answers like fixed
+  flaky:RATIO[:SEED]   500 with probability RATIO (0-1), else like fixed
+  chunked:LEN[:CHUNK]  200 with LEN bytes sent chunked, CHUNK per chunk (default 4096)
+  stall                reads requests, never answers
+  reset                resets the connection as soon as a request head is read
+  garbage              sends non-HTTP bytes instead of a response, then closes
+  upgrade-echo         101 to a WebSocket upgrade, then echoes bytes; 426 otherwise
+upstream options:
+  --name NAME          sent as `x-upstream: NAME` on every response (default: ADDR)
+  --fault B            SIGUSR1 switches to behavior B, SIGUSR2 back to --behavior, in place
+                       (the listener and open connections stay)";
 
 fn config_arg(args: &[String]) -> Option<PathBuf> {
     let mut it = args.iter();
@@ -80,6 +102,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some("upstream") => upstream(&args[1..]),
         Some("demo") => match demo::run() {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -91,5 +114,217 @@ fn main() -> ExitCode {
             eprintln!("{USAGE}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Parsed `headwater upstream` arguments.
+struct UpstreamArgs {
+    listen: SocketAddr,
+    name: String,
+    behavior: Behavior,
+    behavior_text: String,
+    fault: Option<(Behavior, String)>,
+}
+
+/// `headwater upstream`: one in-process upstream until SIGTERM or SIGINT. Bad arguments exit 2,
+/// a failure to listen exits 1.
+fn upstream(args: &[String]) -> ExitCode {
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let a = match upstream_args(args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("headwater upstream: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+    // Handlers first: a signal sent as soon as the port answers must not kill the process.
+    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1, SIGUSR2])
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("headwater upstream: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let server = match UpstreamServer::start(&a.name, a.listen, a.behavior.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("headwater upstream: cannot listen on {}: {e}", a.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let name = &a.name;
+    eprintln!(
+        "headwater upstream {name}: serving {} on {}{}",
+        a.behavior_text,
+        server.addr(),
+        a.fault
+            .as_ref()
+            .map(|(_, t)| format!(" (SIGUSR1: {t}, SIGUSR2: back)"))
+            .unwrap_or_default()
+    );
+    for sig in signals.forever() {
+        match (sig, &a.fault) {
+            (SIGUSR1, Some((fault, text))) => {
+                server.set_behavior(fault.clone());
+                eprintln!(
+                    "headwater upstream {name}: now {text} (after {} requests)",
+                    server.requests()
+                );
+            }
+            (SIGUSR2, Some(_)) => {
+                server.set_behavior(a.behavior.clone());
+                eprintln!(
+                    "headwater upstream {name}: now {} (after {} requests)",
+                    a.behavior_text,
+                    server.requests()
+                );
+            }
+            (SIGUSR1 | SIGUSR2, None) => {
+                eprintln!("headwater upstream {name}: no --fault given; signal ignored");
+            }
+            _ => break,
+        }
+    }
+    eprintln!(
+        "headwater upstream {name}: stopped after {} requests on {} connections",
+        server.requests(),
+        server.connections()
+    );
+    server.stop();
+    ExitCode::SUCCESS
+}
+
+fn upstream_args(args: &[String]) -> Result<UpstreamArgs, String> {
+    let (mut listen, mut behavior, mut name, mut fault) = (None, None, None, None);
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let (key, inline) = match arg.split_once('=') {
+            Some((k, v)) if k.starts_with("--") => (k, Some(v.to_owned())),
+            _ => (arg.as_str(), None),
+        };
+        let slot = match key {
+            "--listen" => &mut listen,
+            "--behavior" => &mut behavior,
+            "--name" => &mut name,
+            "--fault" => &mut fault,
+            _ => return Err(format!("unknown argument {arg:?}")),
+        };
+        let value = match inline {
+            Some(v) => v,
+            None => it
+                .next()
+                .cloned()
+                .ok_or_else(|| format!("{key} needs a value"))?,
+        };
+        if slot.replace(value).is_some() {
+            return Err(format!("{key} given twice"));
+        }
+    }
+    let listen_text = listen.ok_or("--listen ADDR is required")?;
+    let listen: SocketAddr = listen_text.parse().map_err(|_| {
+        format!("invalid --listen {listen_text:?}: expected IP:port, e.g. 127.0.0.1:19101")
+    })?;
+    let name = name.unwrap_or_else(|| listen.to_string());
+    if name.is_empty() || name.bytes().any(|b| b.is_ascii_control() || b >= 0x80) {
+        return Err(format!(
+            "invalid --name {name:?}: must be non-empty printable ASCII"
+        ));
+    }
+    let behavior_text = behavior.ok_or("--behavior B is required")?;
+    let behavior = parse_behavior(&behavior_text, &name)?;
+    let fault = match fault {
+        Some(text) => Some((parse_behavior(&text, &name)?, text)),
+        None => None,
+    };
+    Ok(UpstreamArgs {
+        listen,
+        name,
+        behavior,
+        behavior_text,
+        fault,
+    })
+}
+
+/// A behavior by name (see the usage text); `name` goes into the fixed bodies.
+fn parse_behavior(text: &str, name: &str) -> Result<Behavior, String> {
+    let body = || Bytes::from(format!("{name}\n"));
+    let (kind, arg) = match text.split_once(':') {
+        Some((k, a)) => (k, Some(a)),
+        None => (text, None),
+    };
+    let bad = |why: &str| format!("invalid behavior {text:?}: {why}");
+    let no_arg = |b: Behavior| match arg {
+        None => Ok(b),
+        Some(_) => Err(bad(&format!("{kind:?} takes no argument"))),
+    };
+    let number = |s: &str, what: &str| -> Result<u64, String> {
+        s.parse::<u64>()
+            .map_err(|_| bad(&format!("{what} {s:?} is not a whole number")))
+    };
+    match kind {
+        "fixed" => no_arg(Behavior::Fixed { body: body() }),
+        "echo" => no_arg(Behavior::Echo),
+        "mirror" => no_arg(Behavior::Mirror),
+        "stall" => no_arg(Behavior::Stall),
+        "reset" => no_arg(Behavior::Reset),
+        "garbage" => no_arg(Behavior::Garbage),
+        "upgrade-echo" => no_arg(Behavior::UpgradeEcho),
+        "status" => {
+            let code = number(
+                arg.ok_or_else(|| bad("expected status:CODE, e.g. status:500"))?,
+                "status",
+            )?;
+            if !(100..=599).contains(&code) {
+                return Err(bad("the status must be from 100 to 599"));
+            }
+            Ok(Behavior::Status(code as u16))
+        }
+        "slow" => {
+            let d = arg.ok_or_else(|| bad("expected slow:DURATION, e.g. slow:300ms"))?;
+            let delay = config::parse_duration(d).map_err(|e| bad(&e))?;
+            Ok(Behavior::Slow {
+                delay,
+                body: body(),
+            })
+        }
+        "flaky" => {
+            let arg = arg.ok_or_else(|| bad("expected flaky:RATIO[:SEED], e.g. flaky:0.3"))?;
+            let (ratio, seed) = match arg.split_once(':') {
+                Some((r, s)) => (r, number(s, "seed")?),
+                None => (arg, 1),
+            };
+            let fail_ratio: f64 = ratio
+                .parse()
+                .ok()
+                .filter(|r: &f64| (0.0..=1.0).contains(r))
+                .ok_or_else(|| bad(&format!("ratio {ratio:?} is not a number from 0 to 1")))?;
+            Ok(Behavior::Flaky {
+                fail_ratio,
+                seed,
+                body: body(),
+            })
+        }
+        "chunked" => {
+            let arg = arg.ok_or_else(|| bad("expected chunked:LEN[:CHUNK], e.g. chunked:65536"))?;
+            let (len, chunk) = match arg.split_once(':') {
+                Some((l, c)) => (number(l, "length")?, number(c, "chunk size")?),
+                None => (number(arg, "length")?, 4096),
+            };
+            if chunk == 0 {
+                return Err(bad("the chunk size must be at least 1"));
+            }
+            let len = usize::try_from(len).map_err(|_| bad("length too large"))?;
+            let chunk = usize::try_from(chunk).map_err(|_| bad("chunk size too large"))?;
+            Ok(Behavior::Chunked { len, chunk })
+        }
+        _ => Err(bad(
+            "expected fixed, echo, mirror, status:CODE, stall, reset, garbage, slow:DURATION, \
+             flaky:RATIO[:SEED], chunked:LEN[:CHUNK] or upgrade-echo",
+        )),
     }
 }

@@ -155,12 +155,8 @@ impl Control {
                 let _ = writeln!(out, "headwater_endpoint_state{{cluster=\"{cluster}\",endpoint=\"{addr}\",state=\"{}\"}} {}", s.name(), u8::from(eh.state == s));
             }
         }
-        let gauges: [(
-            &str,
-            &str,
-            &str,
-            fn(&crate::health::EndpointHealth, Instant) -> f64,
-        ); 4] = [
+        type Gauge = fn(&crate::health::EndpointHealth, Instant) -> f64;
+        let gauges: [(&str, &str, &str, Gauge); 4] = [
             (
                 "headwater_endpoint_ejections",
                 "counter",

@@ -229,6 +229,10 @@ struct EndpointSlot {
     window: EndpointWindow,
     last_failure: Option<(Instant, Arc<str>)>,
     last_probe: Option<(Instant, bool, Arc<str>)>,
+    /// When outlier detection last ejected it.
+    ejected_at: Option<Instant>,
+    /// When its active checks last brought it back from unhealthy.
+    recovered_at: Option<Instant>,
     /// When the endpoint last became able to serve after not being able to (slow start).
     serving_since: Option<Instant>,
     /// Whether it could serve at the last snapshot.
@@ -449,6 +453,8 @@ impl State {
                         window: EndpointWindow::default(),
                         last_failure: None,
                         last_probe: None,
+                        ejected_at: None,
+                        recovered_at: None,
                         serving_since: None,
                         was_serving: cold || probe.is_none(),
                         published_weight: ec.weight,
@@ -526,6 +532,12 @@ impl State {
             c.probes[usize::from(f.result.ok)] += 1;
             let detail: Arc<str> = f.result.detail.as_str().into();
             let transition = p.record(f.result.ok, f.result.detail, now, policy, &mut self.rng);
+            if transition
+                .as_ref()
+                .is_some_and(|t| t.from == ProbeHealth::Unhealthy && t.to == ProbeHealth::Healthy)
+            {
+                e.recovered_at = Some(now);
+            }
             if !f.result.ok {
                 e.last_failure = Some((now, format!("probe: {detail}").into()));
             }
@@ -589,6 +601,7 @@ impl State {
                     }
                 };
                 e.last_failure = Some((now, why.into()));
+                e.ejected_at = Some(now);
                 *c.ejections.entry(reason_name(ej.reason)).or_default() += 1;
                 changed = true;
             }
@@ -658,7 +671,12 @@ impl State {
             let mut healthy = 0;
             for (i, e) in c.endpoints.iter_mut().enumerate() {
                 let probe = e.probe.as_ref().map(|p| p.health());
-                let ejected = c.detector.is_ejected(i, now);
+                // An ejection that the active checks have since seen go down and come back (the
+                // failures that ejected it were its dying) ends with that recovery: otherwise
+                // an endpoint that passed `rise` probes would stay out for the whole ejection.
+                let recovered =
+                    matches!((e.recovered_at, e.ejected_at), (Some(r), Some(j)) if r > j);
+                let ejected = c.detector.is_ejected(i, now) && !recovered;
                 let state = match probe {
                     Some(ProbeHealth::Unhealthy) => EndpointState::Unhealthy,
                     _ if ejected => EndpointState::Ejected,

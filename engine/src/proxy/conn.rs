@@ -136,7 +136,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketA
                 continue;
             }
             Next::Upgrade(upstream, idle) => {
-                Box::pin(tunnel(client, upstream, rbuf, idle)).await;
+                Box::pin(tunnel(client, *upstream, rbuf, idle)).await;
                 break;
             }
             _ => break,
@@ -237,7 +237,7 @@ enum Next {
     KeepAlive,
     Close,
     /// The upstream switched protocols: tunnel bytes both ways with this idle timeout.
-    Upgrade(UpstreamConn, Duration),
+    Upgrade(Box<UpstreamConn>, Duration),
 }
 
 /// What one request did, for metrics and the access log.
@@ -622,14 +622,14 @@ async fn exchange(
                             Failure::ConnectFailed
                         };
                         last = Some(failure);
-                        // Nothing was sent: another endpoint is always safe, within the
-                        // budget.
+                        // Nothing was sent: another endpoint is always safe. Like the replay of
+                        // a dead pooled connection, this is not taken from the retry budget
+                        // (the request reaches at most one upstream, so it adds no load);
+                        // MAX_CONNECT_FAILURES bounds it.
                         if connect_failures >= MAX_CONNECT_FAILURES {
                             return Err(failure);
                         }
-                        if !flight.begin_retry(cluster_id, record) {
-                            return Err(failure);
-                        }
+                        flight.replay(cluster_id, record);
                         continue;
                     }
                 }
@@ -717,9 +717,11 @@ async fn exchange(
                 } else {
                     fresh_only = true;
                 }
-                if !flight.begin_retry(cluster_id, record) {
-                    return Err(Failure::UpstreamReset);
-                }
+                // Counted as a retry, but not taken from the retry budget: the request never
+                // reached an upstream, so replaying it adds no load. (Taking it let one request
+                // that found dead pooled connections use up a budget of 3, and concurrent
+                // requests then failed with a healthy endpoint or a fallback still available.)
+                flight.replay(cluster_id, record);
                 continue;
             }
             Err(outcome) => {
@@ -808,7 +810,7 @@ async fn exchange(
         if !flush_client(client, wbuf, server.timeouts.client_body).await {
             return Ok(Next::Close);
         }
-        return Ok(Next::Upgrade(upstream, timeouts.upstream_idle));
+        return Ok(Next::Upgrade(Box::new(upstream), timeouts.upstream_idle));
     }
 
     let upstream_kind = response.body_kind(head.method());
@@ -968,6 +970,13 @@ impl<'a> InFlight<'a> {
             self.shard.metrics().retry_budget_exhausted(cluster_id);
         }
         allowed
+    }
+
+    /// Counts a try of a request that has not reached any upstream yet (after a connect failure,
+    /// or a pooled connection found dead) as a retry, without taking it from the budget.
+    fn replay(&mut self, cluster_id: ClusterId, record: &Record) {
+        self.shard.metrics().retry(cluster_id);
+        record.retries.set(record.retries.get() + 1);
     }
 
     /// The request is over; `ok` (final status below 500) feeds the cluster breaker.

@@ -71,15 +71,18 @@ pub struct Conn {
 
 impl Conn {
     pub fn open(addr: SocketAddr) -> Conn {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        stream.set_nodelay(true).unwrap();
-        Conn {
+        Conn::try_open(addr).expect("connect")
+    }
+
+    /// Like [`open`](Self::open), but a failure to connect is returned, not a panic.
+    pub fn try_open(addr: SocketAddr) -> std::io::Result<Conn> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
             stream,
             buf: BytesMut::new(),
-        }
+        })
     }
 
     pub fn send(&mut self, raw: &[u8]) {
