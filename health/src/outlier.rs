@@ -481,6 +481,22 @@ impl OutlierDetector {
         }
     }
 
+    /// Ends endpoint `i`'s ejection at `now`, before its time: the caller has better evidence
+    /// that it serves again (its active checks saw it go down and come back, so the failures
+    /// that ejected it were its going down). The ejection count stays and decays from `now`;
+    /// the consecutive-run baselines stay, so the old runs do not eject it again. Returns
+    /// whether it was ejected.
+    pub fn reinstate(&mut self, i: usize, now: Instant) -> bool {
+        match self.endpoints.get_mut(i) {
+            Some(ep) if ep.ejected_until.is_some_and(|until| until > now) => {
+                ep.ejected_until = None;
+                ep.decay_from = (ep.count > 0).then_some(now);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Whether endpoint `i` is ejected at `now` (its ejection has not ended by `now`, even if no
     /// update has returned it yet). `false` for an index out of range.
     pub fn is_ejected(&self, i: usize, now: Instant) -> bool {

@@ -377,6 +377,32 @@ mod outlier {
     }
 
     #[test]
+    fn reinstate_ends_an_ejection_early_without_re_ejecting_on_the_old_run() {
+        let t0 = Instant::now();
+        let p = policy();
+        let mut rng = fastrand::Rng::with_seed(1);
+        let mut d = OutlierDetector::new(3);
+        let mut w = [run_5xx(0), run_5xx(0), run_5xx(0)];
+        d.update(&w, t0, &p, &mut rng);
+        w[1] = run_5xx(5);
+        let t1 = t0 + ms(100);
+        assert_eq!(d.update(&w, t1, &p, &mut rng).ejected.len(), 1);
+        assert!(!d.reinstate(0, t1), "endpoint 0 was not ejected");
+        assert!(d.reinstate(1, t1 + secs(2)));
+        assert!(!d.is_ejected(1, t1 + secs(2)));
+        assert_eq!(d.ejected_count(), 0);
+        assert_eq!(d.ejection_count(1), 1, "the count stays and decays");
+        assert!(!d.reinstate(1, t1 + secs(2)), "not ejected any more");
+        // The run that ejected it does not eject it again; a new run of 5 does.
+        let r = d.update(&w, t1 + secs(3), &p, &mut rng);
+        assert!(r.ejected.is_empty() && r.returned.is_empty());
+        w[1] = run_5xx(10);
+        let r = d.update(&w, t1 + secs(4), &p, &mut rng);
+        assert_eq!(r.ejected.len(), 1);
+        assert_eq!(r.ejected[0].count, 2);
+    }
+
+    #[test]
     fn consecutive_5xx_ejects() {
         let t0 = Instant::now();
         let p = policy();

@@ -226,13 +226,13 @@ struct EndpointSlot {
     cells: Arc<Cells>,
     /// Counters at the previous tick.
     seen: Totals,
+    /// Consecutive-failure runs (5xx, gateway) that are forgiven: the part of the shards'
+    /// current runs that happened before the active checks declared the endpoint down. A run
+    /// that broke since (its count fell below this) is forgiven no more.
+    forgiven: (u64, u64),
     window: EndpointWindow,
     last_failure: Option<(Instant, Arc<str>)>,
     last_probe: Option<(Instant, bool, Arc<str>)>,
-    /// When outlier detection last ejected it.
-    ejected_at: Option<Instant>,
-    /// When its active checks last brought it back from unhealthy.
-    recovered_at: Option<Instant>,
     /// When the endpoint last became able to serve after not being able to (slow start).
     serving_since: Option<Instant>,
     /// Whether it could serve at the last snapshot.
@@ -450,11 +450,10 @@ impl State {
                         probe_epoch: epoch,
                         cells: Arc::new(Cells::new(self.shards)),
                         seen: Totals::default(),
+                        forgiven: (0, 0),
                         window: EndpointWindow::default(),
                         last_failure: None,
                         last_probe: None,
-                        ejected_at: None,
-                        recovered_at: None,
                         serving_since: None,
                         was_serving: cold || probe.is_none(),
                         published_weight: ec.weight,
@@ -519,13 +518,14 @@ impl State {
             let Some((_, policy)) = &c.probe else {
                 continue;
             };
-            let Some(e) = c
+            let Some(index) = c
                 .endpoints
-                .iter_mut()
-                .find(|e| e.address == f.key.address && e.probe_epoch == f.key.epoch)
+                .iter()
+                .position(|e| e.address == f.key.address && e.probe_epoch == f.key.epoch)
             else {
                 continue;
             };
+            let e = &mut c.endpoints[index];
             let Some(p) = &mut e.probe else {
                 continue;
             };
@@ -536,7 +536,10 @@ impl State {
                 .as_ref()
                 .is_some_and(|t| t.from == ProbeHealth::Unhealthy && t.to == ProbeHealth::Healthy)
             {
-                e.recovered_at = Some(now);
+                // The active checks saw it go down and come back: an ejection for the failures
+                // of its going down ends with that recovery, or an endpoint that passed `rise`
+                // probes would stay out for the whole ejection.
+                c.detector.reinstate(index, now);
             }
             if !f.result.ok {
                 e.last_failure = Some((now, format!("probe: {detail}").into()));
@@ -561,8 +564,24 @@ impl State {
                 e.window.errors_5xx += d(t.errors_5xx, e.seen.errors_5xx);
                 e.window.gateway_failures += d(t.gateway_failures, e.seen.gateway_failures);
                 e.window.latency_total += Duration::from_micros(d(t.latency_us, e.seen.latency_us));
-                e.window.consecutive_5xx = t.consecutive_5xx;
-                e.window.consecutive_gateway_failures = t.consecutive_gateway;
+                // An endpoint its active checks hold down is not judged by outlier detection
+                // (ejecting it would change nothing and use up the ejection cap), and the run
+                // of failures it had while going down is forgiven when it comes back.
+                let down = e
+                    .probe
+                    .as_ref()
+                    .is_some_and(|p| p.health() == ProbeHealth::Unhealthy);
+                if down {
+                    e.forgiven = (t.consecutive_5xx, t.consecutive_gateway);
+                }
+                if t.consecutive_5xx < e.forgiven.0 {
+                    e.forgiven.0 = 0;
+                }
+                if t.consecutive_gateway < e.forgiven.1 {
+                    e.forgiven.1 = 0;
+                }
+                e.window.consecutive_5xx = t.consecutive_5xx - e.forgiven.0;
+                e.window.consecutive_gateway_failures = t.consecutive_gateway - e.forgiven.1;
                 e.seen = t;
                 windows.push(e.window);
             }
@@ -601,7 +620,6 @@ impl State {
                     }
                 };
                 e.last_failure = Some((now, why.into()));
-                e.ejected_at = Some(now);
                 *c.ejections.entry(reason_name(ej.reason)).or_default() += 1;
                 changed = true;
             }
@@ -671,12 +689,7 @@ impl State {
             let mut healthy = 0;
             for (i, e) in c.endpoints.iter_mut().enumerate() {
                 let probe = e.probe.as_ref().map(|p| p.health());
-                // An ejection that the active checks have since seen go down and come back (the
-                // failures that ejected it were its dying) ends with that recovery: otherwise
-                // an endpoint that passed `rise` probes would stay out for the whole ejection.
-                let recovered =
-                    matches!((e.recovered_at, e.ejected_at), (Some(r), Some(j)) if r > j);
-                let ejected = c.detector.is_ejected(i, now) && !recovered;
+                let ejected = c.detector.is_ejected(i, now);
                 let state = match probe {
                     Some(ProbeHealth::Unhealthy) => EndpointState::Unhealthy,
                     _ if ejected => EndpointState::Ejected,
