@@ -495,7 +495,8 @@ pub struct RetryConfig {
     /// "gateway-error". Default connect-failure, reset, 502, 503, 504. Connect failures (and
     /// pooled connections found dead) are retried whatever this says.
     pub on: headwater_health::retry::RetryOn,
-    /// Backoff before retry n: equal jitter over min(max, base × 2^(n-1)). Default 25ms.
+    /// Backoff before retry n ≥ 2: equal jitter over min(max, base × 2^(n-2)); the first retry
+    /// goes at once (to another endpoint). Default 25ms.
     pub backoff_base: Duration,
     /// Default 250ms.
     pub backoff_max: Duration,

@@ -598,16 +598,13 @@ fn outlier(ctx: &Ctx<'_>, raw: RawOutlier) -> Result<Option<OutlierConfig>, Conf
         }
     };
     let base_ejection = raw.base_ejection.map_or(d.base_ejection, |v| v.0);
-    let max_ejection = match raw.max_ejection {
-        None => d.max_ejection.max(base_ejection),
-        Some(v) if v.get_ref().0 >= base_ejection => v.get_ref().0,
-        Some(v) => {
-            return Err(ctx.err(
-                v.span(),
-                "max_ejection must not be shorter than base_ejection",
-            ))
-        }
-    };
+    let max_ejection = not_below(
+        ctx,
+        raw.max_ejection,
+        d.max_ejection,
+        base_ejection,
+        "max_ejection must not be shorter than base_ejection",
+    )?;
     Ok(Some(OutlierConfig {
         consecutive_5xx: raw
             .consecutive_5xx
@@ -666,16 +663,13 @@ fn retry(ctx: &Ctx<'_>, raw: RawRetry) -> Result<RetryConfig, ConfigError> {
         }
     };
     let backoff_base = raw.backoff_base.map_or(d.backoff_base, |v| v.0);
-    let backoff_max = match raw.backoff_max {
-        None => d.backoff_max.max(backoff_base),
-        Some(v) if v.get_ref().0 >= backoff_base => v.get_ref().0,
-        Some(v) => {
-            return Err(ctx.err(
-                v.span(),
-                "backoff_max must not be shorter than backoff_base",
-            ))
-        }
-    };
+    let backoff_max = not_below(
+        ctx,
+        raw.backoff_max,
+        d.backoff_max,
+        backoff_base,
+        "backoff_max must not be shorter than backoff_base",
+    )?;
     Ok(RetryConfig {
         attempts: raw.attempts.map_or(d.attempts, |v| v.get() as u32),
         on,
@@ -684,4 +678,37 @@ fn retry(ctx: &Ctx<'_>, raw: RawRetry) -> Result<RetryConfig, ConfigError> {
         per_try_timeout: raw.per_try_timeout.map(|v| v.0),
         non_idempotent: raw.non_idempotent.unwrap_or(false),
     })
+}
+
+/// A duration that must not be below `floor` (a maximum paired with its base): the value given,
+/// or `default` raised to `floor` when absent.
+fn not_below<D: DurationLeaf>(
+    ctx: &Ctx<'_>,
+    value: Option<Spanned<D>>,
+    default: Duration,
+    floor: Duration,
+    reason: &str,
+) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default.max(floor)),
+        Some(v) if v.get_ref().duration() >= floor => Ok(v.get_ref().duration()),
+        Some(v) => Err(ctx.err(v.span(), reason)),
+    }
+}
+
+/// The duration leaves of the raw config.
+trait DurationLeaf {
+    fn duration(&self) -> Duration;
+}
+
+impl DurationLeaf for super::raw::Dur {
+    fn duration(&self) -> Duration {
+        self.0
+    }
+}
+
+impl DurationLeaf for super::raw::PosDur {
+    fn duration(&self) -> Duration {
+        self.0
+    }
 }

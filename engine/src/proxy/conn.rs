@@ -552,19 +552,19 @@ async fn exchange(
                     continue;
                 }
             }
-            metrics.unavailable(cluster_id, Unavailability::NoHealthyUpstream);
-            record.set_unavailable(shard.describe_unavailable(
+            return Err(refuse(
+                shard,
                 generation,
                 ci,
+                record,
                 Refusal::NoEndpoint,
                 now,
             ));
-            return Err(Failure::NoHealthyUpstream);
         };
         if panic {
             metrics.panic_pick(cluster_id);
         }
-        if !shard.admit_endpoint(generation, ci, ei, now) {
+        if shard.with_cluster(generation, ci, |c| c.admit_endpoint(ei, now)) == Some(false) {
             // Its breaker refused (at its limit, or a half-open trial is out): another one.
             push_tried(&mut tried, &mut ntried, ei);
             continue;
@@ -589,20 +589,20 @@ async fn exchange(
             }
             None => {
                 metrics.pool_miss(cluster_id);
-                if !shard.begin_connect(generation, ci, ei, now) {
+                if shard.with_cluster(generation, ci, |c| c.begin_connect(ei, now)) == Some(false) {
                     attempt_guard.finish(None);
                     flight.finish(None);
-                    metrics.unavailable(cluster_id, Unavailability::CircuitOpen);
-                    record.set_unavailable(shard.describe_unavailable(
+                    return Err(refuse(
+                        shard,
                         generation,
                         ci,
+                        record,
                         Refusal::BreakerOpen,
                         now,
                     ));
-                    return Err(Failure::CircuitOpen);
                 }
                 let connected = connect(addr, timeouts.connect).await;
-                shard.end_connect(generation, ci, ei, connected.is_ok());
+                shard.with_cluster(generation, ci, |c| c.end_connect(ei, connected.is_ok()));
                 match connected {
                     Ok(mut c) => {
                         c.ticket = Some(ConnTicket::new(shard, generation, ci, ei));
@@ -872,6 +872,28 @@ async fn exchange(
     })
 }
 
+/// The gateway's own 503 for cluster `ci`: counted, described (state of every endpoint,
+/// `Retry-After`) for the answer, and returned as the failure to answer with.
+fn refuse(
+    shard: &Shard,
+    generation: &Generation,
+    ci: usize,
+    record: &Record,
+    refusal: Refusal,
+    now: Instant,
+) -> Failure {
+    let (why, failure) = match refusal {
+        Refusal::NoEndpoint => (
+            Unavailability::NoHealthyUpstream,
+            Failure::NoHealthyUpstream,
+        ),
+        Refusal::BreakerOpen => (Unavailability::CircuitOpen, Failure::CircuitOpen),
+    };
+    shard.metrics().unavailable(generation.cluster_ids[ci], why);
+    record.set_unavailable(shard.describe_unavailable(generation, ci, refusal, now));
+    failure
+}
+
 /// Remembers that endpoint `ei` was tried (the list is bounded; beyond it, endpoints may be
 /// tried again).
 fn push_tried(tried: &mut [usize; MAX_TRIED], n: &mut usize, ei: usize) {
@@ -884,10 +906,13 @@ fn push_tried(tried: &mut [usize; MAX_TRIED], n: &mut usize, ei: usize) {
     }
 }
 
-/// Waits before retry number `retry_no` (1-based): exponential with equal jitter.
+/// Waits before retry number `retry_no` (1-based). The first retry goes at once: it goes to
+/// another endpoint, and a wait would only hold its slot of the retry budget (at 100k req/s a
+/// 25 ms pause per retry of a failing endpoint's share needs hundreds of slots). Retries after
+/// that back off exponentially with equal jitter: base × 2^(n-2), capped.
 async fn backoff(retry: &crate::config::RetryConfig, retry_no: u32) {
     let pause = headwater_health::retry::backoff(
-        retry_no,
+        retry_no.saturating_sub(1),
         retry.backoff_base,
         retry.backoff_max,
         &mut fastrand::Rng::new(),
@@ -956,14 +981,21 @@ impl<'a> InFlight<'a> {
     }
 
     /// Takes one retry from the cluster's budget; false (and counted) when it is used up.
+    ///
+    /// A request holds at most one slot: it runs one try at a time, so its second and third
+    /// retries are still one retry in flight and reuse the slot its first one took.
     fn begin_retry(&mut self, cluster_id: ClusterId, record: &Record) -> bool {
-        let allowed = if self.open && self.shard.local_id() == self.config_id {
+        let allowed = if self.retries > 0 {
+            true
+        } else if self.open && self.shard.local_id() == self.config_id {
             self.shard.upstreams.borrow_mut().clusters[self.cluster].begin_retry(Instant::now())
         } else {
             true
         };
         if allowed {
-            self.retries += u32::from(self.open);
+            if self.retries == 0 {
+                self.retries = u32::from(self.open);
+            }
             self.shard.metrics().retry(cluster_id);
             record.retries.set(record.retries.get() + 1);
         } else {

@@ -255,35 +255,16 @@ impl Shard {
             .is_some()
     }
 
-    /// Admits an attempt on endpoint `ei` (its breaker).
-    pub fn admit_endpoint(
+    /// Runs `f` on the shard's state of `cluster` when `generation` is the shard's current one
+    /// (a request pinned to an older config has no breakers to consult: `None`).
+    pub fn with_cluster<T>(
         &self,
         generation: &Generation,
         cluster: usize,
-        ei: usize,
-        now: std::time::Instant,
-    ) -> bool {
-        !self.is_current(generation)
-            || self.upstreams.borrow_mut().clusters[cluster].admit_endpoint(ei, now)
-    }
-
-    /// Takes the breaker slots of a new connection; false when a breaker refuses.
-    pub fn begin_connect(
-        &self,
-        generation: &Generation,
-        cluster: usize,
-        ei: usize,
-        now: std::time::Instant,
-    ) -> bool {
-        !self.is_current(generation)
-            || self.upstreams.borrow_mut().clusters[cluster].begin_connect(ei, now)
-    }
-
-    /// The connect attempt started by [`begin_connect`](Self::begin_connect) finished.
-    pub fn end_connect(&self, generation: &Generation, cluster: usize, ei: usize, open: bool) {
-        if self.is_current(generation) {
-            self.upstreams.borrow_mut().clusters[cluster].end_connect(ei, open);
-        }
+        f: impl FnOnce(&mut upstreams::ClusterRuntime) -> T,
+    ) -> Option<T> {
+        self.is_current(generation)
+            .then(|| f(&mut self.upstreams.borrow_mut().clusters[cluster]))
     }
 
     /// The body and `Retry-After` of a 503 for `cluster`.
