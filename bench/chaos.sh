@@ -62,6 +62,8 @@ trap 'echo "chaos.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH_DIR/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"
 CHAOS_DIR="$BENCH_DIR/chaos"
 
 ALL_SCENARIOS="kill stall 500s reset flap alldown backup"
@@ -108,21 +110,11 @@ FAULT_AT_MS=$(to_ms "$FAULT_AT")
 FAULT_FOR_MS=$(to_ms "$FAULT_FOR")
 
 # ---------------------------------------------------------------- prerequisites
-missing=()
-for cmd in wrk nginx; do
-    command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
-done
-if ((${#missing[@]})); then
-    echo "missing: ${missing[*]}" >&2
-    echo "install them with:  apt-get install -y wrk nginx" >&2
-    exit 1
-fi
+require_wrk_nginx
 for cmd in curl taskset awk sort date; do
     command -v "$cmd" >/dev/null 2>&1 || die "missing: $cmd"
 done
-if (($(nproc) < 2)); then
-    echo "warning: fewer than 2 cores; proxy and load will share a core" >&2
-fi
+warn_few_cores
 for p in "${UPSTREAM_PORTS[@]}" $HEADWATER_PORT $NGINX_PORT $HEADWATER_ADMIN; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
         die "port $p on 127.0.0.1 is already in use (another chaos run?)"
@@ -310,14 +302,7 @@ run_one() { # scenario proxy round
 # beyond 2^31 into "%.6g" strings when they are used as array keys.
 analyze() { # raw t0 fault restore restored-regex
     awk -v T0="$2" -v F="$(($3 - $2))" -v R="$(($4 - $2))" -v RESTORED="$5" \
-        -v TEND="$((DURATION * 1000))" -v VERBOSE="${VERBOSE:-}" '
-    function ms(v) {
-        if (v ~ /us$/) { sub(/us$/, "", v); return v / 1000 }
-        if (v ~ /ms$/) { sub(/ms$/, "", v); return v + 0 }
-        if (v ~ /m$/)  { sub(/m$/, "", v);  return v * 60000 }
-        if (v ~ /s$/)  { sub(/s$/, "", v);  return v * 1000 }
-        return v + 0
-    }
+        -v TEND="$((DURATION * 1000))" -v VERBOSE="${VERBOSE:-}" "$AWK_WRK_MS"'
     function bucket(t) { return int((t + off) / B) }  # bucket of a time relative to t0
     function end_of(b) { return (b + 1) * B - off }     # end of a bucket, relative to t0
     /^TIMELINE/ {
@@ -397,9 +382,9 @@ SETTINGS="SCENARIOS=\"$SCENARIOS\" PROXIES=\"$PROXIES\" DURATION=$DURATION FAULT
 n_scen=$(wc -w <<<"$SCENARIOS")
 n_prox=$(wc -w <<<"$PROXIES")
 echo "date:      $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-echo "machine:   $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "nginx:     $(nginx -v 2>&1 | sed 's/^nginx version: //')"
-echo "wrk:       $({ wrk -v 2>&1 || true; } | head -1 | awk '{print $1, $2}')"
+echo "machine:   $(machine_summary), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "nginx:     $(nginx_version)"
+echo "wrk:       $(wrk_version)"
 echo "headwater: $HEADWATER_BIN ($(date -u -r "$HEADWATER_BIN" +%Y-%m-%dT%H:%M:%SZ)), HEAD $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' + local changes')"
 echo "layout:    proxy on core $PROXY_CORE; wrk -t1 -c$CONNS and upstreams u1-u3 (127.0.0.1:19101-19103) on core $LOAD_CORE"
 echo "faults:    at ${FAULT_AT}s of each ${DURATION}s run, undone ${FAULT_FOR}s later (flap: every ${FLAP_PERIOD}s)"

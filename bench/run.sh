@@ -45,24 +45,16 @@ NGINX_PORT=18902
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH_DIR/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"
 HEADWATER_BIN=${HEADWATER_BIN:-"$ROOT/target/release/headwater"}
 
 # ---------------------------------------------------------------- prerequisites
-missing=()
-for cmd in wrk nginx; do
-    command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
-done
-if ((${#missing[@]})); then
-    echo "missing: ${missing[*]}" >&2
-    echo "install them with:  apt-get install -y wrk nginx" >&2
-    exit 1
-fi
+require_wrk_nginx
 for cmd in curl taskset cargo awk sort; do
     command -v "$cmd" >/dev/null 2>&1 || { echo "missing: $cmd" >&2; exit 1; }
 done
-if (($(nproc) < 2)); then
-    echo "warning: fewer than 2 cores; proxy and load will share a core" >&2
-fi
+warn_few_cores
 
 if [[ -z "${NO_BUILD:-}" ]]; then
     (cd "$ROOT" && cargo build --release -p headwater-engine)
@@ -125,9 +117,9 @@ wait_port $HEADWATER_PORT "headwater"
 
 # ---------------------------------------------------------------- machine summary
 echo "date:     $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-echo "machine:  $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r)"
-echo "nginx:    $(nginx -v 2>&1 | sed 's/^nginx version: //')"
-echo "wrk:      $({ wrk -v 2>&1 || true; } | head -1 | awk '{print $1, $2}')"
+echo "machine:  $(machine_summary)"
+echo "nginx:    $(nginx_version)"
+echo "wrk:      $(wrk_version)"
 echo "headwater: $(grep -m1 'serving on' "$TMP/headwater.log" || cat "$TMP/headwater.log")"
 echo "layout:   proxy on core $PROXY_CORE; wrk -t1 -c$CONNS and upstream nginx on core $LOAD_CORE"
 echo "runs:     $RUNS x $DURATION per proxy and path (alternating), warm-up $WARMUP"
@@ -156,14 +148,7 @@ echo
 # ---------------------------------------------------------------- measuring
 # parse one wrk --latency output -> "rps p50_ms p99_ms non2xx sockerr requests"
 parse_wrk() {
-    awk '
-    function ms(v) {
-        if (v ~ /us$/) { sub(/us$/, "", v); return v / 1000 }
-        if (v ~ /ms$/) { sub(/ms$/, "", v); return v + 0 }
-        if (v ~ /m$/)  { sub(/m$/, "", v);  return v * 60000 }
-        if (v ~ /s$/)  { sub(/s$/, "", v);  return v * 1000 }
-        return v + 0
-    }
+    awk "$AWK_WRK_MS"'
     /^ +50%/ { p50 = ms($2) }
     /^ +99%/ { p99 = ms($2) }
     /requests in/ { reqs = $1 }

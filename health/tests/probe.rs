@@ -125,6 +125,41 @@ fn assert_fails(res: &ProbeResult, detail: &str, driver: &str) {
     );
 }
 
+/// Asserts that the probe failed with exactly `detail`.
+fn assert_fails_with(res: &ProbeResult, detail: &str, driver: &str) {
+    assert!(!res.ok, "{driver}: {res:?}");
+    assert_eq!(res.detail, detail, "{driver}");
+}
+
+/// Runs `kind` against `addr` with `timeout` and asserts that it failed with exactly `detail`
+/// and gave up less than 1 s after the timeout; returns how long it took.
+async fn assert_times_out(
+    addr: SocketAddr,
+    kind: &ProbeKind,
+    timeout: Duration,
+    detail: &str,
+    driver: &str,
+) -> Duration {
+    let start = Instant::now();
+    let res = run_probe(addr, kind, timeout).await;
+    let elapsed = start.elapsed();
+    assert_fails_with(&res, detail, driver);
+    assert!(
+        elapsed < timeout + Duration::from_secs(1),
+        "{driver}: {elapsed:?}"
+    );
+    elapsed
+}
+
+/// Waits (up to 10 s) for the server's report from `wait_for_close` and asserts that the probe
+/// closed the connection.
+fn assert_closed_by_probe(rx: &mpsc::Receiver<bool>, driver: &str) {
+    let closed = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("server saw it");
+    assert!(closed, "{driver}: the probe left the connection open");
+}
+
 /// A port with nothing listening on it: bind a listener, take its port, drop it.
 fn closed_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -145,10 +180,7 @@ fn tcp_connect_ok_and_closed_after() {
             let res = run_probe(addr, &ProbeKind::Tcp, PATIENT).await;
             assert_ok(&res, "ok (connected)", driver);
             assert!(res.latency < PATIENT, "{driver}: {res:?}");
-            let closed = rx
-                .recv_timeout(Duration::from_secs(10))
-                .expect("server saw it");
-            assert!(closed, "{driver}: the probe left the connection open");
+            assert_closed_by_probe(rx, driver);
         }
     });
 }
@@ -158,8 +190,7 @@ fn tcp_connect_refused() {
     let addr = closed_port();
     on_both_drivers(|driver| async move {
         let res = run_probe(addr, &ProbeKind::Tcp, PATIENT).await;
-        assert!(!res.ok, "{driver}: {res:?}");
-        assert_eq!(res.detail, "connect refused", "{driver}");
+        assert_fails_with(&res, "connect refused", driver);
     });
 }
 
@@ -168,8 +199,7 @@ fn http_connect_refused() {
     let addr = closed_port();
     on_both_drivers(|driver| async move {
         let res = run_probe(addr, &get(), PATIENT).await;
-        assert!(!res.ok, "{driver}: {res:?}");
-        assert_eq!(res.detail, "connect refused", "{driver}");
+        assert_fails_with(&res, "connect refused", driver);
     });
 }
 
@@ -186,10 +216,7 @@ fn http_200_ok_and_connection_closed_after() {
         async move {
             let res = run_probe(addr, &get(), PATIENT).await;
             assert_ok(&res, "ok (200)", driver);
-            let closed = rx
-                .recv_timeout(Duration::from_secs(10))
-                .expect("server saw it");
-            assert!(closed, "{driver}: the probe left the connection open");
+            assert_closed_by_probe(rx, driver);
         }
     });
 }
@@ -199,8 +226,7 @@ fn http_503_is_not_ok() {
     let addr = respond_with(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
     on_both_drivers(|driver| async move {
         let res = run_probe(addr, &get(), PATIENT).await;
-        assert!(!res.ok, "{driver}: {res:?}");
-        assert_eq!(res.detail, "status 503 not in 200-399", "{driver}");
+        assert_fails_with(&res, "status 503 not in 200-399", driver);
     });
 }
 
@@ -213,8 +239,7 @@ fn custom_expected_status_range() {
             ..HttpProbe::default()
         });
         let res = run_probe(addr, &exact_200, PATIENT).await;
-        assert!(!res.ok, "{driver}: {res:?}");
-        assert_eq!(res.detail, "status 204 not in 200-200", "{driver}");
+        assert_fails_with(&res, "status 204 not in 200-200", driver);
 
         let any_2xx = http(HttpProbe {
             expect_status: 200..=299,
@@ -245,8 +270,7 @@ fn body_contains_absent() {
     let addr = respond_with(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nstarting");
     on_both_drivers(|driver| async move {
         let res = run_probe(addr, &expecting("ready"), PATIENT).await;
-        assert!(!res.ok, "{driver}: {res:?}");
-        assert_eq!(res.detail, "body lacks \"ready\"", "{driver}");
+        assert_fails_with(&res, "body lacks \"ready\"", driver);
     });
 }
 
@@ -289,8 +313,7 @@ fn body_contains_in_a_close_delimited_body_sent_slowly() {
             driver,
         );
         let res = run_probe(addr, &expecting("steady"), PATIENT).await;
-        assert!(!res.ok, "{driver}: {res:?}");
-        assert_eq!(res.detail, "body lacks \"steady\"", "{driver}");
+        assert_fails_with(&res, "body lacks \"steady\"", driver);
     });
 }
 
@@ -306,11 +329,7 @@ fn body_is_examined_up_to_64_kib_only() {
     });
     on_both_drivers(|driver| async move {
         let res = run_probe(addr, &expecting("ready"), PATIENT).await;
-        assert!(!res.ok, "{driver}: {res:?}");
-        assert_eq!(
-            res.detail, "body lacks \"ready\" in its first 64 KiB",
-            "{driver}"
-        );
+        assert_fails_with(&res, "body lacks \"ready\" in its first 64 KiB", driver);
     });
 }
 
@@ -350,18 +369,14 @@ fn server_that_never_answers_times_out() {
     });
     on_both_drivers(|driver| async move {
         let timeout = Duration::from_millis(300);
-        let start = Instant::now();
-        let res = run_probe(addr, &get(), timeout).await;
-        let elapsed = start.elapsed();
-        assert!(!res.ok, "{driver}: {res:?}");
-        assert_eq!(
-            res.detail, "timed out after 300ms (response head)",
-            "{driver}"
-        );
-        assert!(
-            elapsed < timeout + Duration::from_secs(1),
-            "{driver}: {elapsed:?}"
-        );
+        let elapsed = assert_times_out(
+            addr,
+            &get(),
+            timeout,
+            "timed out after 300ms (response head)",
+            driver,
+        )
+        .await;
         assert!(
             elapsed >= timeout / 2,
             "{driver}: gave up early: {elapsed:?}"
@@ -387,19 +402,14 @@ fn trickled_head_times_out() {
         trickle(&mut conn, b"X-Slow: aaaa\r\n", Duration::from_millis(20));
     });
     on_both_drivers(|driver| async move {
-        let timeout = Duration::from_millis(400);
-        let start = Instant::now();
-        let res = run_probe(addr, &get(), timeout).await;
-        let elapsed = start.elapsed();
-        assert!(!res.ok, "{driver}: {res:?}");
-        assert_eq!(
-            res.detail, "timed out after 400ms (response head)",
-            "{driver}"
-        );
-        assert!(
-            elapsed < timeout + Duration::from_secs(1),
-            "{driver}: {elapsed:?}"
-        );
+        assert_times_out(
+            addr,
+            &get(),
+            Duration::from_millis(400),
+            "timed out after 400ms (response head)",
+            driver,
+        )
+        .await;
     });
 }
 
@@ -411,16 +421,14 @@ fn trickled_body_times_out() {
         trickle(&mut conn, b"1\r\nz\r\n", Duration::from_millis(20));
     });
     on_both_drivers(|driver| async move {
-        let timeout = Duration::from_millis(400);
-        let start = Instant::now();
-        let res = run_probe(addr, &expecting("ready"), timeout).await;
-        let elapsed = start.elapsed();
-        assert!(!res.ok, "{driver}: {res:?}");
-        assert_eq!(res.detail, "timed out after 400ms (body)", "{driver}");
-        assert!(
-            elapsed < timeout + Duration::from_secs(1),
-            "{driver}: {elapsed:?}"
-        );
+        assert_times_out(
+            addr,
+            &expecting("ready"),
+            Duration::from_millis(400),
+            "timed out after 400ms (body)",
+            driver,
+        )
+        .await;
     });
 }
 
@@ -493,11 +501,7 @@ fn huge_head_is_an_invalid_response() {
     });
     on_both_drivers(|driver| async move {
         let res = run_probe(addr, &get(), PATIENT).await;
-        assert!(!res.ok, "{driver}: {res:?}");
-        assert_eq!(
-            res.detail, "invalid response: response head too large",
-            "{driver}"
-        );
+        assert_fails_with(&res, "invalid response: response head too large", driver);
     });
 }
 
@@ -511,11 +515,7 @@ fn reset_before_head() {
     });
     on_both_drivers(|driver| async move {
         let res = run_probe(addr, &get(), PATIENT).await;
-        assert!(!res.ok, "{driver}: {res:?}");
-        assert_eq!(
-            res.detail, "connection reset before response head",
-            "{driver}"
-        );
+        assert_fails_with(&res, "connection reset before response head", driver);
     });
 }
 
@@ -528,11 +528,7 @@ fn closed_before_head() {
     });
     on_both_drivers(|driver| async move {
         let res = run_probe(addr, &get(), PATIENT).await;
-        assert!(!res.ok, "{driver}: {res:?}");
-        assert_eq!(
-            res.detail, "connection closed before response head",
-            "{driver}"
-        );
+        assert_fails_with(&res, "connection closed before response head", driver);
     });
 }
 
@@ -570,61 +566,68 @@ fn recording_server() -> (SocketAddr, mpsc::Receiver<String>) {
     (addr, rx)
 }
 
-#[test]
-fn request_arrives_as_configured() {
+/// Runs `probe` against a recording server under both drivers, asserts that it succeeds with
+/// "ok (200)", and passes the request head the server received (within 10 s) to `check`, with the
+/// server's address and the driver.
+fn check_request_sent<C>(probe: HttpProbe, check: C)
+where
+    C: Fn(&str, SocketAddr, &str),
+{
     let (addr, rx) = recording_server();
+    let probe = http(probe);
     on_both_drivers(|driver| {
-        let rx = &rx;
+        let (rx, probe, check) = (&rx, &probe, &check);
         async move {
-            let probe = http(HttpProbe {
-                path: "/v1/models?check=1".into(),
-                host: Some("llm.internal".into()),
-                headers: vec![
-                    (
-                        HeaderName::from_static("authorization"),
-                        HeaderValue::from_static("Bearer sk-test"),
-                    ),
-                    (
-                        HeaderName::from_static("x-probe"),
-                        HeaderValue::from_static("1"),
-                    ),
-                ],
-                ..HttpProbe::default()
-            });
-            assert_ok(&run_probe(addr, &probe, PATIENT).await, "ok (200)", driver);
+            assert_ok(&run_probe(addr, probe, PATIENT).await, "ok (200)", driver);
             let request = rx.recv_timeout(Duration::from_secs(10)).expect("request");
-            assert_eq!(
-                request,
-                "GET /v1/models?check=1 HTTP/1.1\r\n\
-                 Host: llm.internal\r\n\
-                 User-Agent: headwater-health\r\n\
-                 Connection: close\r\n\
-                 authorization: Bearer sk-test\r\n\
-                 x-probe: 1\r\n\r\n",
-                "{driver}"
-            );
+            check(&request, addr, driver);
         }
     });
 }
 
 #[test]
+fn request_arrives_as_configured() {
+    let probe = HttpProbe {
+        path: "/v1/models?check=1".into(),
+        host: Some("llm.internal".into()),
+        headers: vec![
+            (
+                HeaderName::from_static("authorization"),
+                HeaderValue::from_static("Bearer sk-test"),
+            ),
+            (
+                HeaderName::from_static("x-probe"),
+                HeaderValue::from_static("1"),
+            ),
+        ],
+        ..HttpProbe::default()
+    };
+    check_request_sent(probe, |request, _, driver| {
+        assert_eq!(
+            request,
+            "GET /v1/models?check=1 HTTP/1.1\r\n\
+             Host: llm.internal\r\n\
+             User-Agent: headwater-health\r\n\
+             Connection: close\r\n\
+             authorization: Bearer sk-test\r\n\
+             x-probe: 1\r\n\r\n",
+            "{driver}"
+        );
+    });
+}
+
+#[test]
 fn default_host_is_the_endpoint_address_and_head_gets_no_body() {
-    let (addr, rx) = recording_server();
-    on_both_drivers(|driver| {
-        let rx = &rx;
-        async move {
-            let probe = http(HttpProbe {
-                method: Method::HEAD,
-                path: "/healthz".into(),
-                ..HttpProbe::default()
-            });
-            assert_ok(&run_probe(addr, &probe, PATIENT).await, "ok (200)", driver);
-            let request = rx.recv_timeout(Duration::from_secs(10)).expect("request");
-            assert!(
-                request.starts_with(&format!("HEAD /healthz HTTP/1.1\r\nHost: {addr}\r\n")),
-                "{driver}: {request:?}"
-            );
-        }
+    let probe = HttpProbe {
+        method: Method::HEAD,
+        path: "/healthz".into(),
+        ..HttpProbe::default()
+    };
+    check_request_sent(probe, |request, addr, driver| {
+        assert!(
+            request.starts_with(&format!("HEAD /healthz HTTP/1.1\r\nHost: {addr}\r\n")),
+            "{driver}: {request:?}"
+        );
     });
 }
 
@@ -675,16 +678,14 @@ fn connect_that_hangs_times_out() {
     };
     on_both_drivers(|driver| async move {
         for kind in [ProbeKind::Tcp, get()] {
-            let timeout = Duration::from_millis(300);
-            let start = Instant::now();
-            let res = run_probe(addr, &kind, timeout).await;
-            let elapsed = start.elapsed();
-            assert!(!res.ok, "{driver}: {res:?}");
-            assert_eq!(res.detail, "timed out after 300ms (connect)", "{driver}");
-            assert!(
-                elapsed < timeout + Duration::from_secs(1),
-                "{driver}: {elapsed:?}"
-            );
+            assert_times_out(
+                addr,
+                &kind,
+                Duration::from_millis(300),
+                "timed out after 300ms (connect)",
+                driver,
+            )
+            .await;
         }
     });
 }
