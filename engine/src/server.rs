@@ -285,7 +285,7 @@ impl Control {
                     "routable": eh.map(|eh| eh.routable),
                     "ejections": eh.map(|eh| eh.ejections),
                     "ejected_for_ms": eh.and_then(|eh| eh.ejected_until).map(|t| t.saturating_duration_since(now).as_millis() as u64),
-                    "last_probe": stats.last_probe.get(&(c.name.clone(), e.address)).or(eh.and_then(|eh| eh.last_probe.as_ref())).map(|(at, ok, detail)| serde_json::json!({
+                    "last_probe": stats.last_probe.get(&(Arc::<str>::from(c.name.as_str()), e.address)).map(|(at, ok, detail)| serde_json::json!({
                         "ok": ok, "detail": detail.as_ref(), "ago_ms": now.saturating_duration_since(*at).as_millis() as u64,
                     })),
                     "last_failure": eh.and_then(|eh| eh.last_failure.as_ref()).map(|(at, why)| serde_json::json!({

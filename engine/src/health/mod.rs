@@ -66,14 +66,14 @@ pub struct HealthService {
 #[derive(Debug, Default, Clone)]
 pub struct HealthStats {
     /// Time each cluster has spent in panic mode.
-    pub panic_time: HashMap<String, Duration>,
+    pub panic_time: HashMap<Arc<str>, Duration>,
     /// Ejections by cluster and reason.
-    pub ejections: HashMap<(String, &'static str), u64>,
+    pub ejections: HashMap<(Arc<str>, &'static str), u64>,
     /// Probes run by cluster and result.
-    pub probes: HashMap<(String, bool), u64>,
+    pub probes: HashMap<(Arc<str>, bool), u64>,
     /// The last probe of each endpoint (cluster, address): when, passed, detail. Snapshots
     /// are republished only when a result changes; this is current.
-    pub last_probe: HashMap<(String, SocketAddr), (Instant, bool, Arc<str>)>,
+    pub last_probe: HashMap<(Arc<str>, SocketAddr), (Instant, bool, Arc<str>)>,
 }
 
 impl HealthService {
@@ -654,23 +654,24 @@ impl State {
         }
     }
 
+    /// Copies the counters `/metrics` and `/status` read (every tick: names are shared
+    /// `Arc<str>`s, so this allocates nothing once the maps hold every key).
     fn export(&self, stats: &mut HealthStats) {
         for c in &self.clusters {
-            stats.panic_time.insert(c.name.to_string(), c.panic_time);
+            let name = &c.name;
+            stats.panic_time.insert(name.clone(), c.panic_time);
             for e in &c.endpoints {
                 if let Some(p) = &e.last_probe {
                     stats
                         .last_probe
-                        .insert((c.name.to_string(), e.address), p.clone());
+                        .insert((name.clone(), e.address), p.clone());
                 }
             }
             for (reason, n) in &c.ejections {
-                stats.ejections.insert((c.name.to_string(), reason), *n);
+                stats.ejections.insert((name.clone(), reason), *n);
             }
-            stats.probes.insert((c.name.to_string(), true), c.probes[1]);
-            stats
-                .probes
-                .insert((c.name.to_string(), false), c.probes[0]);
+            stats.probes.insert((name.clone(), true), c.probes[1]);
+            stats.probes.insert((name.clone(), false), c.probes[0]);
         }
     }
 

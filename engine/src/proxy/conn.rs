@@ -510,7 +510,7 @@ async fn exchange(
     let per_try = retry.per_try_timeout.unwrap_or(timeouts.response_header);
 
     let mut ci = route.cluster;
-    let mut flight = InFlight::admit(shard, generation, ci)?;
+    let mut flight = InFlight::admit(shard, generation, ci, record)?;
     let mut key = hash_key(&config.clusters[ci], head, peer);
     let mut tried: [usize; MAX_TRIED] = [usize::MAX; MAX_TRIED];
     let mut ntried = 0usize;
@@ -531,7 +531,7 @@ async fn exchange(
                 metrics.fallback(cluster_id);
                 flight.finish(None);
                 ci = fallback;
-                flight = InFlight::admit(shard, generation, ci)?;
+                flight = InFlight::admit(shard, generation, ci, record)?;
                 key = hash_key(&config.clusters[ci], head, peer);
                 ntried = 0;
                 continue;
@@ -575,10 +575,7 @@ async fn exchange(
         let pooled = if fresh_only {
             None
         } else {
-            shard
-                .pool
-                .borrow_mut()
-                .checkout(addr, &cluster.pool, Instant::now())
+            shard.pool.borrow_mut().checkout(addr, &cluster.pool, now)
         };
         fresh_only = false;
         let reused = pooled.is_some();
@@ -590,7 +587,7 @@ async fn exchange(
             None => {
                 metrics.pool_miss(cluster_id);
                 if shard.with_cluster(generation, ci, |c| c.begin_connect(ei, now)) == Some(false) {
-                    attempt_guard.finish(None);
+                    attempt_guard.finish(None, Instant::now());
                     flight.finish(None);
                     return Err(refuse(
                         shard,
@@ -613,7 +610,7 @@ async fn exchange(
                         if outcome == Outcome::ConnectTimeout {
                             metrics.timeout(TimeoutKind::UpstreamConnect);
                         }
-                        attempt_guard.finish(Some(outcome));
+                        attempt_guard.finish(Some(outcome), Instant::now());
                         push_tried(&mut tried, &mut ntried, ei);
                         connect_failures += 1;
                         let failure = if outcome == Outcome::ConnectTimeout {
@@ -636,7 +633,8 @@ async fn exchange(
             }
         };
         conn.requests += 1;
-        let sent_at = Instant::now();
+        // A pooled connection was taken a moment ago at `now`; a new one took its connect time.
+        let sent_at = if reused { now } else { Instant::now() };
         record.upstream_started.set(Some(sent_at));
 
         // 100-continue: the upstream is reachable, so let the client send its body. We answer
@@ -675,7 +673,7 @@ async fn exchange(
                     Err(PumpError::ReadClosed | PumpError::ReadFailed) => return Ok(Next::Close),
                     Err(PumpError::Decode(e)) => return Err(Failure::BadRequest(e)),
                     Err(PumpError::WriteFailed) => {
-                        attempt_guard.finish(Some(Outcome::Reset));
+                        attempt_guard.finish(Some(Outcome::Reset), Instant::now());
                         return Err(Failure::UpstreamReset);
                     }
                 }
@@ -685,16 +683,20 @@ async fn exchange(
         let (failure, retryable) = match attempt {
             Ok(Attempt::Response(resp)) => {
                 let status = resp.status().as_u16();
-                attempt_guard.finish(Some(Outcome::Response {
-                    status,
-                    latency: sent_at.elapsed(),
-                }));
+                let answered = Instant::now();
+                attempt_guard.finish(
+                    Some(Outcome::Response {
+                        status,
+                        latency: answered - sent_at,
+                    }),
+                    answered,
+                );
                 sent_tries += 1;
                 push_tried(&mut tried, &mut ntried, ei);
                 let retry_status = retry.on.matches_status(status)
                     && replayable
                     && sent_tries < retry.attempts
-                    && shard.has_alternative(generation, ci, &tried[..ntried], key)
+                    && shard.has_alternative(generation, ci, &tried[..ntried])
                     && flight.begin_retry(cluster_id, record);
                 if !retry_status {
                     break (conn, resp);
@@ -707,11 +709,11 @@ async fn exchange(
             Ok(Attempt::Stale) => {
                 // The pooled connection had been closed by the upstream; nothing reached it.
                 // Not the endpoint's failure: no outcome is recorded.
-                attempt_guard.finish(None);
+                attempt_guard.finish(None, Instant::now());
                 let mut avoid = tried;
                 let mut n = ntried;
                 push_tried(&mut avoid, &mut n, ei);
-                if shard.has_alternative(generation, ci, &avoid[..n], key) {
+                if shard.has_alternative(generation, ci, &avoid[..n]) {
                     tried = avoid;
                     ntried = n;
                 } else {
@@ -725,7 +727,7 @@ async fn exchange(
                 continue;
             }
             Err(outcome) => {
-                attempt_guard.finish(Some(outcome));
+                attempt_guard.finish(Some(outcome), Instant::now());
                 sent_tries += 1;
                 match outcome {
                     Outcome::Timeout => {
@@ -958,18 +960,22 @@ struct InFlight<'a> {
 }
 
 impl<'a> InFlight<'a> {
-    fn admit(shard: &'a Shard, generation: &Generation, cluster: usize) -> Result<Self, Failure> {
-        let now = Instant::now();
-        if shard.is_current(generation) {
-            let refused = shard.upstreams.borrow_mut().clusters[cluster]
-                .admit(now)
-                .is_err();
-            if refused {
-                shard
-                    .metrics()
-                    .unavailable(generation.cluster_ids[cluster], Unavailability::CircuitOpen);
-                return Err(Failure::CircuitOpen);
-            }
+    fn admit(
+        shard: &'a Shard,
+        generation: &Generation,
+        cluster: usize,
+        record: &Record,
+    ) -> Result<Self, Failure> {
+        if shard.with_cluster(generation, cluster, |c| c.admit()) == Some(Err(Refusal::BreakerOpen))
+        {
+            return Err(refuse(
+                shard,
+                generation,
+                cluster,
+                record,
+                Refusal::BreakerOpen,
+                Instant::now(),
+            ));
         }
         Ok(InFlight {
             shard,
@@ -988,7 +994,7 @@ impl<'a> InFlight<'a> {
         let allowed = if self.retries > 0 {
             true
         } else if self.open && self.shard.local_id() == self.config_id {
-            self.shard.upstreams.borrow_mut().clusters[self.cluster].begin_retry(Instant::now())
+            self.shard.upstreams.borrow_mut().clusters[self.cluster].begin_retry()
         } else {
             true
         };
@@ -1022,7 +1028,7 @@ impl<'a> InFlight<'a> {
         let mut ups = self.shard.upstreams.borrow_mut();
         let c = &mut ups.clusters[self.cluster];
         c.end_retries(std::mem::take(&mut self.retries));
-        c.release(ok, Instant::now());
+        c.release(ok);
     }
 }
 
@@ -1055,9 +1061,9 @@ impl<'a> Trying<'a> {
             shard.upstreams.borrow_mut().clusters[cluster]
                 .balancer
                 .start(endpoint, now);
-            if let Some(cells) = shard.cells(generation.id, cluster, endpoint) {
-                cells.in_flight(shard.index, true);
-            }
+            shard.with_cells(generation.id, cluster, endpoint, |cells| {
+                cells.in_flight(shard.index, true)
+            });
         }
         Trying {
             shard,
@@ -1068,12 +1074,11 @@ impl<'a> Trying<'a> {
         }
     }
 
-    /// Records the outcome (None: nothing attributable to the endpoint).
-    fn finish(&mut self, outcome: Option<Outcome>) {
+    /// Records the outcome (None: nothing attributable to the endpoint), observed at `now`.
+    fn finish(&mut self, outcome: Option<Outcome>, now: Instant) {
         if !std::mem::take(&mut self.open) || self.shard.local_id() != self.config_id {
             return;
         }
-        let now = Instant::now();
         let (ewma, breaker) = {
             let mut ups = self.shard.upstreams.borrow_mut();
             let c = &mut ups.clusters[self.cluster];
@@ -1083,25 +1088,26 @@ impl<'a> Trying<'a> {
                 c.endpoint_breaker_state(self.endpoint, now),
             )
         };
-        if let Some(cells) = self
-            .shard
-            .cells(self.config_id, self.cluster, self.endpoint)
-        {
-            cells.in_flight(self.shard.index, false);
-            if let Some(outcome) = outcome {
-                cells.record(self.shard.index, outcome);
-            }
-            if ewma.is_some() {
-                cells.set_ewma(self.shard.index, ewma);
-            }
-            cells.set_breaker(self.shard.index, breaker);
-        }
+        let shard = self.shard.index;
+        self.shard
+            .with_cells(self.config_id, self.cluster, self.endpoint, |cells| {
+                cells.in_flight(shard, false);
+                if let Some(outcome) = outcome {
+                    cells.record(shard, outcome);
+                }
+                if ewma.is_some() {
+                    cells.set_ewma(shard, ewma);
+                }
+                cells.set_breaker(shard, breaker);
+            });
     }
 }
 
 impl Drop for Trying<'_> {
     fn drop(&mut self) {
-        self.finish(None);
+        if self.open {
+            self.finish(None, Instant::now());
+        }
     }
 }
 

@@ -208,17 +208,20 @@ impl Shard {
         self.local_id.get()
     }
 
-    /// The health counters of an endpoint, when the snapshot describes `config_id`.
-    pub fn cells(
+    /// Runs `f` on the health counters of an endpoint, when the snapshot describes
+    /// `config_id`. Borrowed, not cloned: every shard holds the same `Arc<Cells>`, and bumping
+    /// its reference count on every attempt would bounce that count between cores.
+    pub fn with_cells<T>(
         &self,
         config_id: u64,
         cluster: usize,
         endpoint: usize,
-    ) -> Option<Arc<crate::health::Cells>> {
+        f: impl FnOnce(&crate::health::Cells) -> T,
+    ) -> Option<T> {
         let h = self.health.borrow();
         h.cluster(config_id, cluster)
             .and_then(|c| c.endpoints.get(endpoint))
-            .map(|e| e.cells.clone())
+            .map(|e| f(&e.cells))
     }
 
     /// Picks an endpoint of `cluster` for a request pinned to `generation`, skipping `avoid`.
@@ -243,16 +246,20 @@ impl Shard {
             .map(|i| (i, false))
     }
 
-    /// Whether another endpoint than those in `avoid` could be picked now.
+    /// Whether another endpoint than those in `avoid` could be picked now (without picking:
+    /// the balancer's state is left alone).
     pub fn has_alternative(
         &self,
         generation: &Generation,
         cluster: usize,
         avoid: &[usize],
-        key: Option<u64>,
     ) -> bool {
-        self.pick(generation, cluster, avoid, key, std::time::Instant::now())
-            .is_some()
+        let now = std::time::Instant::now();
+        self.with_cluster(generation, cluster, |c| c.has_candidate(avoid, now))
+            .unwrap_or_else(|| {
+                let n = generation.config.clusters[cluster].endpoints.len();
+                (0..n).any(|i| !avoid.contains(&i))
+            })
     }
 
     /// Runs `f` on the shard's state of `cluster` when `generation` is the shard's current one

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use headwater_balancer::{Balancer, CandidateSet, Plan, Tier, TierKind};
-use headwater_health::breaker::{Breaker, BreakerPolicy, Resource};
+use headwater_health::breaker::{Breaker, BreakerPolicy, BreakerState, Resource};
 use headwater_health::retry::RetryBudget;
 use headwater_health::Outcome;
 
@@ -74,16 +74,12 @@ pub(crate) enum Refusal {
 impl ClusterRuntime {
     fn new(c: &ClusterConfig, shard: usize, shards: usize) -> ClusterRuntime {
         let n = c.endpoints.len();
+        let addresses: Vec<SocketAddr> = c.endpoints.iter().map(|e| e.address).collect();
         let mut balancer = Balancer::new(c.balancer, n, 0x9e37_79b9 ^ shard as u64);
-        balancer.set_identities(
-            &c.endpoints
-                .iter()
-                .map(|e| headwater_balancer::hash_key(e.address.to_string().as_bytes()))
-                .collect::<Vec<_>>(),
-        );
+        balancer.set_identities(&identities(&addresses));
         ClusterRuntime {
             name: c.name.as_str().into(),
-            addresses: c.endpoints.iter().map(|e| e.address).collect(),
+            addresses,
             balancer,
             plan: plain_plan(c),
             quarantine: vec![None; n],
@@ -115,13 +111,7 @@ impl ClusterRuntime {
             .collect();
         if old.balancer.algorithm() == c.balancer {
             old.balancer.remap(&map, next.addresses.len());
-            old.balancer.set_identities(
-                &next
-                    .addresses
-                    .iter()
-                    .map(|a| headwater_balancer::hash_key(a.to_string().as_bytes()))
-                    .collect::<Vec<_>>(),
-            );
+            old.balancer.set_identities(&identities(&next.addresses));
             next.balancer = old.balancer;
         }
         // Quarantines carry over; in-flight counts and breakers start afresh, because requests
@@ -150,23 +140,11 @@ impl ClusterRuntime {
     }
 
     fn quarantined(&self, i: usize, now: Instant) -> bool {
-        self.quarantine
-            .get(i)
-            .copied()
-            .flatten()
-            .is_some_and(|until| until > now)
+        quarantined(&self.quarantine, i, now)
     }
 
     fn endpoint_open(&self, i: usize, now: Instant) -> bool {
-        match (&self.endpoint_policy, self.endpoint_breakers.get(i)) {
-            (Some(_), Some(b)) => {
-                matches!(
-                    b.state(now),
-                    headwater_health::breaker::BreakerState::Open { .. }
-                )
-            }
-            _ => false,
-        }
+        self.endpoint_policy.is_some() && breaker_open(&self.endpoint_breakers, i, now)
     }
 
     /// Picks an endpoint: the first tier of the plan with a member that is not in `avoid`, not
@@ -188,18 +166,8 @@ impl ClusterRuntime {
         } = self;
         let blocked = |i: usize| {
             avoid.contains(&i)
-                || quarantine
-                    .get(i)
-                    .copied()
-                    .flatten()
-                    .is_some_and(|until| until > now)
-                || (endpoint_policy.is_some()
-                    && endpoint_breakers.get(i).is_some_and(|b| {
-                        matches!(
-                            b.state(now),
-                            headwater_health::breaker::BreakerState::Open { .. }
-                        )
-                    }))
+                || quarantined(quarantine, i, now)
+                || (endpoint_policy.is_some() && breaker_open(endpoint_breakers, i, now))
         };
         for tier in &plan.tiers {
             if let Some(i) = balancer.pick(&tier.set, blocked, key, now) {
@@ -209,10 +177,21 @@ impl ClusterRuntime {
         None
     }
 
-    /// Admits a request to the cluster (its breaker), counting it in flight.
-    pub fn admit(&mut self, now: Instant) -> Result<(), Refusal> {
+    /// Whether [`pick`](Self::pick) would find an endpoint outside `avoid` now. Unlike a pick it
+    /// leaves the balancer's state (rotation, random stream) alone.
+    pub fn has_candidate(&self, avoid: &[usize], now: Instant) -> bool {
+        self.plan.tiers.iter().any(|tier| {
+            tier.set.members().any(|(i, _)| {
+                !avoid.contains(&i) && !self.quarantined(i, now) && !self.endpoint_open(i, now)
+            })
+        })
+    }
+
+    /// Admits a request to the cluster (its breaker), counting it in flight. The clock is read
+    /// only when the cluster has a breaker.
+    pub fn admit(&mut self) -> Result<(), Refusal> {
         if let Some((b, p)) = &mut self.breaker {
-            b.try_acquire(Resource::Request, now, p)
+            b.try_acquire(Resource::Request, Instant::now(), p)
                 .map_err(|_| Refusal::BreakerOpen)?;
         }
         self.active += 1;
@@ -220,23 +199,23 @@ impl ClusterRuntime {
     }
 
     /// The request admitted by [`admit`](Self::admit) is over; `ok` feeds the breaker.
-    pub fn release(&mut self, ok: Option<bool>, now: Instant) {
+    pub fn release(&mut self, ok: Option<bool>) {
         self.active = self.active.saturating_sub(1);
         if let Some((b, p)) = &mut self.breaker {
             b.release(Resource::Request);
             if let Some(ok) = ok {
-                b.record(ok, now, p);
+                b.record(ok, Instant::now(), p);
             }
         }
     }
 
     /// Takes a retry from the budget and the breaker; false when neither allows one more.
-    pub fn begin_retry(&mut self, now: Instant) -> bool {
+    pub fn begin_retry(&mut self) -> bool {
         if !self.budget.allows(self.active, self.active_retries) {
             return false;
         }
         if let Some((b, p)) = &mut self.breaker {
-            if b.try_acquire(Resource::Retry, now, p).is_err() {
+            if b.try_acquire(Resource::Retry, Instant::now(), p).is_err() {
                 return false;
             }
         }
@@ -349,13 +328,38 @@ impl ClusterRuntime {
     pub fn endpoint_breaker_state(&self, i: usize, now: Instant) -> u64 {
         match (&self.endpoint_policy, self.endpoint_breakers.get(i)) {
             (Some(_), Some(b)) => match b.state(now) {
-                headwater_health::breaker::BreakerState::Closed => 0,
-                headwater_health::breaker::BreakerState::Open { .. } => 1,
-                headwater_health::breaker::BreakerState::HalfOpen => 2,
+                BreakerState::Closed => 0,
+                BreakerState::Open { .. } => 1,
+                BreakerState::HalfOpen => 2,
             },
             _ => 0,
         }
     }
+}
+
+/// Stable balancer identities of endpoints: a hash of the address, so that Maglev keys stay
+/// with an endpoint across reloads that reorder the list.
+fn identities(addresses: &[SocketAddr]) -> Vec<u64> {
+    addresses
+        .iter()
+        .map(|a| headwater_balancer::hash_key(a.to_string().as_bytes()))
+        .collect()
+}
+
+/// Whether endpoint `i` is quarantined at `now`.
+fn quarantined(quarantine: &[Option<Instant>], i: usize, now: Instant) -> bool {
+    quarantine
+        .get(i)
+        .copied()
+        .flatten()
+        .is_some_and(|until| until > now)
+}
+
+/// Whether endpoint `i`'s breaker is open at `now`.
+fn breaker_open(breakers: &[Breaker], i: usize, now: Instant) -> bool {
+    breakers
+        .get(i)
+        .is_some_and(|b| matches!(b.state(now), BreakerState::Open { .. }))
 }
 
 /// The plan when there is no health information: one tier of every endpoint per priority level.
