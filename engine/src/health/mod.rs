@@ -36,7 +36,8 @@ use headwater_health::probe_state::{ProbeHealth, ProbePolicy, ProbeState};
 
 use crate::config::{ClusterConfig, Config, HealthCheck, OutlierConfig};
 pub use snapshot::{
-    Cells, ClusterHealth, EndpointHealth, EndpointState, HealthSnapshot, HealthTable, Totals,
+    Cells, ClusterHealth, EndpointHealth, EndpointState, HealthSnapshot, HealthTable, LastProbe,
+    Totals,
 };
 
 /// How often the health thread looks at probes and counters.
@@ -73,7 +74,7 @@ pub struct HealthStats {
     pub probes: HashMap<(Arc<str>, bool), u64>,
     /// The last probe of each endpoint (cluster, address): when, passed, detail. Snapshots
     /// are republished only when a result changes; this is current.
-    pub last_probe: HashMap<(Arc<str>, SocketAddr), (Instant, bool, Arc<str>)>,
+    pub last_probe: HashMap<(Arc<str>, SocketAddr), LastProbe>,
 }
 
 impl HealthService {
@@ -232,7 +233,7 @@ struct EndpointSlot {
     forgiven: (u64, u64),
     window: EndpointWindow,
     last_failure: Option<(Instant, Arc<str>)>,
-    last_probe: Option<(Instant, bool, Arc<str>)>,
+    last_probe: Option<LastProbe>,
     /// When the endpoint last became able to serve after not being able to (slow start).
     serving_since: Option<Instant>,
     /// Whether it could serve at the last snapshot.

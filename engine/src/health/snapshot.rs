@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use headwater_health::Outcome;
 
+/// An endpoint's last active probe: when, whether it passed, and what it found.
+pub type LastProbe = (Instant, bool, Arc<str>);
+
 /// An endpoint's state as the balancers see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndpointState {
@@ -61,7 +64,7 @@ pub struct EndpointHealth {
     /// Why it was last ejected or marked unhealthy, with when.
     pub last_failure: Option<(Instant, Arc<str>)>,
     /// Last active probe: when, whether it passed, and what it found.
-    pub last_probe: Option<(Instant, bool, Arc<str>)>,
+    pub last_probe: Option<LastProbe>,
     /// When the endpoint is expected back, for `Retry-After` (ejection end, or the earliest
     /// time enough probes can pass).
     pub recovery: Option<Instant>,
