@@ -226,6 +226,15 @@ impl Balancer {
         }
     }
 
+    /// A request to `endpoint` ended without telling anything about the endpoint (it never
+    /// reached it: a pooled connection found closed, a breaker refusal, a cancelled attempt):
+    /// in-flight goes down by one and no latency sample is recorded.
+    pub fn abandon(&mut self, endpoint: usize) {
+        if let Some(n) = self.in_flight.get_mut(endpoint) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
     /// The endpoint list changed: `map[old] = Some(new)` for endpoints that remain, and the list
     /// now has `new_len` endpoints. Remaining endpoints keep their in-flight count, EWMA,
     /// smooth-WRR current weight and Maglev identity; new ones start fresh (no EWMA samples:

@@ -216,3 +216,23 @@ fn without_any_samples_every_endpoint_gets_the_configured_seed() {
         assert!((900..1100).contains(&c), "{counts:?}");
     }
 }
+
+#[test]
+fn an_abandoned_request_leaves_in_flight_and_no_sample() {
+    let now = Instant::now();
+    let mut b = Balancer::new(Algorithm::PeakEwma, 2, 5);
+    b.start(0, now);
+    b.finish(0, Some(MS), now);
+    b.start(0, now);
+    assert_eq!(b.in_flight(0), 1);
+    b.abandon(0);
+    assert_eq!(b.in_flight(0), 0);
+    assert_eq!(b.ewma(0, now), Some(MS), "no failure penalty");
+    b.abandon(1);
+    assert_eq!(b.in_flight(1), 0, "never below zero");
+    assert_eq!(
+        b.ewma(1, now),
+        None,
+        "no sample for an endpoint never heard from"
+    );
+}

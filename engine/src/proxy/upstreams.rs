@@ -169,12 +169,9 @@ impl ClusterRuntime {
                 || quarantined(quarantine, i, now)
                 || (endpoint_policy.is_some() && breaker_open(endpoint_breakers, i, now))
         };
-        for tier in &plan.tiers {
-            if let Some(i) = balancer.pick(&tier.set, blocked, key, now) {
-                return Some((i, matches!(tier.kind, TierKind::Panic { .. })));
-            }
-        }
-        None
+        balancer
+            .pick_in_plan(plan, blocked, key, now)
+            .map(|(i, tier)| (i, plan.tiers[tier].kind.is_panic()))
     }
 
     /// Whether [`pick`](Self::pick) would find an endpoint outside `avoid` now. Unlike a pick it
@@ -288,11 +285,12 @@ impl ClusterRuntime {
     /// What one attempt on endpoint `i` came to: balancer feedback, endpoint breaker,
     /// quarantine on connect failure.
     pub fn finish_attempt(&mut self, i: usize, outcome: Option<Outcome>, now: Instant) {
-        let rtt = match outcome {
-            Some(Outcome::Response { latency, .. }) => Some(latency),
-            _ => None,
-        };
-        self.balancer.finish(i, rtt, now);
+        match outcome {
+            Some(Outcome::Response { latency, .. }) => self.balancer.finish(i, Some(latency), now),
+            Some(_) => self.balancer.finish(i, None, now),
+            // Nothing reached the endpoint: no latency sample, no failure penalty.
+            None => self.balancer.abandon(i),
+        }
         let ok = match outcome {
             Some(Outcome::Response { status, .. }) => Some(status < 500),
             Some(_) => Some(false),
