@@ -31,6 +31,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::error::{bad_chunk, Error};
+use crate::syntax::token_len;
 
 /// Default limit on a chunk-size line (size and extensions, without the CRLF), in bytes.
 const DEFAULT_MAX_CHUNK_LINE: usize = 4096;
@@ -318,44 +319,6 @@ fn scan_line(buf: &[u8], from: usize, errors: &LineErrors) -> Result<Line, Error
         b'\n' => Err(errors.bare_lf),
         _ => Err(errors.control),
     }
-}
-
-/// tchar (RFC 9110 §5.6.2): "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." / "^" /
-/// "_" / "`" / "|" / "~" / DIGIT / ALPHA.
-static TCHAR: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
-        b += 1;
-    }
-    table
-};
-
-/// Length of the token (run of tchar) at the start of `s`.
-#[inline]
-fn token_len(s: &[u8]) -> usize {
-    s.iter()
-        .position(|&b| !TCHAR[usize::from(b)])
-        .unwrap_or(s.len())
 }
 
 /// Index of the first byte at or after `i` that is not BWS (SP / HTAB).

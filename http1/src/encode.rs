@@ -11,7 +11,8 @@ use bytes::{BufMut, BytesMut};
 use http::{HeaderName, HeaderValue, Method, StatusCode, Version};
 
 use crate::framing::BodyKind;
-use crate::head::{list_elements, Facts, RequestHead, ResponseHead, TargetForm};
+use crate::head::{Facts, FieldKind, RequestHead, ResponseHead, TargetForm};
+use crate::syntax::list_elements;
 
 /// The interim response sent to a client that asked `Expect: 100-continue`.
 pub const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -68,42 +69,6 @@ pub struct ResponseEdits<'a> {
     pub remove: &'a [HeaderName],
     /// Headers to add.
     pub add: &'a [(HeaderName, HeaderValue)],
-}
-
-/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus the framing
-/// headers the proxy rewrites itself.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Hop {
-    /// Dropped: Connection, Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding.
-    Drop,
-    ContentLength,
-    Upgrade,
-    Host,
-    Via,
-    XForwardedFor,
-    XForwardedProto,
-    XForwardedHost,
-    Other,
-}
-
-#[inline]
-fn hop(name: &[u8]) -> Hop {
-    match name.len() {
-        2 if name.eq_ignore_ascii_case(b"te") => Hop::Drop,
-        3 if name.eq_ignore_ascii_case(b"via") => Hop::Via,
-        4 if name.eq_ignore_ascii_case(b"host") => Hop::Host,
-        7 if name.eq_ignore_ascii_case(b"upgrade") => Hop::Upgrade,
-        7 if name.eq_ignore_ascii_case(b"trailer") => Hop::Drop,
-        10 if name.eq_ignore_ascii_case(b"connection") => Hop::Drop,
-        10 if name.eq_ignore_ascii_case(b"keep-alive") => Hop::Drop,
-        14 if name.eq_ignore_ascii_case(b"content-length") => Hop::ContentLength,
-        15 if name.eq_ignore_ascii_case(b"x-forwarded-for") => Hop::XForwardedFor,
-        16 if name.eq_ignore_ascii_case(b"proxy-connection") => Hop::Drop,
-        16 if name.eq_ignore_ascii_case(b"x-forwarded-host") => Hop::XForwardedHost,
-        17 if name.eq_ignore_ascii_case(b"transfer-encoding") => Hop::Drop,
-        17 if name.eq_ignore_ascii_case(b"x-forwarded-proto") => Hop::XForwardedProto,
-        _ => Hop::Other,
-    }
 }
 
 /// Whether `name` is listed in the message's Connection header(s) (and so hop-by-hop).
@@ -171,6 +136,17 @@ fn put_ip(dst: &mut BytesMut, ip: IpAddr) {
     dst.put_slice(&tmp[..n]);
 }
 
+/// Starts field `name` with every received value of it, each followed by ", ": the caller
+/// appends the proxy's own element and ends the line.
+fn put_received<'a>(dst: &mut BytesMut, name: &[u8], received: impl Iterator<Item = &'a [u8]>) {
+    dst.put_slice(name);
+    dst.put_slice(b": ");
+    for v in received {
+        dst.put_slice(v);
+        dst.put_slice(b", ");
+    }
+}
+
 /// Writes one `Via` field: every received value merged, then ours (`1.1 pseudonym`, or
 /// `1.0` for a message received over HTTP/1.0).
 fn put_via<'a>(
@@ -179,14 +155,17 @@ fn put_via<'a>(
     version: Version,
     pseudonym: &[u8],
 ) {
-    dst.put_slice(b"via: ");
-    for v in received {
-        dst.put_slice(v);
-        dst.put_slice(b", ");
-    }
+    put_received(dst, b"via", received);
     dst.put_slice(version_token(version));
     dst.put_u8(b' ');
     dst.put_slice(pseudonym);
+    dst.put_slice(b"\r\n");
+}
+
+/// Writes one `X-Forwarded-For` field: every received value merged, then the peer's address.
+fn put_xff<'a>(dst: &mut BytesMut, received: impl Iterator<Item = &'a [u8]>, ip: IpAddr) {
+    put_received(dst, b"x-forwarded-for", received);
+    put_ip(dst, ip);
     dst.put_slice(b"\r\n");
 }
 
@@ -222,15 +201,12 @@ pub fn encode_proxy_request(
             dst.put_slice(b);
         }
         (None, TargetForm::Origin | TargetForm::Absolute) => {
+            // An absolute-form target's path may be empty (`http://host` or `http://host?q`).
             let pq = head.path_and_query();
-            if pq.is_empty() {
+            if !pq.starts_with(b"/") {
                 dst.put_u8(b'/');
-            } else if pq[0] == b'?' {
-                dst.put_u8(b'/');
-                dst.put_slice(pq);
-            } else {
-                dst.put_slice(pq);
             }
+            dst.put_slice(pq);
         }
         (None, _) => dst.put_slice(head.target()),
     }
@@ -247,15 +223,13 @@ pub fn encode_proxy_request(
     let mut via_written = false;
     let mut xff_written = false;
     for (name, value) in head.headers() {
-        let kind = hop(name);
+        let kind = FieldKind::of(name);
         match kind {
-            Hop::Drop | Hop::ContentLength | Hop::Host => continue,
-            Hop::Upgrade => {
-                if !edits.upgrade {
-                    continue;
-                }
-            }
-            Hop::Via => {
+            k if k.is_hop_by_hop() => continue,
+            FieldKind::ContentLength | FieldKind::Host => continue,
+            FieldKind::Upgrade if !edits.upgrade => continue,
+            FieldKind::Expect if edits.strip_expect => continue,
+            FieldKind::Via => {
                 if let Some(p) = fwd.via {
                     if !via_written {
                         put_via(dst, head.header_all("via"), head.version(), p);
@@ -264,40 +238,25 @@ pub fn encode_proxy_request(
                     continue;
                 }
             }
-            Hop::XForwardedFor => match (fwd.xff, fwd.client_ip) {
+            FieldKind::XForwardedFor => match (fwd.xff, fwd.client_ip) {
                 (XffMode::Off, _) | (_, None) => {}
                 (XffMode::Replace, Some(_)) => continue,
                 (XffMode::Append, Some(ip)) => {
                     if !xff_written {
-                        dst.put_slice(b"x-forwarded-for: ");
-                        for v in head.header_all("x-forwarded-for") {
-                            dst.put_slice(v);
-                            dst.put_slice(b", ");
-                        }
-                        put_ip(dst, ip);
-                        dst.put_slice(b"\r\n");
+                        put_xff(dst, head.header_all("x-forwarded-for"), ip);
                         xff_written = true;
                     }
                     continue;
                 }
             },
-            Hop::XForwardedProto => {
-                if fwd.proto.is_some() {
-                    continue;
-                }
-            }
-            Hop::XForwardedHost => {
-                if fwd.forwarded_host {
-                    continue;
-                }
-            }
-            Hop::Other => {}
+            FieldKind::XForwardedProto if fwd.proto.is_some() => continue,
+            FieldKind::XForwardedHost if fwd.forwarded_host => continue,
+            _ => {}
         }
         // An Upgrade field that got here is forwarded with the upgrade; `Connection: upgrade`
         // names it for exactly that reason, so being named by Connection must not drop it.
-        if (kind != Hop::Upgrade && named_by_connection(name, facts, head.headers()))
+        if (kind != FieldKind::Upgrade && named_by_connection(name, facts, head.headers()))
             || removed(name, edits.remove)
-            || (edits.strip_expect && name.eq_ignore_ascii_case(b"expect"))
         {
             continue;
         }
@@ -312,9 +271,7 @@ pub fn encode_proxy_request(
     if let (XffMode::Append | XffMode::Replace, Some(ip), false) =
         (fwd.xff, fwd.client_ip, xff_written)
     {
-        dst.put_slice(b"x-forwarded-for: ");
-        put_ip(dst, ip);
-        dst.put_slice(b"\r\n");
+        put_xff(dst, std::iter::empty(), ip);
     }
     if let Some(proto) = fwd.proto {
         put_header(dst, b"x-forwarded-proto", proto);
@@ -358,14 +315,14 @@ pub fn encode_proxy_response(
     put_status_line(dst, head.status(), head.reason());
     let mut via_written = false;
     for (name, value) in head.headers() {
-        let kind = hop(name);
+        let kind = FieldKind::of(name);
         match kind {
-            Hop::Drop => continue,
+            k if k.is_hop_by_hop() => continue,
             // A response without a body (HEAD, 304) keeps its Content-Length: it describes
             // the representation, not this message's framing.
-            Hop::ContentLength if framing != BodyKind::None => continue,
-            Hop::Upgrade if conn != ClientConnection::Upgrade => continue,
-            Hop::Via => {
+            FieldKind::ContentLength if framing != BodyKind::None => continue,
+            FieldKind::Upgrade if conn != ClientConnection::Upgrade => continue,
+            FieldKind::Via => {
                 if let Some(p) = via {
                     if !via_written {
                         put_via(dst, head.header_all("via"), head.version(), p);
@@ -377,7 +334,7 @@ pub fn encode_proxy_response(
             _ => {}
         }
         // As for requests: an Upgrade field that got here goes along with the upgrade.
-        if (kind != Hop::Upgrade && named_by_connection(name, facts, head.headers()))
+        if (kind != FieldKind::Upgrade && named_by_connection(name, facts, head.headers()))
             || removed(name, edits.remove)
         {
             continue;

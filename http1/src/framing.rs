@@ -74,8 +74,10 @@ mod tests {
         ] {
             assert_eq!(response_framing(up, client), want, "{up:?} to {client:?}");
         }
+        assert_eq!(request_framing(None), None);
         assert_eq!(request_framing(Length(0)), Length(0));
         assert_eq!(request_framing(Chunked), Chunked);
+        assert_eq!(request_framing(Close), Chunked);
         assert!(!Length(0).has_body() && Length(1).has_body() && !None.has_body());
         assert!(!Close.reusable() && Chunked.reusable());
     }

@@ -18,6 +18,7 @@ use http::{HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
 
 use crate::error::{bad_framing, malformed, Error, ErrorKind};
 use crate::framing::BodyKind;
+use crate::syntax::{is_token, list_elements, trim_ows};
 
 /// Size limits applied while reading a head. Each has the status a server answers when exceeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,19 +153,12 @@ pub struct ResponseParser {
     scanned: usize,
 }
 
-/// Where the end of a head was found while scanning.
-enum Scan {
-    /// The head is `buf[..n]`.
-    Complete(usize),
-    Partial,
-}
-
-/// Scans `buf[from..]` for the blank line that ends a head. Every LF must be preceded by CR
-/// (bare LF is rejected here; a CR not followed by LF is refused by httparse once the head is
-/// complete). `from` is where the previous scan
+/// Scans `buf[from..]` for the blank line that ends a head and returns the head's length once
+/// it is complete. Every LF must be preceded by CR (bare LF is rejected here; a CR not followed
+/// by LF is refused by httparse once the head is complete). `from` is where the previous scan
 /// stopped; the 3 bytes before it are re-examined so that a terminator split across reads is
 /// found.
-fn scan_head_end(buf: &[u8], from: usize) -> Result<(Scan, usize), Error> {
+fn scan_head_end(buf: &[u8], from: usize) -> Result<Option<usize>, Error> {
     // Only LFs are visited (one stop per line). A CR that is not followed by LF is left to
     // httparse, which refuses it wherever it stands in a complete head.
     for i in memchr::memchr_iter(b'\n', &buf[from..]) {
@@ -173,10 +167,48 @@ fn scan_head_end(buf: &[u8], from: usize) -> Result<(Scan, usize), Error> {
             return Err(malformed("bare LF line ending in head"));
         }
         if i >= 3 && &buf[i - 3..i - 1] == b"\r\n" {
-            return Ok((Scan::Complete(i + 1), i + 1));
+            return Ok(Some(i + 1));
         }
     }
-    Ok((Scan::Partial, buf.len()))
+    Ok(None)
+}
+
+/// The end of the head at the front of `buf`, once it is complete, for either parser.
+/// `scanned` is the parser's resume point (how far earlier calls scanned). The head limit
+/// applies to what has arrived so far; for a request (`request`) an over-long target is
+/// answered 414 rather than 431, and is refused before the request line is complete.
+fn find_head_end(
+    buf: &[u8],
+    limits: &Limits,
+    scanned: &mut usize,
+    request: bool,
+) -> Result<Option<usize>, Error> {
+    let end = scan_head_end(buf, scanned.saturating_sub(3))?;
+    let seen = match end {
+        Some(end) => {
+            *scanned = 0;
+            if end <= limits.max_head_bytes {
+                return Ok(Some(end));
+            }
+            end
+        }
+        None => {
+            *scanned = buf.len();
+            buf.len()
+        }
+    };
+    if request && target_too_long(&buf[..seen], limits) {
+        return Err(Error::new(ErrorKind::UriTooLong, "request-target too long"));
+    }
+    if seen > limits.max_head_bytes {
+        let detail = if request {
+            "request head too large"
+        } else {
+            "response head too large"
+        };
+        return Err(Error::new(ErrorKind::HeadTooLarge, detail));
+    }
+    Ok(None)
 }
 
 /// Removes empty lines that precede a request line (RFC 9112 §2.2: a server SHOULD ignore at
@@ -269,33 +301,9 @@ impl RequestParser {
         if self.scanned == 0 && !skip_leading_crlf(buf) {
             return Ok(false);
         }
-        let (scan, resume) = scan_head_end(buf, self.scanned.saturating_sub(3))?;
-        let end = match scan {
-            Scan::Complete(end) => end,
-            Scan::Partial => {
-                self.scanned = resume;
-                if target_too_long(buf, &self.limits) {
-                    return Err(Error::new(ErrorKind::UriTooLong, "request-target too long"));
-                }
-                if buf.len() > self.limits.max_head_bytes {
-                    return Err(Error::new(
-                        ErrorKind::HeadTooLarge,
-                        "request head too large",
-                    ));
-                }
-                return Ok(false);
-            }
+        let Some(end) = find_head_end(buf, &self.limits, &mut self.scanned, true)? else {
+            return Ok(false);
         };
-        self.scanned = 0;
-        if end > self.limits.max_head_bytes {
-            if target_too_long(&buf[..end], &self.limits) {
-                return Err(Error::new(ErrorKind::UriTooLong, "request-target too long"));
-            }
-            return Err(Error::new(
-                ErrorKind::HeadTooLarge,
-                "request head too large",
-            ));
-        }
         head.parse_from(&buf[..end], &self.limits)?;
         head.buf = buf.split_to(end).freeze();
         Ok(true)
@@ -320,27 +328,9 @@ impl ResponseParser {
         buf: &mut BytesMut,
         head: &mut ResponseHead,
     ) -> Result<bool, Error> {
-        let (scan, resume) = scan_head_end(buf, self.scanned.saturating_sub(3))?;
-        let end = match scan {
-            Scan::Complete(end) => end,
-            Scan::Partial => {
-                self.scanned = resume;
-                if buf.len() > self.limits.max_head_bytes {
-                    return Err(Error::new(
-                        ErrorKind::HeadTooLarge,
-                        "response head too large",
-                    ));
-                }
-                return Ok(false);
-            }
+        let Some(end) = find_head_end(buf, &self.limits, &mut self.scanned, false)? else {
+            return Ok(false);
         };
-        self.scanned = 0;
-        if end > self.limits.max_head_bytes {
-            return Err(Error::new(
-                ErrorKind::HeadTooLarge,
-                "response head too large",
-            ));
-        }
         head.parse_from(&buf[..end], &self.limits)?;
         head.buf = buf.split_to(end).freeze();
         Ok(true)
@@ -449,34 +439,6 @@ fn parse_content_length(v: &[u8]) -> Result<u64, Error> {
     result.ok_or(bad_framing("invalid Content-Length"))
 }
 
-#[inline]
-fn trim_ows(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
-}
-
-/// Iterates the comma-separated elements of a list-valued header, trimmed, skipping empty ones.
-pub(crate) fn list_elements(v: &[u8]) -> impl Iterator<Item = &[u8]> {
-    v.split(|&b| b == b',')
-        .map(trim_ows)
-        .filter(|s| !s.is_empty())
-}
-
-fn is_token(s: &[u8]) -> bool {
-    !s.is_empty()
-        && s.iter().all(|&b| {
-            matches!(b,
-                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9'
-                | b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.'
-                | b'^' | b'_' | b'`' | b'|' | b'~')
-        })
-}
-
 /// Transfer codings we accept before a final `chunked`.
 fn is_known_coding(c: &[u8]) -> bool {
     [
@@ -492,30 +454,64 @@ fn is_known_coding(c: &[u8]) -> bool {
     .any(|k| c.eq_ignore_ascii_case(k))
 }
 
-/// The header names whose values decide framing and connection handling. Lower-case; the
-/// comparison is case-insensitive.
-#[derive(Clone, Copy)]
-enum Known {
+/// The header names the codec treats specially: those whose values decide framing and
+/// connection handling when a head is parsed, and those a proxy drops or rewrites when it
+/// forwards one. Compared case-insensitively.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FieldKind {
     ContentLength,
     TransferEncoding,
     Connection,
     Host,
     Expect,
     Upgrade,
+    KeepAlive,
+    ProxyConnection,
+    Te,
+    Trailer,
+    Via,
+    XForwardedFor,
+    XForwardedProto,
+    XForwardedHost,
     Other,
 }
 
-#[inline]
-fn classify(name: &[u8]) -> Known {
-    // Dispatch on length first: almost every header is rejected by one comparison.
-    match name.len() {
-        4 if name.eq_ignore_ascii_case(b"host") => Known::Host,
-        6 if name.eq_ignore_ascii_case(b"expect") => Known::Expect,
-        7 if name.eq_ignore_ascii_case(b"upgrade") => Known::Upgrade,
-        10 if name.eq_ignore_ascii_case(b"connection") => Known::Connection,
-        14 if name.eq_ignore_ascii_case(b"content-length") => Known::ContentLength,
-        17 if name.eq_ignore_ascii_case(b"transfer-encoding") => Known::TransferEncoding,
-        _ => Known::Other,
+impl FieldKind {
+    #[inline]
+    pub(crate) fn of(name: &[u8]) -> FieldKind {
+        // Dispatch on length first: almost every header is rejected by one comparison.
+        match name.len() {
+            2 if name.eq_ignore_ascii_case(b"te") => FieldKind::Te,
+            3 if name.eq_ignore_ascii_case(b"via") => FieldKind::Via,
+            4 if name.eq_ignore_ascii_case(b"host") => FieldKind::Host,
+            6 if name.eq_ignore_ascii_case(b"expect") => FieldKind::Expect,
+            7 if name.eq_ignore_ascii_case(b"upgrade") => FieldKind::Upgrade,
+            7 if name.eq_ignore_ascii_case(b"trailer") => FieldKind::Trailer,
+            10 if name.eq_ignore_ascii_case(b"connection") => FieldKind::Connection,
+            10 if name.eq_ignore_ascii_case(b"keep-alive") => FieldKind::KeepAlive,
+            14 if name.eq_ignore_ascii_case(b"content-length") => FieldKind::ContentLength,
+            15 if name.eq_ignore_ascii_case(b"x-forwarded-for") => FieldKind::XForwardedFor,
+            16 if name.eq_ignore_ascii_case(b"proxy-connection") => FieldKind::ProxyConnection,
+            16 if name.eq_ignore_ascii_case(b"x-forwarded-host") => FieldKind::XForwardedHost,
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => FieldKind::TransferEncoding,
+            17 if name.eq_ignore_ascii_case(b"x-forwarded-proto") => FieldKind::XForwardedProto,
+            _ => FieldKind::Other,
+        }
+    }
+
+    /// Headers that describe one connection and are never forwarded (RFC 9110 §7.6.1):
+    /// Connection, Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding (which the
+    /// proxy writes anew). Upgrade is hop-by-hop too, but forwarded along with an upgrade.
+    pub(crate) fn is_hop_by_hop(self) -> bool {
+        matches!(
+            self,
+            FieldKind::Connection
+                | FieldKind::KeepAlive
+                | FieldKind::ProxyConnection
+                | FieldKind::Te
+                | FieldKind::Trailer
+                | FieldKind::TransferEncoding
+        )
     }
 }
 
@@ -538,9 +534,8 @@ fn gather_facts(
             name: Span::of(raw, name),
             value: Span::of(raw, value),
         });
-        match classify(name) {
-            Known::Other => {}
-            Known::ContentLength => {
+        match FieldKind::of(name) {
+            FieldKind::ContentLength => {
                 let n = parse_content_length(value)?;
                 if let Some(prev) = facts.content_length {
                     if prev != n {
@@ -549,7 +544,7 @@ fn gather_facts(
                 }
                 facts.content_length = Some(n);
             }
-            Known::TransferEncoding => {
+            FieldKind::TransferEncoding => {
                 if te_seen {
                     // Several Transfer-Encoding fields combine into one list in theory; in
                     // practice the split is a smuggling trick. Refuse it.
@@ -583,7 +578,7 @@ fn gather_facts(
                 }
                 facts.chunked = last_chunked;
             }
-            Known::Connection => {
+            FieldKind::Connection => {
                 for token in list_elements(value) {
                     if token.eq_ignore_ascii_case(b"close") {
                         facts.conn_close = true;
@@ -598,7 +593,7 @@ fn gather_facts(
                     }
                 }
             }
-            Known::Host => {
+            FieldKind::Host => {
                 if facts.host.is_some() {
                     return Err(malformed("duplicate Host header"));
                 }
@@ -607,7 +602,7 @@ fn gather_facts(
                 }
                 facts.host = Some(i as u16);
             }
-            Known::Expect => {
+            FieldKind::Expect => {
                 if value.eq_ignore_ascii_case(b"100-continue") {
                     facts.expect_continue = true;
                 } else if request {
@@ -617,8 +612,14 @@ fn gather_facts(
                     ));
                 }
             }
-            Known::Upgrade => facts.upgrade = Some(i as u16),
+            FieldKind::Upgrade => facts.upgrade = Some(i as u16),
+            _ => {}
         }
+    }
+    if facts.upgrade.is_some() && !facts.conn_upgrade {
+        // An Upgrade header not named by Connection is not a request (or an agreement) to
+        // upgrade.
+        facts.upgrade = None;
     }
     if facts.transfer_encoding && facts.content_length.is_some() {
         // RFC 9112 §6.1: a server MAY reject this; a proxy forwarding it is the classic
@@ -688,11 +689,7 @@ impl RequestHead {
         let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
             return Err(malformed("incomplete request line"));
         };
-        self.version = if minor == 1 {
-            Version::HTTP_11
-        } else {
-            Version::HTTP_10
-        };
+        self.version = version(minor);
         self.method =
             Method::from_bytes(method.as_bytes()).map_err(|_| malformed("invalid method"))?;
         let target = path.as_bytes();
@@ -714,10 +711,6 @@ impl RequestHead {
             }
             // RFC 9110 §10.1.1: ignore 100-continue from a 1.0 client.
             facts.expect_continue = false;
-        }
-        if facts.upgrade.is_some() && !facts.conn_upgrade {
-            // An Upgrade header not named by Connection is not a request to upgrade.
-            facts.upgrade = None;
         }
         if self.method == Method::CONNECT && self.form != TargetForm::Authority {
             return Err(malformed("CONNECT needs an authority-form target"));
@@ -827,9 +820,7 @@ impl RequestHead {
         if !self.authority.is_empty() {
             return Some(&self.buf[self.authority.range()]);
         }
-        self.facts
-            .host
-            .map(|i| &self.buf[self.fields[i as usize].value.range()])
+        self.value_at(self.facts.host)
     }
 
     /// The request-target as an `http::Uri` sharing this head's buffer.
@@ -863,9 +854,7 @@ impl RequestHead {
 
     /// The protocol the client asks to upgrade to (`Upgrade` named in `Connection`).
     pub fn upgrade(&self) -> Option<&[u8]> {
-        self.facts
-            .upgrade
-            .map(|i| &self.buf[self.fields[i as usize].value.range()])
+        self.value_at(self.facts.upgrade)
     }
 
     /// Whether this is a WebSocket upgrade request.
@@ -882,18 +871,11 @@ impl RequestHead {
             .uri(self.uri())
             .version(self.version);
         if let Some(h) = b.headers_mut() {
-            h.reserve(self.fields.len());
-            for i in 0..self.fields.len() {
-                h.append(self.header_name(i), self.header_value(i));
-            }
+            self.append_headers_to(h);
         }
         b.body(())
             .map(|r| r.into_parts().0)
             .unwrap_or_else(|_| http::Request::new(()).into_parts().0)
-    }
-
-    pub(crate) fn facts(&self) -> &Facts {
-        &self.facts
     }
 }
 
@@ -933,11 +915,7 @@ impl ResponseHead {
             return Err(malformed("incomplete status line"));
         };
         self.status = StatusCode::from_u16(code).map_err(|_| malformed("invalid status code"))?;
-        self.version = if minor == 1 {
-            Version::HTTP_11
-        } else {
-            Version::HTTP_10
-        };
+        self.version = version(minor);
         self.reason = res
             .reason
             // httparse hands out a static "" (not a slice of `raw`) for a status line without
@@ -947,9 +925,6 @@ impl ResponseHead {
             .map(|r| Span::of(raw, r.as_bytes()))
             .unwrap_or_default();
         self.facts = gather_facts(raw, res.headers, &mut self.fields, false)?;
-        if self.facts.upgrade.is_some() && !self.facts.conn_upgrade {
-            self.facts.upgrade = None;
-        }
         Ok(())
     }
 
@@ -1012,9 +987,7 @@ impl ResponseHead {
 
     /// The protocol the server switches to, for a 101 response.
     pub fn upgrade(&self) -> Option<&[u8]> {
-        self.facts
-            .upgrade
-            .map(|i| &self.buf[self.fields[i as usize].value.range()])
+        self.value_at(self.facts.upgrade)
     }
 
     /// Converts to `http::response::Parts` (names copied once, values shared).
@@ -1023,23 +996,16 @@ impl ResponseHead {
             .status(self.status)
             .version(self.version);
         if let Some(h) = b.headers_mut() {
-            h.reserve(self.fields.len());
-            for i in 0..self.fields.len() {
-                h.append(self.header_name(i), self.header_value(i));
-            }
+            self.append_headers_to(h);
         }
         b.body(())
             .map(|r| r.into_parts().0)
             .unwrap_or_else(|_| http::Response::new(()).into_parts().0)
     }
-
-    pub(crate) fn facts(&self) -> &Facts {
-        &self.facts
-    }
 }
 
-/// Header access, the same for requests and responses: both keep `buf` (the head's bytes) and
-/// `fields` (spans of names and values in it).
+/// Header access, the same for requests and responses: both keep `buf` (the head's bytes),
+/// `fields` (spans of names and values in it) and `facts`.
 macro_rules! header_access {
     ($head:ty) => {
         impl $head {
@@ -1057,22 +1023,50 @@ macro_rules! header_access {
 
             /// The first value of header `name` (case-insensitive).
             pub fn header(&self, name: &str) -> Option<&[u8]> {
-                find_header(&self.buf, &self.fields, name.as_bytes())
+                let name = name.as_bytes();
+                self.headers()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v)
             }
 
             /// Every value of header `name`, in order.
             pub fn header_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-                all_headers(&self.buf, &self.fields, name.as_bytes())
+                self.headers()
+                    .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+                    .map(|(_, v)| v)
             }
 
             /// The name of field `i` as an `http::HeaderName`.
             pub fn header_name(&self, i: usize) -> HeaderName {
-                header_name_at(&self.buf, &self.fields, i)
+                // The name was validated as a token by httparse, which is exactly what
+                // HeaderName accepts.
+                HeaderName::from_bytes(&self.buf[self.fields[i].name.range()])
+                    .expect("httparse validated the header name")
             }
 
             /// The value of field `i` as an `http::HeaderValue` sharing this head's buffer.
             pub fn header_value(&self, i: usize) -> HeaderValue {
-                header_value_at(&self.buf, &self.fields, i)
+                // httparse only accepts HTAB, SP, VCHAR and obs-text in values, which
+                // HeaderValue accepts.
+                HeaderValue::from_maybe_shared(self.buf.slice(self.fields[i].value.range()))
+                    .expect("httparse validated the header value")
+            }
+
+            /// The value of the field at index `i` (one the facts point at).
+            fn value_at(&self, i: Option<u16>) -> Option<&[u8]> {
+                i.map(|i| &self.buf[self.fields[i as usize].value.range()])
+            }
+
+            /// Every field as `http` types, for `to_parts`.
+            fn append_headers_to(&self, map: &mut http::HeaderMap) {
+                map.reserve(self.fields.len());
+                for i in 0..self.fields.len() {
+                    map.append(self.header_name(i), self.header_value(i));
+                }
+            }
+
+            pub(crate) fn facts(&self) -> &Facts {
+                &self.facts
             }
         }
     };
@@ -1080,6 +1074,15 @@ macro_rules! header_access {
 
 header_access!(RequestHead);
 header_access!(ResponseHead);
+
+/// The version of a head httparse accepted (it accepts only HTTP/1.0 and HTTP/1.1).
+fn version(minor: u8) -> Version {
+    if minor == 1 {
+        Version::HTTP_11
+    } else {
+        Version::HTTP_10
+    }
+}
 
 fn keep_alive(version: Version, facts: &Facts) -> bool {
     if facts.conn_close {
@@ -1097,42 +1100,32 @@ fn strip_scheme(target: &[u8]) -> Option<&[u8]> {
     None
 }
 
-fn find_header<'a>(buf: &'a [u8], fields: &[Field], name: &[u8]) -> Option<&'a [u8]> {
-    fields
-        .iter()
-        .find(|f| buf[f.name.range()].eq_ignore_ascii_case(name))
-        .map(|f| &buf[f.value.range()])
-}
-
-fn all_headers<'a>(
-    buf: &'a [u8],
-    fields: &'a [Field],
-    name: &'a [u8],
-) -> impl Iterator<Item = &'a [u8]> + 'a {
-    fields
-        .iter()
-        .filter(move |f| buf[f.name.range()].eq_ignore_ascii_case(name))
-        .map(move |f| &buf[f.value.range()])
-}
-
-fn header_name_at(buf: &Bytes, fields: &[Field], i: usize) -> HeaderName {
-    // The name was validated as a token by httparse, which is exactly what HeaderName accepts.
-    HeaderName::from_bytes(&buf[fields[i].name.range()])
-        .expect("httparse validated the header name")
-}
-
-fn header_value_at(buf: &Bytes, fields: &[Field], i: usize) -> HeaderValue {
-    // httparse only accepts HTAB, SP, VCHAR and obs-text in values, which HeaderValue accepts.
-    HeaderValue::from_maybe_shared(buf.slice(fields[i].value.range()))
-        .expect("httparse validated the header value")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse_one(raw: &[u8], limits: Limits) -> Result<Option<RequestHead>, Error> {
         RequestParser::new(limits).parse(&mut BytesMut::from(raw))
+    }
+
+    /// Parses `raw` whole, then fed in two reads cut at every position: the first read must
+    /// leave the head incomplete, the second complete it. Returns the heads of the cut runs.
+    fn parse_at_every_cut(raw: &[u8], limits: Limits) -> Vec<RequestHead> {
+        assert!(parse_one(raw, limits).unwrap().is_some());
+        (0..raw.len())
+            .map(|cut| {
+                let mut parser = RequestParser::new(limits);
+                let mut buf = BytesMut::from(&raw[..cut]);
+                assert_eq!(
+                    parser.parse(&mut buf).map(|h| h.is_some()),
+                    Ok(false),
+                    "cut {cut}"
+                );
+                buf.extend_from_slice(&raw[cut..]);
+                let head = parser.parse(&mut buf).unwrap();
+                head.unwrap_or_else(|| panic!("cut {cut}: head still incomplete"))
+            })
+            .collect()
     }
 
     /// Found by the `request_head` fuzz target: `path()` returned "" for an absolute-form
@@ -1161,17 +1154,7 @@ mod tests {
             max_uri_bytes: 11,
             ..Limits::default()
         };
-        assert!(parse_one(raw, limits).unwrap().is_some());
-        for cut in 0..raw.len() {
-            let mut parser = RequestParser::new(limits);
-            let mut buf = BytesMut::from(&raw[..cut]);
-            assert_eq!(
-                parser.parse(&mut buf).map(|h| h.is_some()),
-                Ok(false),
-                "cut {cut}"
-            );
-            buf.extend_from_slice(&raw[cut..]);
-            let head = parser.parse(&mut buf).unwrap().unwrap();
+        for head in parse_at_every_cut(raw, limits) {
             assert_eq!(head.target(), b"/0123456789");
         }
         // A target over the limit is still refused early, before the line is complete.
@@ -1191,18 +1174,7 @@ mod tests {
             max_uri_bytes: 4,
             ..Limits::default()
         };
-        assert!(parse_one(raw, limits).unwrap().is_some());
-        for cut in 0..raw.len() {
-            let mut parser = RequestParser::new(limits);
-            let mut buf = BytesMut::from(&raw[..cut]);
-            assert_eq!(
-                parser.parse(&mut buf).map(|h| h.is_some()),
-                Ok(false),
-                "cut {cut}"
-            );
-            buf.extend_from_slice(&raw[cut..]);
-            assert!(parser.parse(&mut buf).unwrap().is_some(), "cut {cut}");
-        }
+        parse_at_every_cut(raw, limits);
     }
 
     /// Found by the `request_head` fuzz target: an authority-form CONNECT target could hold

@@ -16,6 +16,7 @@ pub mod encode;
 pub mod error;
 pub mod framing;
 pub mod head;
+mod syntax;
 
 pub use body::BodyDecoder;
 pub use chunked::{ChunkedDecoder, Decoded};

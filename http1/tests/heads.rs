@@ -3,13 +3,30 @@
 
 use bytes::BytesMut;
 use headwater_http1::{
-    BodyKind, ErrorKind, Limits, RequestHead, RequestParser, ResponseParser, TargetForm,
+    BodyKind, ErrorKind, Limits, RequestHead, RequestParser, ResponseHead, ResponseParser,
+    TargetForm,
 };
 use http::{Method, StatusCode, Version};
 
 fn parse(raw: &[u8]) -> Result<Option<RequestHead>, headwater_http1::Error> {
-    let mut buf = BytesMut::from(raw);
-    RequestParser::new(Limits::default()).parse(&mut buf)
+    parse_limited(raw, Limits::default())
+}
+
+fn parse_limited(
+    raw: &[u8],
+    limits: Limits,
+) -> Result<Option<RequestHead>, headwater_http1::Error> {
+    RequestParser::new(limits).parse(&mut BytesMut::from(raw))
+}
+
+/// A GET with a Host field and `n` more fields.
+fn with_fields(n: usize) -> Vec<u8> {
+    let mut raw = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+    for i in 0..n {
+        raw.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+    }
+    raw.extend_from_slice(b"\r\n");
+    raw
 }
 
 fn ok(raw: &[u8]) -> RequestHead {
@@ -260,38 +277,21 @@ fn limits_answer_431_and_414() {
         max_uri_bytes: 256,
     };
     // Too many headers.
-    let mut raw = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
-    for i in 0..8 {
-        raw.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
-    }
-    raw.extend_from_slice(b"\r\n");
-    let e = RequestParser::new(limits)
-        .parse(&mut BytesMut::from(&raw[..]))
-        .unwrap_err();
+    let e = parse_limited(&with_fields(8), limits).unwrap_err();
     assert_eq!(
         (e.kind(), e.status().as_u16()),
         (ErrorKind::TooManyHeaders, 431)
     );
 
     // Exactly at the header limit is fine.
-    let mut raw = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
-    for i in 0..7 {
-        raw.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
-    }
-    raw.extend_from_slice(b"\r\n");
-    assert!(RequestParser::new(limits)
-        .parse(&mut BytesMut::from(&raw[..]))
-        .unwrap()
-        .is_some());
+    assert!(parse_limited(&with_fields(7), limits).unwrap().is_some());
 
     // Head too large, complete.
     let big = format!(
         "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
         "x".repeat(2000)
     );
-    let e = RequestParser::new(limits)
-        .parse(&mut BytesMut::from(big.as_bytes()))
-        .unwrap_err();
+    let e = parse_limited(big.as_bytes(), limits).unwrap_err();
     assert_eq!(
         (e.kind(), e.status().as_u16()),
         (ErrorKind::HeadTooLarge, 431)
@@ -299,30 +299,22 @@ fn limits_answer_431_and_414() {
 
     // Head too large while still incomplete: refused before the end arrives.
     let partial = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}", "x".repeat(2000));
-    let e = RequestParser::new(limits)
-        .parse(&mut BytesMut::from(partial.as_bytes()))
-        .unwrap_err();
+    let e = parse_limited(partial.as_bytes(), limits).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::HeadTooLarge);
 
     // Target too long, complete and incomplete.
     let long = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(300));
-    let e = RequestParser::new(limits)
-        .parse(&mut BytesMut::from(long.as_bytes()))
-        .unwrap_err();
+    let e = parse_limited(long.as_bytes(), limits).unwrap_err();
     assert_eq!(
         (e.kind(), e.status().as_u16()),
         (ErrorKind::UriTooLong, 414)
     );
     let long = format!("GET /{}", "a".repeat(300));
-    let e = RequestParser::new(limits)
-        .parse(&mut BytesMut::from(long.as_bytes()))
-        .unwrap_err();
+    let e = parse_limited(long.as_bytes(), limits).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::UriTooLong);
     // A long target beyond the head limit is still a 414, not a 431.
     let long = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(5000));
-    let e = RequestParser::new(limits)
-        .parse(&mut BytesMut::from(long.as_bytes()))
-        .unwrap_err();
+    let e = parse_limited(long.as_bytes(), limits).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::UriTooLong);
 }
 
@@ -332,27 +324,14 @@ fn default_limits_are_64k_and_128_headers() {
     assert_eq!((l.max_head_bytes, l.max_headers), (64 * 1024, 128));
     // 128 headers pass with the default limits; 129 do not.
     for (n, okay) in [(127, true), (128, false)] {
-        let mut raw = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
-        for i in 0..n {
-            raw.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
-        }
-        raw.extend_from_slice(b"\r\n");
-        assert_eq!(parse(&raw).is_ok(), okay, "{} headers", n + 1);
+        assert_eq!(parse(&with_fields(n)).is_ok(), okay, "{} headers", n + 1);
     }
     // Larger configured limits use the heap path.
     let limits = Limits {
         max_headers: 300,
         ..Limits::default()
     };
-    let mut raw = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
-    for i in 0..250 {
-        raw.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
-    }
-    raw.extend_from_slice(b"\r\n");
-    let h = RequestParser::new(limits)
-        .parse(&mut BytesMut::from(&raw[..]))
-        .unwrap()
-        .unwrap();
+    let h = parse_limited(&with_fields(250), limits).unwrap().unwrap();
     assert_eq!(h.header_count(), 251);
 }
 
@@ -516,4 +495,58 @@ fn responses() {
             String::from_utf8_lossy(raw)
         );
     }
+}
+
+/// A connection parses every head into one reused head (`parse_into`): nothing of the previous
+/// message (fields, authority, reason, facts) may survive into the next, and `clear` keeps
+/// nothing either.
+#[test]
+fn parse_into_a_reused_head_keeps_nothing_of_the_previous_one() {
+    let mut parser = RequestParser::new(Limits::default());
+    let mut head = RequestHead::default();
+    let mut buf = BytesMut::from(
+        &b"POST http://old.example/a?q HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabcGET /b HTTP/1.0\r\n\r\n"[..],
+    );
+    assert!(parser.parse_into(&mut buf, &mut head).unwrap());
+    assert_eq!(head.authority(), Some(&b"old.example"[..]));
+    assert_eq!(head.upgrade(), Some(&b"websocket"[..]));
+    assert!(head.expects_continue());
+    let _body = buf.split_to(3);
+    assert!(parser.parse_into(&mut buf, &mut head).unwrap());
+    assert!(buf.is_empty());
+    let summary = |h: &RequestHead| {
+        (
+            h.as_bytes().clone(),
+            h.method().clone(),
+            h.version(),
+            h.target().to_vec(),
+            h.target_form(),
+            h.authority().map(<[u8]>::to_vec),
+            h.header_count(),
+            h.body_kind(),
+            h.keep_alive(),
+            h.expects_continue(),
+            h.upgrade().map(<[u8]>::to_vec),
+        )
+    };
+    assert_eq!(summary(&head), summary(&ok(b"GET /b HTTP/1.0\r\n\r\n")));
+    head.clear();
+    assert_eq!(summary(&head), summary(&RequestHead::default()));
+    assert!(head.as_bytes().is_empty() && head.authority().is_none());
+
+    let mut parser = ResponseParser::new(Limits::default());
+    let mut head = ResponseHead::default();
+    let mut buf = BytesMut::from(
+        &b"HTTP/1.1 101 Switching\r\nConnection: upgrade, close\r\nUpgrade: h2c\r\nContent-Length: 3\r\n\r\nHTTP/1.1 200\r\n\r\n"[..],
+    );
+    assert!(parser.parse_into(&mut buf, &mut head).unwrap());
+    assert_eq!(head.upgrade(), Some(&b"h2c"[..]));
+    assert!(parser.parse_into(&mut buf, &mut head).unwrap());
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(head.reason(), b"");
+    assert_eq!(head.header_count(), 0);
+    assert_eq!(head.content_length(), None);
+    assert_eq!(head.body_kind(&Method::GET), BodyKind::Close);
+    assert!(head.keep_alive());
+    assert_eq!(head.upgrade(), None);
 }

@@ -89,23 +89,35 @@ fn encode(r: &Req) -> BytesMut {
     out
 }
 
+/// `raw` cut at the positions `cuts` (taken modulo `raw.len() + 1`, in ascending order).
+fn cut_at<'a>(raw: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (raw.len() + 1)).collect();
+    cuts.sort_unstable();
+    cuts.push(raw.len());
+    let mut start = 0;
+    cuts.into_iter()
+        .map(|cut| {
+            let piece = &raw[start..cut];
+            start = cut;
+            piece
+        })
+        .collect()
+}
+
 /// Parses `raw` fed in pieces cut at `cuts` (positions), returning the head and the leftover.
 fn parse_split(
     raw: &[u8],
     cuts: &[usize],
 ) -> (Result<Option<String>, headwater_http1::ErrorKind>, Vec<u8>) {
-    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (raw.len() + 1)).collect();
-    cuts.sort_unstable();
-    cuts.push(raw.len());
     let mut parser = RequestParser::new(Limits::default());
     let mut buf = BytesMut::new();
-    let mut start = 0;
-    for cut in cuts {
-        buf.extend_from_slice(&raw[start..cut]);
-        start = cut;
+    let mut fed = 0;
+    for piece in cut_at(raw, cuts) {
+        buf.extend_from_slice(piece);
+        fed += piece.len();
         match parser.parse(&mut buf) {
             Ok(Some(h)) => {
-                buf.extend_from_slice(&raw[start..]);
+                buf.extend_from_slice(&raw[fed..]);
                 return (Ok(Some(summary(&h))), buf.to_vec());
             }
             Ok(None) => {}
@@ -186,16 +198,11 @@ proptest! {
         let hs: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
         let mut raw = BytesMut::new();
         encode_response_head(status, &hs, BodyKind::Length(len), Version::HTTP_11, ClientConnection::KeepAlive, &mut raw);
-        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (raw.len() + 1)).collect();
-        cuts.sort_unstable();
-        cuts.push(raw.len());
         let mut parser = ResponseParser::new(Limits::default());
         let mut buf = BytesMut::new();
-        let mut start = 0;
         let mut got = None;
-        for cut in cuts {
-            buf.extend_from_slice(&raw[start..cut]);
-            start = cut;
+        for piece in cut_at(&raw, &cuts) {
+            buf.extend_from_slice(piece);
             if let Some(h) = parser.parse(&mut buf).unwrap() {
                 got = Some(h);
                 break;

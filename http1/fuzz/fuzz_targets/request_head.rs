@@ -14,9 +14,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use bytes::BytesMut;
-use fuzz_support::{agree, forwarded_fields, owned, run, show, without, Input};
+use fuzz_support::{check_runs, forwarded_fields, owned, reparse, show, without, Input, ROOMY};
 use headwater_http1::{
-    encode_proxy_request, request_framing, BodyKind, Forwarding, Limits, RequestEdits, RequestHead,
+    encode_proxy_request, request_framing, BodyKind, Forwarding, RequestEdits, RequestHead,
     RequestParser, TargetForm, XffMode,
 };
 use http::{Method, Version};
@@ -62,14 +62,13 @@ fn snap(h: &RequestHead) -> Snap {
 
 /// Exercises the accessors that convert to `http` types (they contain `expect`s).
 fn conversions(h: &RequestHead) {
-    for i in 0..h.header_count() {
-        let name = h.header_name(i);
-        let value = h.header_value(i);
-        assert!(name
+    for (i, (name, value)) in h.headers().enumerate() {
+        assert!(h
+            .header_name(i)
             .as_str()
             .as_bytes()
-            .eq_ignore_ascii_case(h.headers().nth(i).unwrap().0));
-        assert_eq!(value.as_bytes(), h.headers().nth(i).unwrap().1);
+            .eq_ignore_ascii_case(name));
+        assert_eq!(h.header_value(i).as_bytes(), value);
     }
     let parts = h.to_parts();
     assert_eq!(parts.headers.len(), h.header_count());
@@ -81,28 +80,8 @@ fn reencode(h: &RequestHead, edits: &RequestEdits<'_>, fwd: &Forwarding<'_>, msg
     let framing = request_framing(h.body_kind());
     let mut out = BytesMut::new();
     encode_proxy_request(h, framing, edits, fwd, &mut out);
-    let encoded = out.clone();
-    // The upstream enforces its own limits; ours may be smaller than what forwarding adds
-    // (a Host field for an HTTP/1.0 request, forwarding fields).
-    let roomy = Limits {
-        max_head_bytes: 1 << 20,
-        max_headers: 1024,
-        max_uri_bytes: 1 << 20,
-    };
-    let again = match RequestParser::new(roomy).parse(&mut out) {
-        Ok(Some(again)) => again,
-        other => panic!(
-            "re-encoded head does not parse: {other:?}\n  input: {:?}\n  encoded: {:?}",
-            show(msg),
-            show(&encoded)
-        ),
-    };
-    let ctx = || format!("\n  input {:?}\n  encoded {:?}", show(msg), show(&encoded));
-    assert!(
-        out.is_empty(),
-        "bytes left after re-encoded head: {}",
-        ctx()
-    );
+    let ctx = || format!("\n  input {:?}\n  encoded {:?}", show(msg), show(&out));
+    let again = reparse(RequestParser::new(ROOMY), &out, ctx);
     assert_eq!(again.method(), h.method(), "{}", ctx());
     assert_eq!(again.version(), Version::HTTP_11, "{}", ctx());
     assert_eq!(again.path(), h.path(), "path: {}", ctx());
@@ -163,42 +142,14 @@ fn reencode(h: &RequestHead, edits: &RequestEdits<'_>, fwd: &Forwarding<'_>, msg
     }
 }
 
+/// A request whose fields a reused head holds before the fuzzed one is parsed into it.
+const PREVIOUS: &[u8] =
+    b"POST /old?q HTTP/1.1\r\nHost: old\r\nContent-Length: 3\r\nA: 1\r\nB: 2\r\n\r\n";
+
 fuzz_target!(|data: &[u8]| {
     let input = Input::new(data);
-    let limits = input.head_limits();
     let msg = input.msg;
-
-    let whole = run(RequestParser::new(limits), &[msg], None, snap);
-    agree(
-        "two pieces",
-        &whole,
-        &run(RequestParser::new(limits), &input.two_pieces(), None, snap),
-        msg,
-    );
-    agree(
-        "many pieces",
-        &whole,
-        &run(RequestParser::new(limits), &input.many_pieces(), None, snap),
-        msg,
-    );
-
-    // parse_into over a head that already holds another request's fields.
-    let mut reused = RequestParser::new(Limits::default())
-        .parse(&mut BytesMut::from(
-            &b"POST /old?q HTTP/1.1\r\nHost: old\r\nContent-Length: 3\r\nA: 1\r\nB: 2\r\n\r\n"[..],
-        ))
-        .unwrap()
-        .unwrap();
-    agree(
-        "reused head",
-        &whole,
-        &run(RequestParser::new(limits), &[msg], Some(&mut reused), snap),
-        msg,
-    );
-
-    // Re-parse to get the head itself (the outcome only holds a snapshot).
-    let mut buf = BytesMut::from(msg);
-    let Ok(Some(head)) = RequestParser::new(limits).parse(&mut buf) else {
+    let Some(head) = check_runs(RequestParser::new, &input, PREVIOUS, snap) else {
         return;
     };
     conversions(&head);

@@ -221,7 +221,7 @@ pub enum Outcome<S> {
 /// The request and response parsers, seen alike by [`run`].
 pub trait HeadParser {
     /// The head it produces.
-    type Head: Clone;
+    type Head: Clone + std::fmt::Debug;
     /// `parse`.
     fn parse_new(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Head>, Error>;
     /// `parse_into`.
@@ -254,7 +254,7 @@ pub fn run<P: HeadParser, S>(
     mut parser: P,
     pieces: &[&[u8]],
     mut reuse: Option<&mut P::Head>,
-    snap: impl Fn(&P::Head) -> S,
+    snap: impl FnOnce(&P::Head) -> S,
 ) -> Outcome<S> {
     let mut buf = BytesMut::new();
     for (i, piece) in pieces.iter().enumerate() {
@@ -298,4 +298,59 @@ pub fn agree<S: std::fmt::Debug + PartialEq>(
             show(msg)
         ),
     }
+}
+
+/// Runs a head parser (made by `new_parser` with the input's limits) over the message of
+/// `input` whole, in two pieces, in many pieces, and into a reused head that already holds the
+/// fields of `previous` (parsed with the default limits): every run must agree with the whole
+/// run (see [`agree`]). Returns the head of the whole run, if it parsed.
+pub fn check_runs<P: HeadParser, S: std::fmt::Debug + PartialEq>(
+    new_parser: impl Fn(Limits) -> P,
+    input: &Input<'_>,
+    previous: &[u8],
+    snap: impl Fn(&P::Head) -> S,
+) -> Option<P::Head> {
+    let limits = input.head_limits();
+    let msg = input.msg;
+    let mut head = None;
+    let whole = run(new_parser(limits), &[msg], None, |h| {
+        head = Some(h.clone());
+        snap(h)
+    });
+    let pieces = run(new_parser(limits), &input.two_pieces(), None, &snap);
+    agree("two pieces", &whole, &pieces, msg);
+    let pieces = run(new_parser(limits), &input.many_pieces(), None, &snap);
+    agree("many pieces", &whole, &pieces, msg);
+    let mut reused = new_parser(Limits::default())
+        .parse_new(&mut BytesMut::from(previous))
+        .unwrap()
+        .unwrap();
+    let reused = run(new_parser(limits), &[msg], Some(&mut reused), &snap);
+    agree("reused head", &whole, &reused, msg);
+    head
+}
+
+/// Limits for parsing a re-encoded head: the upstream (or client) enforces its own, and ours
+/// may be smaller than what forwarding adds (a Host field for an HTTP/1.0 request, forwarding
+/// fields).
+pub const ROOMY: Limits = Limits {
+    max_head_bytes: 1 << 20,
+    max_headers: 1024,
+    max_uri_bytes: 1 << 20,
+};
+
+/// Parses a head a proxy encoder wrote: it must be exactly one complete head. `ctx` describes
+/// the run for the failure messages.
+pub fn reparse<P: HeadParser>(mut parser: P, encoded: &[u8], ctx: impl Fn() -> String) -> P::Head {
+    let mut buf = BytesMut::from(encoded);
+    let head = match parser.parse_new(&mut buf) {
+        Ok(Some(head)) => head,
+        other => panic!("re-encoded head does not parse: {other:?}{}", ctx()),
+    };
+    assert!(
+        buf.is_empty(),
+        "bytes left after re-encoded head: {}",
+        ctx()
+    );
+    head
 }
