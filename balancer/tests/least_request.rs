@@ -49,25 +49,28 @@ fn the_most_loaded_never_wins_and_the_shares_are_those_of_p2c() {
 #[test]
 fn load_is_compared_per_unit_of_weight() {
     let now = Instant::now();
-    let set = CandidateSet::new([(0, 1), (1, 3)]);
-    let mut b = balancer(2);
-    // 1 in flight on weight 1 (1.0 per unit) against 2 on weight 3 (0.67 per unit).
-    b.start(0, now);
-    b.start(1, now);
-    b.start(1, now);
-    for _ in 0..100 {
-        assert_eq!(b.pick(&set, |_| false, None, now), Some(1));
-    }
-    // 3 on weight 3 (1.0) ties with endpoint 0: the first drawn wins, i.e. by weight.
-    b.start(1, now);
-    let ones = (0..10_000)
-        .filter(|_| b.pick(&set, |_| false, None, now) == Some(1))
-        .count();
-    assert!((7_200..7_800).contains(&ones), "{ones}");
-    // 4 on weight 3 (1.33) loses to endpoint 0.
-    b.start(1, now);
-    for _ in 0..100 {
-        assert_eq!(b.pick(&set, |_| false, None, now), Some(0));
+    // Weights are relative: the same loads decide the same way at weights 1:3 and 1000:3000.
+    for scale in [1, 1000] {
+        let set = CandidateSet::new([(0, scale), (1, 3 * scale)]);
+        let mut b = balancer(2);
+        // 1 in flight on weight 1 (1.0 per unit) against 2 on weight 3 (0.67 per unit).
+        b.start(0, now);
+        b.start(1, now);
+        b.start(1, now);
+        for _ in 0..100 {
+            assert_eq!(b.pick(&set, |_| false, None, now), Some(1), "x{scale}");
+        }
+        // 3 on weight 3 (1.0) ties with endpoint 0: the first drawn wins, i.e. by weight.
+        b.start(1, now);
+        let ones = (0..10_000)
+            .filter(|_| b.pick(&set, |_| false, None, now) == Some(1))
+            .count();
+        assert!((7_200..7_800).contains(&ones), "x{scale}: {ones}");
+        // 4 on weight 3 (1.33) loses to endpoint 0.
+        b.start(1, now);
+        for _ in 0..100 {
+            assert_eq!(b.pick(&set, |_| false, None, now), Some(0), "x{scale}");
+        }
     }
 }
 

@@ -125,14 +125,12 @@ fn in_flight_weighs_in_at_equal_latency() {
         b.start(e, now);
         b.finish(e, Some(10 * MS), now);
     }
+    // 10 ms × (1 + 1 in flight) = 20 ms against endpoint 0's 10 ms × 1.
     b.start(1, now);
     for _ in 0..100 {
         assert_eq!(b.pick(&set, |_| false, None, now), Some(0));
     }
-    // 5 ms × 3 in flight (cost 20 ms) against 10 ms × 1 in flight (cost 20 ms), then 4 in
-    // flight: 25 ms.
-    b.start(0, now);
-    b.start(0, now);
+    // Endpoint 0 at 2 in flight: 10 ms × 3 = 30 ms against 20 ms.
     b.start(0, now);
     b.start(0, now);
     for _ in 0..100 {
@@ -214,6 +212,13 @@ fn without_any_samples_every_endpoint_gets_the_configured_seed() {
     // Equal estimates and no load: ties, won by the first drawn.
     for c in counts {
         assert!((900..1100).contains(&c), "{counts:?}");
+    }
+    // The seed is a real estimate, so load still counts: with one request in flight endpoint
+    // 0 costs seed × 2 against seed × 1 and loses every pair. (An estimate of zero would make
+    // every cost zero and leave endpoint 0 its third.)
+    b.start(0, now);
+    for _ in 0..300 {
+        assert_ne!(b.pick(&set, |_| false, None, now), Some(0));
     }
 }
 

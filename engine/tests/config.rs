@@ -107,6 +107,19 @@ endpoints = [{ address = "127.0.0.1:9001" }]
 cluster = "app"
 "#;
 
+/// The `listen` line of [`MINIMAL`].
+const LISTEN: &str = "listen = [\"127.0.0.1:8080\"]";
+
+/// [`MINIMAL`] with `lines` added to `[server]` (after `listen`).
+fn in_server(lines: &str) -> String {
+    MINIMAL.replace(LISTEN, &format!("{LISTEN}\n{lines}"))
+}
+
+/// [`MINIMAL`] with `lines` added to the cluster (after its name).
+fn in_cluster(lines: &str) -> String {
+    MINIMAL.replace("name = \"app\"", &format!("name = \"app\"\n{lines}"))
+}
+
 const FULL: &str = r#"
 [server]
 listen = ["127.0.0.1:8080", "[::1]:8443"]
@@ -350,6 +363,8 @@ name = "app"
 endpoints = [{ address = "127.0.0.1:9001" }]
 "#);
     assert_eq!(config.server.listen, vec!["0.0.0.0:0".parse().unwrap()]);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(config.server.workers, cores);
     assert_eq!(config.server.access_log, AccessLogTarget::Stdout);
     assert_eq!(config.server.drain_timeout, Duration::ZERO);
     assert_eq!(config.server.limits.max_uri_bytes, 4096);
@@ -403,15 +418,9 @@ fn toml_syntax_error() {
 
 #[test]
 fn wrong_types() {
-    let text = MINIMAL.replace(
-        "listen = [\"127.0.0.1:8080\"]",
-        "listen = [\"127.0.0.1:8080\"]\nbacklog = \"big\"",
-    );
+    let text = in_server("backlog = \"big\"");
     rejects(&text, "backlog", &["expected an integer", "server.backlog"]);
-    let text = MINIMAL.replace(
-        "listen = [\"127.0.0.1:8080\"]",
-        "listen = [\"127.0.0.1:8080\"]\ndrain_timeout = 30",
-    );
+    let text = in_server("drain_timeout = 30");
     rejects(
         &text,
         "drain_timeout",
@@ -436,10 +445,7 @@ fn unknown_top_level_key() {
 
 #[test]
 fn unknown_key_in_server() {
-    let text = MINIMAL.replace(
-        "listen = [\"127.0.0.1:8080\"]",
-        "listen = [\"127.0.0.1:8080\"]\nlisten_port = 8080",
-    );
+    let text = in_server("listen_port = 8080");
     let err = rejects(
         &text,
         "listen_port",
@@ -583,7 +589,7 @@ fn resilience_defaults() {
     assert!(!r.retry.non_idempotent);
     assert_eq!(r.fallback, None);
     assert_eq!(r.queue, None);
-    let h = ok(&MINIMAL.replace("name = \"app\"", "name = \"app\"\nhealth = {}"));
+    let h = ok(&in_cluster("health = {}"));
     let h = h.clusters[0].health_check.as_ref().unwrap();
     assert_eq!(
         (h.path.as_str(), h.expect_status, h.rise, h.fall),
@@ -597,8 +603,6 @@ fn resilience_defaults() {
 
 #[test]
 fn resilience_keys_are_validated() {
-    let in_cluster =
-        |line: &str| MINIMAL.replace("name = \"app\"", &format!("name = \"app\"\n{line}"));
     for (line, at, reason) in [
         (
             "balancer = \"fastest\"",
@@ -666,9 +670,7 @@ fn resilience_keys_are_validated() {
         ),
         ("retry_budget = { percent = 200 }", "200", "out of range"),
     ] {
-        let text = in_cluster(line);
-        let at_line = text.lines().position(|l| l.contains(at)).unwrap() + 1;
-        rejects_at(&text, at_line, &[reason]);
+        rejects(&in_cluster(line), at, &[reason]);
     }
     let text = MINIMAL.replace(
         "{ address = \"127.0.0.1:9001\" }",
@@ -750,15 +752,9 @@ fn bad_listen_address() {
 
 #[test]
 fn bad_admin_address() {
-    let text = MINIMAL.replace(
-        "listen = [\"127.0.0.1:8080\"]",
-        "listen = [\"127.0.0.1:8080\"]\nadmin = \"9901\"",
-    );
+    let text = in_server("admin = \"9901\"");
     rejects(&text, "admin", &["invalid address \"9901\""]);
-    let text = MINIMAL.replace(
-        "listen = [\"127.0.0.1:8080\"]",
-        "listen = [\"127.0.0.1:8080\"]\nadmin = \"127.0.0.1:8080\"",
-    );
+    let text = in_server("admin = \"127.0.0.1:8080\"");
     rejects(
         &text,
         "admin",
@@ -945,12 +941,7 @@ fn bad_durations() {
         ("1m30s", "single unit"),
         ("0s", "must be greater than zero"),
     ] {
-        let text = MINIMAL.replace(
-            "listen = [\"127.0.0.1:8080\"]",
-            &format!(
-                "listen = [\"127.0.0.1:8080\"]\n[server.timeouts]\nclient_header = \"{value}\""
-            ),
-        );
+        let text = in_server(&format!("[server.timeouts]\nclient_header = \"{value}\""));
         let err = rejects(
             &text,
             "client_header",
@@ -967,10 +958,7 @@ fn bad_durations() {
     let err = rejects(&text, "soon", &["invalid duration \"soon\""]);
     assert_eq!(err.column, column_of(&text, "\"soon\""));
     // In a pool.
-    let text = MINIMAL.replace(
-        "name = \"app\"",
-        "name = \"app\"\npool = { idle_timeout = \"5 m\" }",
-    );
+    let text = in_cluster("pool = { idle_timeout = \"5 m\" }");
     rejects(&text, "5 m", &["invalid duration \"5 m\""]);
 }
 
@@ -982,10 +970,7 @@ fn workers_out_of_range() {
         ("-2", "got -2"),
         ("\"many\"", "got \"many\""),
     ] {
-        let text = MINIMAL.replace(
-            "listen = [\"127.0.0.1:8080\"]",
-            &format!("listen = [\"127.0.0.1:8080\"]\nworkers = {value}"),
-        );
+        let text = in_server(&format!("workers = {value}"));
         rejects(
             &text,
             "workers",
@@ -995,10 +980,7 @@ fn workers_out_of_range() {
             ],
         );
     }
-    let text = MINIMAL.replace(
-        "listen = [\"127.0.0.1:8080\"]",
-        "listen = [\"127.0.0.1:8080\"]\nworkers = 1024",
-    );
+    let text = in_server("workers = 1024");
     assert_eq!(ok(&text).server.workers, 1024);
 }
 
@@ -1019,26 +1001,17 @@ fn limits_out_of_range() {
         let text = format!("{MINIMAL}\n[server.limits]\n{line}\n");
         rejects(&text, line, &[reason]);
     }
-    let text = MINIMAL.replace(
-        "listen = [\"127.0.0.1:8080\"]",
-        "listen = [\"127.0.0.1:8080\"]\nbacklog = 0",
-    );
+    let text = in_server("backlog = 0");
     rejects(&text, "backlog", &["must be from 1 to 65535"]);
 }
 
 #[test]
 fn bad_enums() {
-    let text = MINIMAL.replace(
-        "listen = [\"127.0.0.1:8080\"]",
-        "listen = [\"127.0.0.1:8080\"]\nio_driver = \"kqueue\"",
-    );
+    let text = in_server("io_driver = \"kqueue\"");
     rejects(&text, "io_driver", &["kqueue", "io_uring"]);
     let text = format!("{MINIMAL}\n[server.forwarded]\nx_forwarded_for = \"yes\"\n");
     rejects(&text, "x_forwarded_for", &["yes", "append"]);
-    let text = MINIMAL.replace(
-        "listen = [\"127.0.0.1:8080\"]",
-        "listen = [\"127.0.0.1:8080\"]\naccess_log = \"stderr\"",
-    );
+    let text = in_server("access_log = \"stderr\"");
     rejects(&text, "access_log", &["stderr"]);
 }
 

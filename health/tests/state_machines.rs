@@ -198,6 +198,18 @@ mod probe {
         assert!(s.due(done + secs(5)));
     }
 
+    /// The latest first probe, after `t0`, of 200 healthy endpoints created at `t0` (seeds 0 to
+    /// 199).
+    fn latest_first_probe(t0: Instant, p: &ProbePolicy) -> Duration {
+        (0..200)
+            .map(|seed| {
+                let mut rng = fastrand::Rng::with_seed(seed);
+                ProbeState::new(ProbeHealth::Healthy, t0, p, &mut rng).next_due() - t0
+            })
+            .max()
+            .unwrap()
+    }
+
     #[test]
     fn first_probe_is_spread_over_the_interval() {
         let t0 = Instant::now();
@@ -224,22 +236,16 @@ mod probe {
             jitter: ms(200),
             ..policy()
         };
-        for seed in 0..200 {
-            let mut rng = fastrand::Rng::with_seed(seed);
-            let s = ProbeState::new(ProbeHealth::Healthy, t0, &p, &mut rng);
-            assert!(s.next_due() - t0 <= ms(200));
-        }
+        let latest = latest_first_probe(t0, &p);
+        assert!(latest <= ms(200) && latest > ms(180), "{latest:?}");
         // Jitter larger than the interval: capped at the interval.
         let p = ProbePolicy {
             interval: ms(100),
             jitter: secs(1),
             ..policy()
         };
-        for seed in 0..200 {
-            let mut rng = fastrand::Rng::with_seed(seed);
-            let s = ProbeState::new(ProbeHealth::Healthy, t0, &p, &mut rng);
-            assert!(s.next_due() - t0 <= ms(100));
-        }
+        let latest = latest_first_probe(t0, &p);
+        assert!(latest <= ms(100) && latest > ms(90), "{latest:?}");
         // Same seed, same schedule.
         let a = ProbeState::new(
             ProbeHealth::Healthy,
@@ -300,7 +306,7 @@ mod outlier {
     use super::*;
     use headwater_health::outlier::{
         EjectReason, Ejection, EndpointWindow, LatencyPolicy, OutlierDetector, OutlierPolicy,
-        SuccessRatePolicy,
+        OutlierReport, SuccessRatePolicy,
     };
 
     /// Consecutive checks only, no cap, no jitter.
@@ -339,6 +345,22 @@ mod outlier {
             errors_5xx: requests - successes,
             ..Default::default()
         }
+    }
+
+    /// The endpoints `r` ejected, in its order.
+    fn endpoints(r: &OutlierReport) -> Vec<usize> {
+        r.ejected.iter().map(|e| e.endpoint).collect()
+    }
+
+    /// Runs a fresh detector over `w` for one window: the first update opens it at `t0`, the
+    /// second closes it one interval later (asserted) and is returned.
+    fn close_first_window(w: &[EndpointWindow], t0: Instant, p: &OutlierPolicy) -> OutlierReport {
+        let mut rng = fastrand::Rng::with_seed(1);
+        let mut d = OutlierDetector::new(w.len());
+        assert!(!d.update(w, t0, p, &mut rng).window_closed);
+        let r = d.update(w, t0 + p.interval, p, &mut rng);
+        assert!(r.window_closed);
+        r
     }
 
     fn latency_window(responses: u64, mean: Duration) -> EndpointWindow {
@@ -764,21 +786,25 @@ mod outlier {
             }),
             ..policy()
         };
-        let mut d = OutlierDetector::new(5);
-        d.update(&w, t0, &strict, &mut rng);
-        let r = d.update(&w, t0 + secs(10), &strict, &mut rng);
-        assert!(r.window_closed);
-        assert!(r.ejected.is_empty());
+        assert!(close_first_window(&w, t0, &strict).ejected.is_empty());
     }
 
     #[test]
     fn success_rate_needs_volume_and_hosts() {
         let t0 = Instant::now();
-        let p = OutlierPolicy {
-            success_rate: Some(SuccessRatePolicy::default()),
+        // Factor 1.5, so that the statistics alone would eject: over the four qualifying hosts
+        // below (rates 1, 1, 1, 0.1: mean 0.775, stdev 0.38971) the threshold is
+        // 0.775 − 1.5 × 0.38971 = 0.19044, and endpoint 4 is below it. (With endpoint 0 counted
+        // too: mean 0.82, stdev 0.36, threshold 0.28, still below.) Only the volume and host
+        // rules keep it.
+        let with_min_hosts = |min_hosts| OutlierPolicy {
+            success_rate: Some(SuccessRatePolicy {
+                min_hosts,
+                stdev_factor: 1.5,
+                ..SuccessRatePolicy::default()
+            }),
             ..policy()
         };
-        let mut rng = fastrand::Rng::with_seed(1);
         // Endpoint 0 has 99 requests: only four endpoints qualify, fewer than min_hosts 5.
         let w = [
             sr_window(99, 99),
@@ -787,24 +813,10 @@ mod outlier {
             sr_window(100, 100),
             sr_window(100, 10),
         ];
-        let mut d = OutlierDetector::new(5);
-        d.update(&w, t0, &p, &mut rng);
-        let r = d.update(&w, t0 + secs(10), &p, &mut rng);
-        assert!(r.window_closed && r.ejected.is_empty());
-        // With min_hosts 4 (and factor 1.5: with four hosts a single low one is never below
-        // mean − 1.9 × stdev) the same windows eject endpoint 4: rates 1, 1, 1, 0.1, mean 0.775,
-        // stdev 0.38971, threshold 0.775 − 1.5 × 0.38971 = 0.19044.
-        let p4 = OutlierPolicy {
-            success_rate: Some(SuccessRatePolicy {
-                min_hosts: 4,
-                stdev_factor: 1.5,
-                ..SuccessRatePolicy::default()
-            }),
-            ..policy()
-        };
-        let mut d = OutlierDetector::new(5);
-        d.update(&w, t0, &p4, &mut rng);
-        let r = d.update(&w, t0 + secs(10), &p4, &mut rng);
+        let r = close_first_window(&w, t0, &with_min_hosts(5));
+        assert!(r.ejected.is_empty(), "{r:?}");
+        // With min_hosts 4 the same windows eject endpoint 4.
+        let r = close_first_window(&w, t0, &with_min_hosts(4));
         let ejected: Vec<(usize, EjectReason)> =
             r.ejected.iter().map(|e| (e.endpoint, e.reason)).collect();
         assert_eq!(ejected, vec![(4, EjectReason::SuccessRate)]);
@@ -822,7 +834,6 @@ mod outlier {
             max_ejection_percent: 20,
             ..policy()
         };
-        let mut rng = fastrand::Rng::with_seed(1);
         let mut w = [sr_window(100, 100); 10];
         // Mean 0.82, population stdev 0.23152 → threshold 0.82 − 0.5 × 0.23152 = 0.70424:
         // 0.6, 0.5, 0.7 and 0.4 are outliers; 20 % of 10 is 2, the two lowest go.
@@ -830,11 +841,8 @@ mod outlier {
         w[3] = sr_window(100, 50);
         w[5] = sr_window(100, 70);
         w[7] = sr_window(100, 40);
-        let mut d = OutlierDetector::new(10);
-        d.update(&w, t0, &p, &mut rng);
-        let r = d.update(&w, t0 + secs(10), &p, &mut rng);
-        let ejected: Vec<usize> = r.ejected.iter().map(|e| e.endpoint).collect();
-        assert_eq!(ejected, vec![7, 3], "the two worst, worst first");
+        let r = close_first_window(&w, t0, &p);
+        assert_eq!(endpoints(&r), vec![7, 3], "the two worst, worst first");
     }
 
     #[test]
@@ -887,11 +895,7 @@ mod outlier {
             }),
             ..policy()
         };
-        let mut d = OutlierDetector::new(6);
-        d.update(&w, t0, &p0, &mut rng);
-        let r = d.update(&w, t0 + secs(10), &p0, &mut rng);
-        let ejected: Vec<usize> = r.ejected.iter().map(|e| e.endpoint).collect();
-        assert_eq!(ejected, vec![4, 3]);
+        assert_eq!(endpoints(&close_first_window(&w, t0, &p0)), vec![4, 3]);
 
         // Even count: the median of 100, 100, 120, x is 110 ms (the mean of the middle two),
         // threshold 330 ms: 340 ms is ejected, 320 ms is not. (Either middle value alone would
@@ -903,23 +907,26 @@ mod outlier {
                 latency_window(20, ms(120)),
                 latency_window(20, ms(x)),
             ];
-            let mut d = OutlierDetector::new(4);
-            d.update(&w4, t0, &p, &mut rng);
-            let r = d.update(&w4, t0 + secs(10), &p, &mut rng);
-            assert!(r.window_closed);
-            let got: Vec<usize> = r.ejected.iter().map(|e| e.endpoint).collect();
+            let got = endpoints(&close_first_window(&w4, t0, &p));
             assert_eq!(got, if ejected { vec![3] } else { vec![] }, "{x} ms");
         }
 
-        // Fewer than min_hosts endpoints with enough responses: nothing.
-        for x in w.iter_mut().skip(2) {
+        // Endpoints 2 and 3 below the volume: three qualify (10, 12 and 200 ms, median 12 ms),
+        // enough for min_hosts 3 to eject the 200 ms one, fewer than min_hosts 4: nothing.
+        for x in &mut w[2..4] {
             x.requests = 5;
             x.successes = 5;
         }
-        let mut d = OutlierDetector::new(6);
-        d.update(&w, t0, &p, &mut rng);
-        let r = d.update(&w, t0 + secs(10), &p, &mut rng);
-        assert!(r.ejected.is_empty());
+        assert_eq!(endpoints(&close_first_window(&w, t0, &p)), vec![4]);
+        let p4 = OutlierPolicy {
+            latency: Some(LatencyPolicy {
+                min_hosts: 4,
+                ..lat.clone()
+            }),
+            ..policy()
+        };
+        let r = close_first_window(&w, t0, &p4);
+        assert!(r.ejected.is_empty(), "{r:?}");
     }
 
     #[test]

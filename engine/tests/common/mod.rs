@@ -149,9 +149,14 @@ impl Conn {
         )
     }
 
-    /// Whether the server closed the connection (EOF within the read timeout).
+    /// Whether the server closed the connection: EOF (or a reset) within the read timeout. A
+    /// connection still open when the timeout passes is not closed, nor is one that sends more.
     pub fn is_closed(&mut self) -> bool {
-        matches!(self.fill(), Ok(0) | Err(_))
+        use std::io::ErrorKind::{ConnectionAborted, ConnectionReset};
+        match self.fill() {
+            Ok(n) => n == 0,
+            Err(e) => matches!(e.kind(), ConnectionReset | ConnectionAborted),
+        }
     }
 }
 
