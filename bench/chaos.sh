@@ -110,7 +110,7 @@ FAULT_AT_MS=$(to_ms "$FAULT_AT")
 FAULT_FOR_MS=$(to_ms "$FAULT_FOR")
 
 # ---------------------------------------------------------------- prerequisites
-require_wrk_nginx
+require_packages wrk nginx
 for cmd in curl taskset awk sort date; do
     command -v "$cmd" >/dev/null 2>&1 || die "missing: $cmd"
 done
@@ -121,9 +121,7 @@ for p in "${UPSTREAM_PORTS[@]}" $HEADWATER_PORT $NGINX_PORT $HEADWATER_ADMIN; do
     fi
 done
 
-if [[ -z "${NO_BUILD:-}" ]]; then
-    (cd "$ROOT" && cargo build --release -p headwater-engine)
-fi
+build_headwater
 [[ -x "$HEADWATER_BIN" ]] || die "no $HEADWATER_BIN"
 "$HEADWATER_BIN" upstream --help >/dev/null 2>&1 ||
     die "$HEADWATER_BIN has no 'upstream' subcommand; rebuild it"
@@ -133,21 +131,8 @@ fi
 TMP=$(mktemp -d /tmp/headwater-chaos.XXXXXX)
 PIDS=()               # long-lived helpers of the current run (proxy, wrk)
 declare -A UP_PID=()  # upstream index (1..3) -> pid, while it runs
-stop_pid() { # pid [signal]: stop one process we started, escalating to SIGKILL after 5 s
-    local pid=$1 sig=${2:-TERM}
-    kill -"$sig" "$pid" 2>/dev/null || return 0
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
-    local pid
-    for pid in "${UP_PID[@]}" "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${UP_PID[@]}" "${PIDS[@]}"; do
-        stop_pid "$pid"
-    done
+    stop_pids "${UP_PID[@]}" "${PIDS[@]}"
     rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -185,8 +170,7 @@ signal_upstream() { # i signal
     kill -"$2" "${UP_PID[$1]}"
 }
 stop_upstreams() {
-    local i
-    for i in "${!UP_PID[@]}"; do stop_pid "${UP_PID[$i]}"; done
+    stop_pids "${UP_PID[@]}"
     UP_PID=()
 }
 
@@ -215,8 +199,7 @@ start_proxy() { # proxy
         ((healthy >= 6)) || die "headwater: endpoints not healthy after 5 s (logs in $TMP)"
         ;;
     nginx)
-        taskset -c "$PROXY_CORE" nginx -p "$TMP/nginx/" -e stderr -c "$NGINX_CONFIG" \
-            -g 'daemon off;' 2>>"$TMP/nginx.log" &
+        start_nginx "$PROXY_CORE" "$TMP/nginx/" "$NGINX_CONFIG" "$TMP/nginx.log"
         PROXY_PID=$!
         PIDS+=("$PROXY_PID")
         ;;
@@ -225,7 +208,7 @@ start_proxy() { # proxy
     wait_http "http://127.0.0.1:${PORT[$1]}/backup" "$1"
 }
 stop_proxy() {
-    stop_pid "$PROXY_PID"
+    stop_pids "$PROXY_PID"
     PIDS=()
 }
 

@@ -24,22 +24,16 @@ TIMEOUT=${TIMEOUT:-120}
 PROXY_CORE=${PROXY_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}
 
-UPSTREAM_PORT=18900
-HEADWATER_PORT=18901
-NGINX_PORT=18902
+STOP_WAIT=10 # seconds a proxy gets to exit on SIGTERM (see stop_pids)
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH_DIR/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"
 HEADWATER_BIN="$ROOT/target/release/headwater"
 
-if ! command -v nginx >/dev/null 2>&1; then
-    echo "missing: nginx" >&2
-    echo "install it with:  apt-get install -y nginx" >&2
-    exit 1
-fi
-for cmd in python3 curl taskset cargo; do
-    command -v "$cmd" >/dev/null 2>&1 || { echo "missing: $cmd" >&2; exit 1; }
-done
+require_packages nginx
+require_cmds python3 curl taskset cargo
 
 # file descriptors: N client sockets here, N accepted sockets in the proxy (+ upstream, listeners)
 want_fds=$((N + 1024))
@@ -50,55 +44,19 @@ if [[ $hard != unlimited ]] && ((hard < want_fds)); then
 fi
 ulimit -n "$want_fds"
 
-if [[ -z "${NO_BUILD:-}" ]]; then
-    (cd "$ROOT" && cargo build --release -p headwater-engine)
-fi
+build_headwater
 
-TMP=$(mktemp -d /tmp/headwater-idle.XXXXXX)
-chmod 755 "$TMP" # nginx workers run as nobody when started by root
-PIDS=()
-stop() { # pid...
-    local pid
-    for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "$@"; do
-        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-}
-cleanup() {
-    stop "${PIDS[@]}"
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'echo "$(basename "$0"): stopped by a signal" >&2; exit 130' INT TERM HUP
+make_tmp_with_traps idle
+make_nginx_prefix "$TMP"
 
-mkdir -p "$TMP/html" "$TMP/tmp"
-head -c 100 /dev/zero | tr '\0' 'a' >"$TMP/html/100b"
-head -c 4096 /dev/zero | tr '\0' 'b' >"$TMP/html/4k"
-
-wait_port() { # port name
-    for _ in $(seq 100); do
-        if [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/100b") == 200 ]]; then return 0; fi
-        sleep 0.1
-    done
-    echo "$2 did not answer 200 on port $1" >&2
-    exit 1
-}
-
-taskset -c "$LOAD_CORE" nginx -p "$TMP/" -e stderr -c "$BENCH_DIR/nginx/upstream.conf" \
-    -g 'daemon off;' 2>"$TMP/upstream.log" &
+start_nginx "$LOAD_CORE" "$TMP/" "$BENCH_DIR/nginx/upstream.conf" "$TMP/upstream.log"
 PIDS+=($!)
 wait_port $UPSTREAM_PORT "upstream nginx"
 
 echo "date:     $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-echo "machine:  $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r)"
+echo "machine:  $(machine_summary)"
 echo "test:     $N idle keep-alive connections, one GET /100b each, $ROUNDS rounds per proxy"
-other=$(pgrep -fa 'fuzz' || true)
-if [[ -n "$other" ]]; then
-    echo "WARNING: other load present:"
-    echo "$other" | sed 's/^/  /'
-fi
+warn_other_load
 echo
 
 RESULTS="$TMP/results"
@@ -112,8 +70,7 @@ for round in $(seq "$ROUNDS"); do
             pid=$!
             port=$HEADWATER_PORT
         else
-            taskset -c "$PROXY_CORE" nginx -p "$TMP/" -e stderr -c "$BENCH_DIR/nginx/proxy.conf" \
-                -g 'daemon off;' 2>"$TMP/nginx-proxy.log" &
+            start_nginx "$PROXY_CORE" "$TMP/" "$BENCH_DIR/nginx/proxy.conf" "$TMP/nginx-proxy.log"
             pid=$!
             port=$NGINX_PORT
         fi
@@ -129,7 +86,7 @@ for round in $(seq "$ROUNDS"); do
             -n "$N" --in-flight "$IN_FLIGHT" --timeout "$TIMEOUT") || status=1
         echo "$proxy round $round: $line"
         echo "$proxy $line" >>"$RESULTS"
-        stop "$pid"
+        stop_pids "$pid"
         keep=()
         for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
         PIDS=("${keep[@]}")

@@ -39,10 +39,6 @@ LOAD_CORE=${LOAD_CORE:-1}
 QUIET_WAIT=${QUIET_WAIT:-120}
 QUIET_PCT=${QUIET_PCT:-5}
 
-UPSTREAM_PORT=18900
-HEADWATER_PORT=18901
-NGINX_PORT=18902
-
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH_DIR/.." && pwd)
 # shellcheck source=bench/lib.sh
@@ -50,59 +46,27 @@ source "$BENCH_DIR/lib.sh"
 HEADWATER_BIN=${HEADWATER_BIN:-"$ROOT/target/release/headwater"}
 
 # ---------------------------------------------------------------- prerequisites
-require_wrk_nginx
-for cmd in curl taskset cargo awk sort; do
-    command -v "$cmd" >/dev/null 2>&1 || { echo "missing: $cmd" >&2; exit 1; }
-done
+require_packages wrk nginx
+require_cmds curl taskset cargo awk sort
 warn_few_cores
 
-if [[ -z "${NO_BUILD:-}" ]]; then
-    (cd "$ROOT" && cargo build --release -p headwater-engine)
-fi
+build_headwater
 [[ -x "$HEADWATER_BIN" ]] || { echo "no $HEADWATER_BIN" >&2; exit 1; }
 
 # ---------------------------------------------------------------- processes
-TMP=$(mktemp -d /tmp/headwater-bench.XXXXXX)
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-    done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'echo "$(basename "$0"): stopped by a signal" >&2; exit 130' INT TERM HUP
-
-chmod 755 "$TMP"   # nginx workers run as nobody when started by root
-mkdir -p "$TMP/html" "$TMP/tmp" "$TMP/raw"
+make_tmp_with_traps bench
+make_nginx_prefix "$TMP"
+mkdir -p "$TMP/raw"
 cp "$HEADWATER_BIN" "$TMP/headwater" # a concurrent rebuild must not swap the binary under test
 HEADWATER_BIN="$TMP/headwater"
-head -c 100 /dev/zero | tr '\0' 'a' >"$TMP/html/100b"
-head -c 4096 /dev/zero | tr '\0' 'b' >"$TMP/html/4k"
 body_len() { case "$1" in /100b) echo 100 ;; /4k) echo 4096 ;; *) wc -c <"$TMP/html/${1#/}" ;; esac; }
 
-wait_port() { # port name
-    for _ in $(seq 100); do
-        if curl -s -o /dev/null "http://127.0.0.1:$1/100b"; then return 0; fi
-        sleep 0.1
-    done
-    echo "$2 did not come up on port $1" >&2
-    exit 1
-}
-
 # upstream: core LOAD_CORE
-taskset -c "$LOAD_CORE" nginx -p "$TMP/" -e stderr -c "$BENCH_DIR/nginx/upstream.conf" \
-    -g 'daemon off;' 2>"$TMP/upstream.log" &
+start_nginx "$LOAD_CORE" "$TMP/" "$BENCH_DIR/nginx/upstream.conf" "$TMP/upstream.log"
 PIDS+=($!)
 UPSTREAM_PID=$!
 # nginx proxy: core PROXY_CORE
-taskset -c "$PROXY_CORE" nginx -p "$TMP/" -e stderr -c "$BENCH_DIR/nginx/proxy.conf" \
-    -g 'daemon off;' 2>"$TMP/nginx-proxy.log" &
+start_nginx "$PROXY_CORE" "$TMP/" "$BENCH_DIR/nginx/proxy.conf" "$TMP/nginx-proxy.log"
 PIDS+=($!)
 NGINX_PID=$!
 # Headwater: core PROXY_CORE (its one shard pins itself to the first allowed core)
@@ -123,11 +87,7 @@ echo "wrk:      $(wrk_version)"
 echo "headwater: $(grep -m1 'serving on' "$TMP/headwater.log" || cat "$TMP/headwater.log")"
 echo "layout:   proxy on core $PROXY_CORE; wrk -t1 -c$CONNS and upstream nginx on core $LOAD_CORE"
 echo "runs:     $RUNS x $DURATION per proxy and path (alternating), warm-up $WARMUP"
-other=$(pgrep -fa 'fuzz' || true)
-if [[ -n "$other" ]]; then
-    echo "WARNING: other load present during measurement:"
-    echo "$other" | sed 's/^/  /'
-fi
+warn_other_load "during measurement"
 echo
 
 # ---------------------------------------------------------------- correctness check

@@ -69,6 +69,14 @@ pub struct Limits {
     pub max_queued_bytes: usize,
 }
 
+impl Limits {
+    /// An empty shard buffer, with room for the line that crosses `buffer_bytes` so buffers
+    /// rarely regrow.
+    fn new_buffer(&self) -> Vec<u8> {
+        Vec::with_capacity(self.buffer_bytes + 4096)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
@@ -116,6 +124,15 @@ pub struct Entry<'a> {
 struct Shared {
     queued_bytes: AtomicUsize,
     dropped: AtomicU64,
+}
+
+impl Shared {
+    /// Takes back a hand-over of `len` bytes that was counted as queued, counting its `lines`
+    /// as dropped.
+    fn unqueue_dropped(&self, len: usize, lines: u64) {
+        self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+        self.dropped.fetch_add(lines, Ordering::Relaxed);
+    }
 }
 
 /// Where the writer returns a shard's empty buffers.
@@ -216,7 +233,7 @@ impl AccessLog {
                     pooled: AtomicUsize::new(0),
                 }),
                 pool,
-                buf: Vec::with_capacity(self.buffer_capacity()),
+                buf: self.limits.new_buffer(),
                 lines: 0,
                 last_handoff_ms: i64::MIN,
                 last_entry_ms: i64::MIN,
@@ -224,11 +241,6 @@ impl AccessLog {
             })
         });
         ShardLog { active, shard: i }
-    }
-
-    fn buffer_capacity(&self) -> usize {
-        // Room for the line that crosses the threshold, so buffers rarely regrow.
-        self.limits.buffer_bytes + 4096
     }
 
     /// Asks the writer to reopen the file (after it was renamed for rotation). Lines handed over
@@ -347,8 +359,7 @@ impl Active {
         let before = self.shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
         if before.saturating_add(len) > self.limits.max_queued_bytes {
             // The writer is behind: drop these lines rather than wait or grow without bound.
-            self.shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-            self.shared.dropped.fetch_add(lines, Ordering::Relaxed);
+            self.shared.unqueue_dropped(len, lines);
             self.buf.clear();
             return;
         }
@@ -357,7 +368,7 @@ impl Active {
                 self.ret.pooled.fetch_sub(1, Ordering::Relaxed);
                 buf
             }
-            Err(_) => Vec::with_capacity(self.limits.buffer_bytes + 4096),
+            Err(_) => self.limits.new_buffer(),
         };
         let buf = std::mem::replace(&mut self.buf, fresh);
         let msg = Msg::Lines {
@@ -367,8 +378,7 @@ impl Active {
         };
         if self.tx.send(msg).is_err() {
             // The writer has shut down.
-            self.shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-            self.shared.dropped.fetch_add(lines, Ordering::Relaxed);
+            self.shared.unqueue_dropped(len, lines);
         }
     }
 }

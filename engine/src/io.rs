@@ -118,12 +118,15 @@ fn is_cancelled(e: &io::Error) -> bool {
 }
 
 /// Runs `op` until it completes or `deadline` fires; in the latter case cancels it through
-/// `canceller` and still awaits it. Returns the operation's output and whether the deadline
-/// fired.
+/// `canceller` (which is replaced by a fresh one) and still awaits it. Returns the operation's
+/// output and whether the deadline fired.
+///
+/// A canceller that was not used to cancel serves the next operation too: callers make one per
+/// call, not one per operation of their retry loops.
 async fn until_deadline<F: Future, D: Future<Output = ()>>(
     op: F,
     mut deadline: Pin<&mut D>,
-    canceller: Canceller,
+    canceller: &mut Canceller,
 ) -> (F::Output, bool) {
     let mut op = pin!(op);
     let first = poll_fn(|cx| {
@@ -140,7 +143,7 @@ async fn until_deadline<F: Future, D: Future<Output = ()>>(
         Some(out) => (out, false),
         None => {
             // The op has been polled, so it is registered with the canceller.
-            let _fresh = canceller.cancel();
+            *canceller = std::mem::take(canceller).cancel();
             (op.await, true)
         }
     }
@@ -152,26 +155,10 @@ async fn until_deadline<F: Future, D: Future<Output = ()>>(
 /// reallocate; pass one with room to avoid that). On `Read(n)`, `buf.len()` grew by `n`.
 pub async fn read_timeout<T: CancelableAsyncReadRent>(
     io: &mut T,
-    mut buf: BytesMut,
+    buf: BytesMut,
     dur: Duration,
 ) -> (ReadOutcome, BytesMut) {
-    if buf.len() == buf.capacity() {
-        buf.reserve(MIN_READ_SPARE);
-    }
-    let mut deadline = pin!(monoio::time::sleep(dur));
-    loop {
-        let (begin, end) = (buf.len(), buf.capacity());
-        let canceller = Canceller::new();
-        let read = io.cancelable_read(buf.slice_mut(begin..end), canceller.handle());
-        let ((res, slice), timed_out) = until_deadline(read, deadline.as_mut(), canceller).await;
-        buf = slice.into_inner();
-        return match res {
-            Ok(n) => (ReadOutcome::Read(n), buf),
-            Err(e) if timed_out && is_cancelled(&e) => (ReadOutcome::TimedOut, buf),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => (ReadOutcome::Err(e), buf),
-        };
-    }
+    read_until(io, buf, monoio::time::sleep(dur)).await
 }
 
 /// Writes all of `buf` within `dur` (one deadline for the whole buffer).
@@ -186,30 +173,48 @@ pub async fn write_all_timeout<T: CancelableAsyncWriteRent, B: IoBuf>(
     let total = buf.bytes_init();
     let mut written = 0;
     let mut deadline = pin!(monoio::time::sleep(dur));
+    let mut canceller = Canceller::new();
     while written < total {
-        let canceller = Canceller::new();
         let write = io.cancelable_write(buf.slice(written..total), canceller.handle());
-        let ((res, slice), timed_out) = until_deadline(write, deadline.as_mut(), canceller).await;
+        let ((res, slice), timed_out) =
+            until_deadline(write, deadline.as_mut(), &mut canceller).await;
         buf = slice.into_inner();
-        match res {
-            Ok(0) => {
-                let error = io::Error::from(io::ErrorKind::WriteZero);
-                return (Err(WriteError::Io { error, written }), buf);
-            }
-            Ok(n) => {
-                written += n;
-                if timed_out && written < total {
-                    return (Err(WriteError::TimedOut { written }), buf);
-                }
-            }
-            Err(e) if timed_out && is_cancelled(&e) => {
-                return (Err(WriteError::TimedOut { written }), buf);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return (Err(WriteError::Io { error, written }), buf),
+        if let Err(e) = after_write(res, timed_out, &mut written, total) {
+            return (Err(e), buf);
         }
     }
     (Ok(()), buf)
+}
+
+/// Accounts for one write of a write-all loop that has sent `written` of `total` bytes: adds
+/// what it sent to `written`, and tells whether the loop must stop (the error to return) or
+/// go on.
+fn after_write(
+    res: io::Result<usize>,
+    timed_out: bool,
+    written: &mut usize,
+    total: usize,
+) -> Result<(), WriteError> {
+    match res {
+        Ok(0) => Err(WriteError::Io {
+            error: io::ErrorKind::WriteZero.into(),
+            written: *written,
+        }),
+        Ok(n) => {
+            *written += n;
+            if timed_out && *written < total {
+                Err(WriteError::TimedOut { written: *written })
+            } else {
+                Ok(())
+            }
+        }
+        Err(e) if timed_out && is_cancelled(&e) => Err(WriteError::TimedOut { written: *written }),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+        Err(error) => Err(WriteError::Io {
+            error,
+            written: *written,
+        }),
+    }
 }
 
 /// Writes all of `bufs` (e.g. a response head and a body chunk) with `writev`, within `dur`.
@@ -221,33 +226,22 @@ pub async fn write_vectored_all_timeout<T: CancelableAsyncWriteRent>(
     mut bufs: BytesVec,
     dur: Duration,
 ) -> (Result<(), WriteError>, BytesVec) {
-    bufs.set_consumed(0);
+    if bufs.consumed != 0 {
+        bufs.set_consumed(0);
+    }
     let total = bufs.total_len();
     let mut written = 0;
     let mut deadline = pin!(monoio::time::sleep(dur));
+    let mut canceller = Canceller::new();
     while written < total {
-        let canceller = Canceller::new();
         let write = io.cancelable_writev(bufs, canceller.handle());
         let ((res, returned), timed_out) =
-            until_deadline(write, deadline.as_mut(), canceller).await;
+            until_deadline(write, deadline.as_mut(), &mut canceller).await;
         bufs = returned;
-        match res {
-            Ok(0) => {
-                let error = io::Error::from(io::ErrorKind::WriteZero);
-                return (Err(WriteError::Io { error, written }), bufs);
-            }
-            Ok(n) => {
-                written += n;
-                bufs.set_consumed(written);
-                if timed_out && written < total {
-                    return (Err(WriteError::TimedOut { written }), bufs);
-                }
-            }
-            Err(e) if timed_out && is_cancelled(&e) => {
-                return (Err(WriteError::TimedOut { written }), bufs);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return (Err(WriteError::Io { error, written }), bufs),
+        let step = after_write(res, timed_out, &mut written, total);
+        bufs.set_consumed(written);
+        if let Err(e) = step {
+            return (Err(e), bufs);
         }
     }
     (Ok(()), bufs)
@@ -262,10 +256,10 @@ pub async fn accept_timeout(
     dur: Duration,
 ) -> io::Result<Option<(TcpStream, SocketAddr)>> {
     let mut deadline = pin!(monoio::time::sleep(dur));
+    let mut canceller = Canceller::new();
     loop {
-        let canceller = Canceller::new();
         let accept = listener.cancelable_accept(canceller.handle());
-        let (res, timed_out) = until_deadline(accept, deadline.as_mut(), canceller).await;
+        let (res, timed_out) = until_deadline(accept, deadline.as_mut(), &mut canceller).await;
         return match res {
             Ok(conn) => Ok(Some(conn)),
             Err(e) if timed_out && is_cancelled(&e) => Ok(None),
@@ -297,8 +291,12 @@ impl BytesVec {
 
     /// Appends a part.
     pub fn push(&mut self, part: Bytes) {
+        // `consumed` never exceeds the earlier parts, and `iovecs` describes all of them unless
+        // it is full: describing the new part is all a rebuild would add.
+        if !part.is_empty() && self.iovecs.len() < IOV_MAX {
+            self.iovecs.push(iovec(&part));
+        }
         self.parts.push(part);
-        self.rebuild();
     }
 
     /// Total bytes in all parts.
@@ -356,13 +354,17 @@ impl BytesVec {
                 skip -= part.len();
                 continue;
             }
-            let rest = &part[skip..];
+            self.iovecs.push(iovec(&part[skip..]));
             skip = 0;
-            self.iovecs.push(libc::iovec {
-                iov_base: rest.as_ptr() as *mut libc::c_void,
-                iov_len: rest.len(),
-            });
         }
+    }
+}
+
+/// An iovec describing `bytes`.
+fn iovec(bytes: &[u8]) -> libc::iovec {
+    libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
     }
 }
 
@@ -415,16 +417,16 @@ pub async fn read_until<T: CancelableAsyncReadRent, S: Future<Output = ()>>(
         buf.reserve(MIN_READ_SPARE);
     }
     let mut stop = pin!(stop);
+    let mut canceller = Canceller::new();
     loop {
         let (begin, end) = (buf.len(), buf.capacity());
-        let canceller = Canceller::new();
         let read = io.cancelable_read(buf.slice_mut(begin..end), canceller.handle());
-        let ((res, slice), stopped) = until_deadline(read, stop.as_mut(), canceller).await;
+        let ((res, slice), stopped) = until_deadline(read, stop.as_mut(), &mut canceller).await;
         buf = slice.into_inner();
         return match res {
             Ok(n) => (ReadOutcome::Read(n), buf),
             Err(e) if stopped && is_cancelled(&e) => (ReadOutcome::TimedOut, buf),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted && !stopped => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => (ReadOutcome::Err(e), buf),
         };
     }

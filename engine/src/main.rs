@@ -47,42 +47,43 @@ fn config_arg(args: &[String]) -> Option<PathBuf> {
     None
 }
 
+/// The config named by `-c FILE` in `args`, loaded; on failure, what was printed and the exit
+/// code (2 without `-c FILE`, 1 for an invalid config).
+fn load_config(args: &[String]) -> Result<(PathBuf, config::Config), ExitCode> {
+    let Some(path) = config_arg(args) else {
+        eprintln!("{USAGE}");
+        return Err(ExitCode::from(2));
+    };
+    match config::load(&path) {
+        Ok(c) => Ok((path, c)),
+        Err(e) => {
+            eprintln!("{e}");
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("check") => {
-            let Some(path) = config_arg(&args[1..]) else {
-                eprintln!("{USAGE}");
-                return ExitCode::from(2);
+            let (path, c) = match load_config(&args[1..]) {
+                Ok(loaded) => loaded,
+                Err(code) => return code,
             };
-            match config::load(&path) {
-                Ok(c) => {
-                    println!(
-                        "{}: ok ({} listeners, {} clusters, {} routes)",
-                        path.display(),
-                        c.server.listen.len(),
-                        c.clusters.len(),
-                        c.routes.len()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    ExitCode::FAILURE
-                }
-            }
+            println!(
+                "{}: ok ({} listeners, {} clusters, {} routes)",
+                path.display(),
+                c.server.listen.len(),
+                c.clusters.len(),
+                c.routes.len()
+            );
+            ExitCode::SUCCESS
         }
         Some("run") => {
-            let Some(path) = config_arg(&args[1..]) else {
-                eprintln!("{USAGE}");
-                return ExitCode::from(2);
-            };
-            let config = match config::load(&path) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::FAILURE;
-                }
+            let (path, config) = match load_config(&args[1..]) {
+                Ok(loaded) => loaded,
+                Err(code) => return code,
             };
             match Server::start(config, Some(path)) {
                 Ok(server) => {

@@ -181,8 +181,17 @@ impl TimeoutKind {
 /// Index of the histogram bucket (`0..=18`, 18 being `+Inf`) that a latency falls in: the first
 /// bucket whose upper bound is at least the latency, in whole microseconds.
 pub fn latency_bucket(latency: Duration) -> usize {
-    let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+    bucket_of_micros(micros(latency))
+}
+
+/// [`latency_bucket`] of a latency in whole microseconds.
+fn bucket_of_micros(us: u64) -> usize {
     LATENCY_BUCKETS_US.partition_point(|&bound| bound < us)
+}
+
+/// Whole microseconds of `d`, saturating.
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Index of a status class: 1xx -> 0 .. 5xx -> 4; out-of-range codes clamp to 1xx or 5xx.
@@ -251,49 +260,69 @@ impl RouteCell {
     }
 }
 
-/// One cluster's counters in one shard.
-struct ClusterCell {
-    connect_errors: Counter,
-    pool_hits: Counter,
-    pool_misses: Counter,
-    retries: Counter,
-    budget_exhausted: Counter,
-    unavailable_no_endpoint: Counter,
-    unavailable_breaker: Counter,
-    panic_picks: Counter,
-    fallbacks: Counter,
+/// A per-cluster counter: its index in a [`ClusterCell`] and in [`CLUSTER_SERIES`].
+#[derive(Clone, Copy)]
+enum ClusterCounter {
+    ConnectErrors,
+    PoolHits,
+    PoolMisses,
+    Retries,
+    BudgetExhausted,
+    NoHealthyUpstream,
+    CircuitOpen,
+    PanicPicks,
+    Fallbacks,
 }
 
-/// Cluster counters in the order they are summed and rendered.
-const CLUSTER_COUNTERS: usize = 9;
+const CLUSTER_COUNTERS: usize = ClusterCounter::Fallbacks as usize + 1;
+
+/// Name (after `headwater_`) and help of each cluster counter's series, in [`ClusterCounter`]
+/// order, which is also the order they are rendered in.
+const CLUSTER_SERIES: [(&str, &str); CLUSTER_COUNTERS] = [
+    (
+        "upstream_connect_errors_total",
+        "Failed connection attempts to upstream endpoints.",
+    ),
+    (
+        "pool_hits_total",
+        "Upstream connections reused from a shard's pool.",
+    ),
+    (
+        "pool_misses_total",
+        "Upstream requests that found no pooled connection.",
+    ),
+    (
+        "upstream_retries_total",
+        "Retries of requests on another endpoint (or a fresh connection).",
+    ),
+    (
+        "retry_budget_exhausted_total",
+        "Retries not made because the cluster's retry budget or breaker was used up.",
+    ),
+    (
+        "no_healthy_upstream_total",
+        "Gateway 503s because no endpoint could serve (reason no_healthy_upstream).",
+    ),
+    (
+        "circuit_open_total",
+        "Gateway 503s because a circuit breaker refused the request (reason circuit_open).",
+    ),
+    (
+        "panic_picks_total",
+        "Endpoints picked in panic mode (healthy share below the panic threshold).",
+    ),
+    (
+        "fallback_requests_total",
+        "Requests sent to the route's fallback cluster because this one could not serve.",
+    ),
+];
+
+/// One cluster's counters in one shard, indexed by [`ClusterCounter`].
+struct ClusterCell([Counter; CLUSTER_COUNTERS]);
 
 impl ClusterCell {
     const fn new() -> ClusterCell {
-        ClusterCell {
-            connect_errors: Counter::new(),
-            pool_hits: Counter::new(),
-            pool_misses: Counter::new(),
-            retries: Counter::new(),
-            budget_exhausted: Counter::new(),
-            unavailable_no_endpoint: Counter::new(),
-            unavailable_breaker: Counter::new(),
-            panic_picks: Counter::new(),
-            fallbacks: Counter::new(),
-        }
-    }
-
-    fn all(&self) -> [u64; CLUSTER_COUNTERS] {
-        [
-            self.connect_errors.get(),
-            self.pool_hits.get(),
-            self.pool_misses.get(),
-            self.retries.get(),
-            self.budget_exhausted.get(),
-            self.unavailable_no_endpoint.get(),
-            self.unavailable_breaker.get(),
-            self.panic_picks.get(),
-            self.fallbacks.get(),
-        ]
+        ClusterCell([const { Counter::new() }; CLUSTER_COUNTERS])
     }
 }
 
@@ -419,10 +448,9 @@ impl ShardMetrics {
                 None => return,
             },
         };
-        let bucket = latency_bucket(latency);
-        cell.buckets[bucket].add(1);
-        cell.sum_us
-            .add(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+        let us = micros(latency);
+        cell.buckets[bucket_of_micros(us)].add(1);
+        cell.sum_us.add(us);
         cell.bytes_in.add(bytes_in);
         cell.bytes_out.add(bytes_out);
 
@@ -468,71 +496,64 @@ impl ShardMetrics {
         cell.unattributed[class].add(1);
     }
 
+    /// Counts one `counter` event for `cluster` (ignored when `cluster` was not interned).
+    #[inline]
+    fn cluster_count(&self, cluster: ClusterId, counter: ClusterCounter) {
+        if let Some(c) = self.cluster_cell(cluster) {
+            c.0[counter as usize].add(1);
+        }
+    }
+
     /// Connecting to an endpoint of `cluster` failed (refused, unreachable, timed out, TLS).
     #[inline]
     pub fn upstream_connect_error(&self, cluster: ClusterId) {
-        if let Some(c) = self.cluster_cell(cluster) {
-            c.connect_errors.add(1);
-        }
+        self.cluster_count(cluster, ClusterCounter::ConnectErrors);
     }
 
     /// An upstream connection for `cluster` was taken from this shard's pool.
     #[inline]
     pub fn pool_hit(&self, cluster: ClusterId) {
-        if let Some(c) = self.cluster_cell(cluster) {
-            c.pool_hits.add(1);
-        }
+        self.cluster_count(cluster, ClusterCounter::PoolHits);
     }
 
     /// No pooled connection for `cluster` was available; a new one is opened.
     #[inline]
     pub fn pool_miss(&self, cluster: ClusterId) {
-        if let Some(c) = self.cluster_cell(cluster) {
-            c.pool_misses.add(1);
-        }
+        self.cluster_count(cluster, ClusterCounter::PoolMisses);
     }
 
     /// A request to `cluster` was retried (one per retry).
     #[inline]
     pub fn retry(&self, cluster: ClusterId) {
-        if let Some(c) = self.cluster_cell(cluster) {
-            c.retries.add(1);
-        }
+        self.cluster_count(cluster, ClusterCounter::Retries);
     }
 
     /// A retry to `cluster` was not made because the retry budget (or breaker) was used up.
     #[inline]
     pub fn retry_budget_exhausted(&self, cluster: ClusterId) {
-        if let Some(c) = self.cluster_cell(cluster) {
-            c.budget_exhausted.add(1);
-        }
+        self.cluster_count(cluster, ClusterCounter::BudgetExhausted);
     }
 
     /// The gateway answered 503 itself for `cluster`.
     #[inline]
     pub fn unavailable(&self, cluster: ClusterId, why: Unavailability) {
-        if let Some(c) = self.cluster_cell(cluster) {
-            match why {
-                Unavailability::NoHealthyUpstream => c.unavailable_no_endpoint.add(1),
-                Unavailability::CircuitOpen => c.unavailable_breaker.add(1),
-            }
-        }
+        let counter = match why {
+            Unavailability::NoHealthyUpstream => ClusterCounter::NoHealthyUpstream,
+            Unavailability::CircuitOpen => ClusterCounter::CircuitOpen,
+        };
+        self.cluster_count(cluster, counter);
     }
 
     /// An endpoint of `cluster` was picked from a panic-mode tier.
     #[inline]
     pub fn panic_pick(&self, cluster: ClusterId) {
-        if let Some(c) = self.cluster_cell(cluster) {
-            c.panic_picks.add(1);
-        }
+        self.cluster_count(cluster, ClusterCounter::PanicPicks);
     }
 
     /// A request to `cluster` went to the route's fallback cluster instead.
     #[inline]
     pub fn fallback(&self, cluster: ClusterId) {
-        if let Some(c) = self.cluster_cell(cluster) {
-            c.fallbacks.add(1);
-        }
+        self.cluster_count(cluster, ClusterCounter::Fallbacks);
     }
 
     /// A timeout of `kind` fired.
@@ -555,10 +576,58 @@ impl ShardMetrics {
 }
 
 struct Names {
-    routes: Vec<String>,
-    route_ids: HashMap<String, u32>,
-    clusters: Vec<String>,
-    cluster_ids: HashMap<String, u32>,
+    routes: NameTable,
+    clusters: NameTable,
+}
+
+/// Interned names of one kind: `names[id]` is the name of `id`.
+#[derive(Default)]
+struct NameTable {
+    names: Vec<String>,
+    ids: HashMap<String, u32>,
+}
+
+impl NameTable {
+    fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Errors if `list` holds an empty name or would push the table past `max`.
+    fn check(&self, what: &str, list: &[&str], max: usize) -> Result<(), String> {
+        if list.iter().any(|n| n.is_empty()) {
+            return Err(format!(
+                "metrics: a {what} name is empty (empty is reserved for \"none\")"
+            ));
+        }
+        let new: HashSet<&str> = list
+            .iter()
+            .copied()
+            .filter(|n| !self.ids.contains_key(*n))
+            .collect();
+        if self.len() + new.len() > max {
+            return Err(format!(
+                "metrics: too many distinct {what} names over this process's lifetime: {} known + {} new > {max}",
+                self.len(),
+                new.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The ids of `list`, interning the names not seen yet.
+    fn assign(&mut self, list: &[&str]) -> Vec<u32> {
+        list.iter()
+            .map(|&name| {
+                if let Some(&id) = self.ids.get(name) {
+                    return id;
+                }
+                let id = self.names.len() as u32;
+                self.names.push(name.to_owned());
+                self.ids.insert(name.to_owned(), id);
+                id
+            })
+            .collect()
+    }
 }
 
 /// All shards' metrics plus the name tables; see the module docs.
@@ -577,10 +646,8 @@ impl Registry {
         Arc::new(Registry {
             shards: (0..shards).map(|_| ShardMetrics::new()).collect(),
             names: Mutex::new(Names {
-                routes: Vec::new(),
-                route_ids: HashMap::new(),
-                clusters: Vec::new(),
-                cluster_ids: HashMap::new(),
+                routes: NameTable::default(),
+                clusters: NameTable::default(),
             }),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
@@ -619,12 +686,11 @@ impl Registry {
     /// would exceed [`MAX_ROUTES`] / [`MAX_CLUSTERS`].
     pub fn intern(&self, routes: &[&str], clusters: &[&str]) -> Result<Interned, String> {
         let mut names = self.names();
-        let names = &mut *names;
-        check_names("route", routes, &names.route_ids, MAX_ROUTES)?;
-        check_names("cluster", clusters, &names.cluster_ids, MAX_CLUSTERS)?;
+        names.routes.check("route", routes, MAX_ROUTES)?;
+        names.clusters.check("cluster", clusters, MAX_CLUSTERS)?;
 
-        let route_ids = assign(routes, &mut names.routes, &mut names.route_ids);
-        let cluster_ids = assign(clusters, &mut names.clusters, &mut names.cluster_ids);
+        let route_ids = names.routes.assign(routes);
+        let cluster_ids = names.clusters.assign(clusters);
 
         let route_chunks = names.routes.len().div_ceil(CHUNK);
         let cluster_chunks = names.clusters.len().div_ceil(CHUNK);
@@ -696,27 +762,20 @@ impl Registry {
                 let pair = pairs
                     .entry((route, cluster_of_key(key as u32)))
                     .or_default();
-                for (sum, c) in pair.iter_mut().zip(&entry.codes) {
-                    *sum += c.get();
-                }
+                add_counts(pair, &entry.codes);
             }
             for (id, sums) in per_cluster.iter_mut().enumerate() {
                 if let Some(cell) = shard.cluster_cell(ClusterId(id as u32)) {
-                    for (sum, v) in sums.iter_mut().zip(cell.all()) {
-                        *sum += v;
-                    }
+                    add_counts(sums, &cell.0);
                 }
             }
-            for (sum, c) in timeouts.iter_mut().zip(&shard.timeouts) {
-                *sum += c.get();
-            }
-            for (sum, c) in bad.iter_mut().zip(&shard.bad) {
-                *sum += c.get();
-            }
+            add_counts(&mut timeouts, &shard.timeouts);
+            add_counts(&mut bad, &shard.bad);
         }
 
-        let route_name = |r: Option<u32>| r.map_or("", |r| names.routes[r as usize].as_str());
-        let cluster_name = |c: Option<u32>| c.map_or("", |c| names.clusters[c as usize].as_str());
+        let route_name = |r: Option<u32>| r.map_or("", |r| names.routes.names[r as usize].as_str());
+        let cluster_name =
+            |c: Option<u32>| c.map_or("", |c| names.clusters.names[c as usize].as_str());
         // Route keys in output order: unmatched first, then by id.
         let route_keys = || std::iter::once(None).chain((0..routes as u32).map(Some));
         let sums_of = |r: Option<u32>| &per_route[r.map_or(0, |r| r as usize + 1)];
@@ -788,80 +847,35 @@ impl Registry {
             let _ = writeln!(out, "\"}} {cumulative}");
         }
 
-        for (name, help, pick) in [
+        type Pick = fn(&RouteSums) -> u64;
+        let byte_series: [(&str, &str, Pick); 2] = [
             (
                 "bytes_received_total",
                 "Request bytes received from clients.",
-                0usize,
+                |sums| sums.bytes_in,
             ),
-            ("bytes_sent_total", "Response bytes sent to clients.", 1),
-        ] {
+            (
+                "bytes_sent_total",
+                "Response bytes sent to clients.",
+                |sums| sums.bytes_out,
+            ),
+        ];
+        for (name, help, value) in byte_series {
             header(out, name, "counter", help);
             for r in route_keys() {
-                let sums = sums_of(r);
-                let v = if pick == 0 {
-                    sums.bytes_in
-                } else {
-                    sums.bytes_out
-                };
+                let v = value(sums_of(r));
                 let _ = write!(out, "headwater_{name}{{route=\"");
                 escape_label(out, route_name(r));
                 let _ = writeln!(out, "\"}} {v}");
             }
         }
 
-        for (name, help, pick) in [
-            (
-                "upstream_connect_errors_total",
-                "Failed connection attempts to upstream endpoints.",
-                0usize,
-            ),
-            (
-                "pool_hits_total",
-                "Upstream connections reused from a shard's pool.",
-                1,
-            ),
-            (
-                "pool_misses_total",
-                "Upstream requests that found no pooled connection.",
-                2,
-            ),
-            (
-                "upstream_retries_total",
-                "Retries of requests on another endpoint (or a fresh connection).",
-                3,
-            ),
-            (
-                "retry_budget_exhausted_total",
-                "Retries not made because the cluster's retry budget or breaker was used up.",
-                4,
-            ),
-            (
-                "no_healthy_upstream_total",
-                "Gateway 503s because no endpoint could serve (reason no_healthy_upstream).",
-                5,
-            ),
-            (
-                "circuit_open_total",
-                "Gateway 503s because a circuit breaker refused the request (reason circuit_open).",
-                6,
-            ),
-            (
-                "panic_picks_total",
-                "Endpoints picked in panic mode (healthy share below the panic threshold).",
-                7,
-            ),
-            (
-                "fallback_requests_total",
-                "Requests sent to the route's fallback cluster because this one could not serve.",
-                8,
-            ),
-        ] {
+        for (i, (name, help)) in CLUSTER_SERIES.into_iter().enumerate() {
             header(out, name, "counter", help);
             for (id, sums) in per_cluster.iter().enumerate() {
                 let _ = write!(out, "headwater_{name}{{cluster=\"");
-                escape_label(out, &names.clusters[id]);
-                let _ = writeln!(out, "\"}} {}", sums[pick]);
+                escape_label(out, &names.clusters.names[id]);
+                let _ = writeln!(out, "\"}} {}", sums[i]);
             }
         }
 
@@ -950,47 +964,6 @@ impl Registry {
     }
 }
 
-/// Errors if `list` holds an empty name or would push the table past `max`.
-fn check_names(
-    what: &str,
-    list: &[&str],
-    known: &HashMap<String, u32>,
-    max: usize,
-) -> Result<(), String> {
-    if list.iter().any(|n| n.is_empty()) {
-        return Err(format!(
-            "metrics: a {what} name is empty (empty is reserved for \"none\")"
-        ));
-    }
-    let new: HashSet<&str> = list
-        .iter()
-        .copied()
-        .filter(|n| !known.contains_key(*n))
-        .collect();
-    if known.len() + new.len() > max {
-        return Err(format!(
-            "metrics: too many distinct {what} names over this process's lifetime: {} known + {} new > {max}",
-            known.len(),
-            new.len()
-        ));
-    }
-    Ok(())
-}
-
-fn assign(list: &[&str], names: &mut Vec<String>, ids: &mut HashMap<String, u32>) -> Vec<u32> {
-    list.iter()
-        .map(|&name| {
-            if let Some(&id) = ids.get(name) {
-                return id;
-            }
-            let id = names.len() as u32;
-            names.push(name.to_owned());
-            ids.insert(name.to_owned(), id);
-            id
-        })
-        .collect()
-}
-
 fn cluster_of_key(key: u32) -> Option<u32> {
     (key != NO_CLUSTER).then(|| key - 1)
 }
@@ -1005,10 +978,10 @@ fn add_pairs(
         if key == 0 {
             break; // slots are claimed in order
         }
-        let sums = pairs.entry((route, cluster_of_key(key))).or_default();
-        for (sum, c) in sums.iter_mut().zip(&slot.codes) {
-            *sum += c.get();
-        }
+        add_counts(
+            pairs.entry((route, cluster_of_key(key))).or_default(),
+            &slot.codes,
+        );
     }
 }
 
@@ -1023,15 +996,18 @@ struct RouteSums {
 
 impl RouteSums {
     fn add(&mut self, cell: &RouteCell) {
-        for (sum, c) in self.buckets.iter_mut().zip(&cell.buckets) {
-            *sum += c.get();
-        }
+        add_counts(&mut self.buckets, &cell.buckets);
         self.sum_us += cell.sum_us.get();
         self.bytes_in += cell.bytes_in.get();
         self.bytes_out += cell.bytes_out.get();
-        for (sum, c) in self.unattributed.iter_mut().zip(&cell.unattributed) {
-            *sum += c.get();
-        }
+        add_counts(&mut self.unattributed, &cell.unattributed);
+    }
+}
+
+/// Adds each counter's value to the sum at the same index.
+fn add_counts(sums: &mut [u64], counters: &[Counter]) {
+    for (sum, c) in sums.iter_mut().zip(counters) {
+        *sum += c.get();
     }
 }
 

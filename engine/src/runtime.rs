@@ -137,20 +137,16 @@ pub fn build_runtime(kind: DriverKind, entries: u32) -> io::Result<MonoioRuntime
             // shard enters the kernel anyway (every submit and every wait). Under load that
             // removed ~0.7 reschedule interrupts per request (bench/RESULTS.md). Kernels before
             // 5.19 refuse the flags: then the ring is set up without them.
-            let mut cooperative = io_uring::IoUring::builder();
-            cooperative.setup_coop_taskrun().setup_taskrun_flag();
-            match RuntimeBuilder::<IoUringDriver>::new()
-                .with_entries(entries)
-                .uring_builder(cooperative)
-                .enable_timer()
-                .build()
-            {
-                Ok(rt) => rt.into(),
-                Err(_) => RuntimeBuilder::<IoUringDriver>::new()
+            let ring = || {
+                RuntimeBuilder::<IoUringDriver>::new()
                     .with_entries(entries)
                     .enable_timer()
-                    .build()?
-                    .into(),
+            };
+            let mut cooperative = io_uring::IoUring::builder();
+            cooperative.setup_coop_taskrun().setup_taskrun_flag();
+            match ring().uring_builder(cooperative).build() {
+                Ok(rt) => rt.into(),
+                Err(_) => ring().build()?.into(),
             }
         }
         DriverKind::Epoll => RuntimeBuilder::<LegacyDriver>::new()
@@ -330,9 +326,10 @@ where
 
 fn log_fallback(reason: &str) {
     static LOGGED: AtomicBool = AtomicBool::new(false);
-    if !LOGGED.swap(true, Ordering::Relaxed) {
-        eprintln!("headwater: io_uring unavailable ({reason}); using epoll");
-    }
+    warn_once(
+        &LOGGED,
+        &format!("io_uring unavailable ({reason}); using epoll"),
+    );
 }
 
 fn warn_once(flag: &AtomicBool, message: &str) {

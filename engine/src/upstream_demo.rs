@@ -721,18 +721,14 @@ impl Conn {
                 b"upgrade required: websocket\n",
             );
         }
-        let accept = head
-            .header("sec-websocket-key")
-            .map(<[u8]>::to_vec)
-            .unwrap_or_default();
-        let name = self.shared.name.clone();
+        let accept = head.header("sec-websocket-key").unwrap_or_default();
         let mut out = BytesMut::with_capacity(256);
         encode_response_head(
             StatusCode::SWITCHING_PROTOCOLS,
             &[
-                ("x-upstream", name.as_bytes()),
+                ("x-upstream", self.shared.name.as_bytes()),
                 ("upgrade", b"websocket"),
-                ("sec-websocket-accept", &accept),
+                ("sec-websocket-accept", accept),
             ],
             BodyKind::None,
             head.version(),
@@ -765,15 +761,12 @@ impl Conn {
     ) -> Result<bool, Fail> {
         let status = status_code(code);
         let keep = req.keep_alive();
-        let bodiless = status.is_informational()
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED;
-        let framing = if status.is_informational() || status == StatusCode::NO_CONTENT {
-            BodyKind::None
+        let (framing, body) = if status.is_informational() || status == StatusCode::NO_CONTENT {
+            (BodyKind::None, &[][..])
         } else if status == StatusCode::NOT_MODIFIED {
-            BodyKind::Length(0)
+            (BodyKind::Length(0), &[][..])
         } else {
-            BodyKind::Length(body.len() as u64)
+            (BodyKind::Length(body.len() as u64), body)
         };
         let mut out = BytesMut::with_capacity(256 + body.len());
         self.put_head(
@@ -785,7 +778,7 @@ impl Conn {
             req.version(),
             keep,
         );
-        if !bodiless && req.method() != Method::HEAD {
+        if req.method() != Method::HEAD {
             out.extend_from_slice(body);
         }
         self.started = true;
@@ -820,16 +813,14 @@ impl Conn {
     fn send_error(&mut self, e: &headwater_http1::Error) -> Result<(), Fail> {
         let body = format!("{}\n", e.detail());
         let mut out = BytesMut::with_capacity(256);
-        encode_response_head(
+        self.put_head(
+            &mut out,
             e.status(),
-            &[
-                ("x-upstream", self.shared.name.as_bytes()),
-                ("content-type", b"text/plain"),
-            ],
+            "text/plain",
+            &[],
             BodyKind::Length(body.len() as u64),
             Version::HTTP_11,
-            ClientConnection::Close,
-            &mut out,
+            false,
         );
         out.extend_from_slice(body.as_bytes());
         self.started = true;
@@ -855,20 +846,17 @@ impl Conn {
     /// the close does not turn into a reset that destroys the last response in flight.
     fn close_gracefully(mut self) {
         let _ = self.stream.shutdown(Shutdown::Write);
-        let deadline = Instant::now() + LINGER;
-        while Instant::now() < deadline && !self.shared.stopped() {
-            match self.stream.read(&mut self.scratch) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e) if retryable(&e) => {}
-                Err(_) => return,
-            }
-        }
+        self.discard_input(Some(Instant::now() + LINGER));
     }
 
     /// Drops all input until the client closes or the server stops (a stalled connection).
     fn discard_until_eof(mut self) {
-        while !self.shared.stopped() {
+        self.discard_input(None);
+    }
+
+    /// Reads and drops input until the client closes, the server stops or `deadline` passes.
+    fn discard_input(&mut self, deadline: Option<Instant>) {
+        while deadline.is_none_or(|d| Instant::now() < d) && !self.shared.stopped() {
             match self.stream.read(&mut self.scratch) {
                 Ok(0) => return,
                 Ok(_) => {}

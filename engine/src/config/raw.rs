@@ -480,20 +480,18 @@ impl<'de, const MIN: i64, const MAX: i64> Deserialize<'de> for Int<MIN, MAX> {
                 write!(f, "an integer from {MIN} to {MAX}")
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<i64, E> {
-                if (MIN..=MAX).contains(&v) {
-                    Ok(v)
+                self.visit_i128(v.into())
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<i64, E> {
+                self.visit_i128(v.into())
+            }
+            fn visit_i128<E: de::Error>(self, v: i128) -> Result<i64, E> {
+                if (i128::from(MIN)..=i128::from(MAX)).contains(&v) {
+                    Ok(v as i64)
                 } else {
                     Err(E::custom(format!(
                         "{v} is out of range: must be from {MIN} to {MAX}"
                     )))
-                }
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<i64, E> {
-                match i64::try_from(v) {
-                    Ok(v) => self.visit_i64(v),
-                    Err(_) => Err(E::custom(format!(
-                        "{v} is out of range: must be from {MIN} to {MAX}"
-                    ))),
                 }
             }
         }

@@ -55,32 +55,22 @@ fn server(ctx: &Ctx<'_>, raw: RawServer) -> Result<ServerConfig, ConfigError> {
     let mut listen: Vec<SocketAddr> = Vec::with_capacity(items.len());
     for item in items {
         let addr = item.get_ref().0;
-        if let Some(other) = listen.iter().find(|other| overlaps(addr, **other)) {
-            let reason = if *other == addr {
-                format!("duplicate listen address {addr}")
-            } else {
-                format!("listen address {addr} overlaps listen address {other}")
-            };
-            return Err(ctx.err(item.span(), reason));
-        }
+        check_no_overlap(ctx, item.span(), "listen", addr, &listen, || {
+            format!("duplicate listen address {addr}")
+        })?;
         listen.push(addr);
     }
 
-    let admin = match raw.admin {
-        Some(admin) => {
+    let admin = raw
+        .admin
+        .map(|admin| {
             let addr = admin.get_ref().0;
-            if let Some(other) = listen.iter().find(|other| overlaps(addr, **other)) {
-                let reason = if *other == addr {
-                    format!("admin address {addr} is also a listen address")
-                } else {
-                    format!("admin address {addr} overlaps listen address {other}")
-                };
-                return Err(ctx.err(admin.span(), reason));
-            }
-            Some(addr)
-        }
-        None => None,
-    };
+            check_no_overlap(ctx, admin.span(), "admin", addr, &listen, || {
+                format!("admin address {addr} is also a listen address")
+            })
+            .map(|()| addr)
+        })
+        .transpose()?;
 
     let workers = match raw.workers {
         None | Some(Workers::Auto) => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -165,6 +155,26 @@ fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
         && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
+/// Errors at `span` when `addr`, a `what` address, overlaps an address of `listen`; `same` gives
+/// the reason when it is one of them.
+fn check_no_overlap(
+    ctx: &Ctx<'_>,
+    span: Range<usize>,
+    what: &str,
+    addr: SocketAddr,
+    listen: &[SocketAddr],
+    same: impl FnOnce() -> String,
+) -> Result<(), ConfigError> {
+    match listen.iter().find(|other| overlaps(addr, **other)) {
+        None => Ok(()),
+        Some(other) if *other == addr => Err(ctx.err(span, same())),
+        Some(other) => Err(ctx.err(
+            span,
+            format!("{what} address {addr} overlaps listen address {other}"),
+        )),
+    }
+}
+
 /// `raw` merged over `base`.
 fn route_timeouts(raw: RawRouteTimeouts, base: &RouteTimeouts) -> RouteTimeouts {
     RouteTimeouts {
@@ -244,10 +254,10 @@ fn clusters(ctx: &Ctx<'_>, raw: Vec<RawCluster>) -> Result<Vec<ClusterConfig>, C
             }
             None => HashKey::default(),
         };
-        let health_check = match cluster.health {
-            Some(raw) => Some(health_check(ctx, raw)?),
-            None => None,
-        };
+        let health_check = cluster
+            .health
+            .map(|raw| health_check(ctx, raw))
+            .transpose()?;
         let outlier = match cluster.outlier {
             Some(raw) => outlier(ctx, raw)?,
             None => Some(OutlierConfig::default()),
