@@ -498,7 +498,7 @@ outlier = { enabled = false }
 [[route]]
 cluster = "app"
 fallback = "spare"
-retry = { attempts = 5, on = ["5xx", "timeout"], backoff_base = "10ms", backoff_max = "1s", per_try_timeout = "2s", non_idempotent = true }
+retry = { attempts = 5, on = ["5xx", "timeout"], backoff_base = "10ms", backoff_max = "1s", per_try_timeout = "2s", non_idempotent = true, hedge_after = "40ms" }
 queue = { timeout = "3s" }
 "#;
 
@@ -561,6 +561,7 @@ fn resilience_keys_parse_to_expected_values() {
     assert_eq!(r.retry.backoff_max, Duration::from_secs(1));
     assert_eq!(r.retry.per_try_timeout, Some(Duration::from_secs(2)));
     assert!(r.retry.non_idempotent);
+    assert_eq!(r.retry.hedge_after, Some(Duration::from_millis(40)));
 }
 
 #[test]
@@ -587,6 +588,7 @@ fn resilience_defaults() {
     assert!(r.retry.on.matches_connect_failure() && r.retry.on.matches_reset());
     assert!(r.retry.on.matches_status(503) && !r.retry.on.matches_status(500));
     assert!(!r.retry.non_idempotent);
+    assert_eq!(r.retry.hedge_after, None);
     assert_eq!(r.fallback, None);
     assert_eq!(r.queue, None);
     let h = ok(&in_cluster("health = {}"));
@@ -702,6 +704,11 @@ fn resilience_keys_are_validated() {
             "is the route's own cluster",
         ),
         ("queue = { timeout = \"0s\" }", "queue", "greater than zero"),
+        (
+            "retry = { hedge_after = \"0s\" }",
+            "hedge_after",
+            "greater than zero",
+        ),
         (
             "hedge = { delay = \"50ms\" }",
             "hedge",

@@ -607,8 +607,13 @@ fn upstream_answering_500_is_ejected() {
         assert_eq!(f.upstream.as_deref(), Some("e"));
         assert!(f.at + SLACK >= broke_at && f.at < detected_at, "{f:#?}");
     }
+    // Each of the two shards stops sending to e after its own 3rd 500 in a row (a local
+    // quarantine, before the health thread's next tick), so at most 3 per shard plus the
+    // requests already on their way to e reach clients.
+    let quarantines = metric(adm, "headwater_local_quarantines_total{cluster=\"app\"}");
+    assert!(quarantines >= 1.0, "no shard quarantined e on its own");
     assert!(
-        failed.len() <= 150,
+        failed.len() <= 2 * 3 + CLIENTS,
         "{} 500s reached clients before the ejection",
         failed.len()
     );
@@ -1094,4 +1099,58 @@ fn panic_mode_spreads_over_ejected_endpoints() {
             "{name} served {n} of {total}: panic mode spreads over all three"
         );
     }
+}
+
+/// 12. Hedged requests: with one of two endpoints stalled (it accepts and never answers), every
+///     GET still gets its answer from the other within about `hedge_after`, though the route
+///     allows no retry and waits 2 s for a response head; a POST is never hedged.
+#[test]
+fn hedged_gets_are_answered_by_the_other_endpoint() {
+    let _serial = serial();
+    let f = upstream("f");
+    let s = upstream("s");
+    s.set_behavior(Behavior::Stall);
+    let (gw, adm) = start_app(
+        &[f.addr(), s.addr()],
+        "outlier = { enabled = false }",
+        "retry = { attempts = 1, per_try_timeout = \"2s\", hedge_after = \"30ms\" }",
+    );
+    let addr = gw.listen_addrs()[0];
+    let mut slowest = Duration::ZERO;
+    for i in 0..40 {
+        let started = Instant::now();
+        let r = common::get(addr, "/hedge");
+        let took = started.elapsed();
+        slowest = slowest.max(took);
+        assert_eq!(r.status(), 200, "GET {i}: {}", r.text());
+        assert_eq!(r.header("x-upstream").as_deref(), Some("f"), "GET {i}");
+    }
+    let hedges = metric(adm, "headwater_hedged_requests_total{cluster=\"app\"}");
+    let stalled = s.requests();
+    eprintln!(
+        "hedging: 40 GETs all answered by f, slowest {}; {hedges} hedges; s received {stalled}",
+        ms(slowest)
+    );
+    // s is the first pick of most requests: a hedge's pick moves round robin on, as a retry's
+    // does, so each request starts where the previous one's first try did.
+    assert!(hedges >= 10.0, "{hedges} hedges");
+    assert!(stalled >= 10, "s got {stalled} requests");
+    assert!(slowest < Duration::from_millis(1000), "slowest {slowest:?}");
+
+    // Not idempotent: one of two POSTs lands on s and waits out the per-try timeout.
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let mut c = common::Conn::open(addr);
+        let r = c.request(
+            b"POST /hedge HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\nconnection: close\r\n\r\nhi",
+            &http::Method::POST,
+        );
+        statuses.push(r.status());
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, vec![200, 504], "POSTs are not hedged");
+    assert_eq!(
+        metric(adm, "headwater_hedged_requests_total{cluster=\"app\"}"),
+        hedges
+    );
 }

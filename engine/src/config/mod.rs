@@ -505,6 +505,11 @@ pub struct RetryConfig {
     /// Also retry non-idempotent methods (when the body was small enough to keep). Default
     /// false.
     pub non_idempotent: bool,
+    /// Hedging: when the first try of an idempotent request (GET, HEAD, OPTIONS, TRACE, PUT,
+    /// DELETE) whose body was small enough to keep has no response head after this long, a
+    /// second try goes to another endpoint and the first response head wins; the other try is
+    /// cancelled. The hedge takes the request's retry-budget slot. Default none (off).
+    pub hedge_after: Option<Duration>,
 }
 
 impl Default for RetryConfig {
@@ -516,6 +521,7 @@ impl Default for RetryConfig {
             backoff_max: Duration::from_millis(250),
             per_try_timeout: None,
             non_idempotent: false,
+            hedge_after: None,
         }
     }
 }

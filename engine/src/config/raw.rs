@@ -685,6 +685,7 @@ pub(super) struct RawRetry {
     pub backoff_max: Option<Spanned<Dur>>,
     pub per_try_timeout: Option<PosDur>,
     pub non_idempotent: Option<bool>,
+    pub hedge_after: Option<PosDur>,
 }
 
 #[derive(Deserialize)]

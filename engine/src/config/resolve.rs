@@ -687,6 +687,7 @@ fn retry(ctx: &Ctx<'_>, raw: RawRetry) -> Result<RetryConfig, ConfigError> {
         backoff_max,
         per_try_timeout: raw.per_try_timeout.map(|v| v.0),
         non_idempotent: raw.non_idempotent.unwrap_or(false),
+        hedge_after: raw.hedge_after.map(|v| v.0),
     })
 }
 

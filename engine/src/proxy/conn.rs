@@ -508,6 +508,10 @@ async fn exchange(
     );
     let replayable = replay.is_some() && (idempotent || retry.non_idempotent);
     let per_try = retry.per_try_timeout.unwrap_or(timeouts.response_header);
+    // Hedging: idempotent requests only, kept for replay, never an upgrade.
+    let hedge_after = retry
+        .hedge_after
+        .filter(|_| idempotent && replay.is_some() && !upgrade);
 
     let mut ci = route.cluster;
     let mut flight = InFlight::admit(shard, generation, ci, record)?;
@@ -526,7 +530,7 @@ async fn exchange(
         let now = Instant::now();
         // Pick an endpoint and get a connection to it.
         let picked = shard.pick(generation, ci, &tried[..ntried], key, now);
-        let Some((ei, panic)) = picked else {
+        let Some((mut ei, panic)) = picked else {
             if let Some(fallback) = route.fallback.filter(|f| *f != ci) {
                 metrics.fallback(cluster_id);
                 flight.finish(None);
@@ -572,69 +576,55 @@ async fn exchange(
         let addr = cluster.endpoints[ei].address;
         record.upstream.set(Some(addr));
         let mut attempt_guard = Trying::start(shard, generation, ci, ei, now);
-        let pooled = if fresh_only {
-            None
-        } else {
-            shard.pool.borrow_mut().checkout(addr, &cluster.pool, now)
-        };
+        let obtained = obtain(
+            shard,
+            generation,
+            ci,
+            ei,
+            !fresh_only,
+            timeouts.connect,
+            now,
+        )
+        .await;
         fresh_only = false;
-        let reused = pooled.is_some();
-        let mut conn = match pooled {
-            Some(c) => {
-                metrics.pool_hit(cluster_id);
-                c
+        let (mut conn, reused) = match obtained {
+            Ok(c) => c,
+            Err(NoConn::BreakerOpen) => {
+                attempt_guard.finish(None, Instant::now());
+                flight.finish(None);
+                return Err(refuse(
+                    shard,
+                    generation,
+                    ci,
+                    record,
+                    Refusal::BreakerOpen,
+                    now,
+                ));
             }
-            None => {
-                metrics.pool_miss(cluster_id);
-                if shard.with_cluster(generation, ci, |c| c.begin_connect(ei, now)) == Some(false) {
-                    attempt_guard.finish(None, Instant::now());
-                    flight.finish(None);
-                    return Err(refuse(
-                        shard,
-                        generation,
-                        ci,
-                        record,
-                        Refusal::BreakerOpen,
-                        now,
-                    ));
+            Err(NoConn::Connect(outcome)) => {
+                attempt_guard.finish(Some(outcome), Instant::now());
+                push_tried(&mut tried, &mut ntried, ei);
+                connect_failures += 1;
+                let failure = if outcome == Outcome::ConnectTimeout {
+                    Failure::ConnectTimeout
+                } else {
+                    Failure::ConnectFailed
+                };
+                last = Some(failure);
+                // Nothing was sent: another endpoint is always safe. Like the replay of a dead
+                // pooled connection, this is not taken from the retry budget (the request
+                // reaches at most one upstream, so it adds no load); MAX_CONNECT_FAILURES
+                // bounds it.
+                if connect_failures >= MAX_CONNECT_FAILURES {
+                    return Err(failure);
                 }
-                let connected = connect(addr, timeouts.connect).await;
-                shard.with_cluster(generation, ci, |c| c.end_connect(ei, connected.is_ok()));
-                match connected {
-                    Ok(mut c) => {
-                        c.ticket = Some(ConnTicket::new(shard, generation, ci, ei));
-                        c
-                    }
-                    Err(outcome) => {
-                        metrics.upstream_connect_error(cluster_id);
-                        if outcome == Outcome::ConnectTimeout {
-                            metrics.timeout(TimeoutKind::UpstreamConnect);
-                        }
-                        attempt_guard.finish(Some(outcome), Instant::now());
-                        push_tried(&mut tried, &mut ntried, ei);
-                        connect_failures += 1;
-                        let failure = if outcome == Outcome::ConnectTimeout {
-                            Failure::ConnectTimeout
-                        } else {
-                            Failure::ConnectFailed
-                        };
-                        last = Some(failure);
-                        // Nothing was sent: another endpoint is always safe. Like the replay of
-                        // a dead pooled connection, this is not taken from the retry budget
-                        // (the request reaches at most one upstream, so it adds no load);
-                        // MAX_CONNECT_FAILURES bounds it.
-                        if connect_failures >= MAX_CONNECT_FAILURES {
-                            return Err(failure);
-                        }
-                        flight.replay(cluster_id, record);
-                        continue;
-                    }
-                }
+                flight.replay(cluster_id, record);
+                continue;
             }
         };
         conn.requests += 1;
         // A pooled connection was taken a moment ago at `now`; a new one took its connect time.
-        let sent_at = if reused { now } else { Instant::now() };
+        let mut sent_at = if reused { now } else { Instant::now() };
         record.upstream_started.set(Some(sent_at));
 
         // 100-continue: the upstream is reachable, so let the client send its body. We answer
@@ -647,9 +637,70 @@ async fn exchange(
             continue_sent = true;
         }
 
-        let attempt = match &replay {
-            Some(bytes) => send_whole(&mut conn, bytes.clone(), reused, per_try).await,
-            None => {
+        let attempt = match (&replay, hedge_after) {
+            (Some(bytes), None) => send_whole(&mut conn, bytes.clone(), reused, per_try).await,
+            (Some(bytes), Some(after)) => {
+                let first = Try {
+                    endpoint: ei,
+                    reused,
+                };
+                let raced = hedged(
+                    shard,
+                    generation,
+                    ci,
+                    first,
+                    &tried[..ntried],
+                    key,
+                    &mut flight,
+                    record,
+                    &mut conn,
+                    bytes,
+                    per_try,
+                    after,
+                    timeouts.connect,
+                )
+                .await;
+                match raced {
+                    Raced::First { attempt, hedge } => {
+                        if let Some(h) = hedge {
+                            push_tried(&mut tried, &mut ntried, h);
+                            sent_tries += 1;
+                        }
+                        attempt
+                    }
+                    Raced::Hedge(win) => {
+                        let HedgeWin {
+                            first,
+                            endpoint,
+                            conn: hedge_conn,
+                            guard,
+                            sent_at: hedge_sent_at,
+                            response,
+                        } = *win;
+                        // The first try lost: what it came to (if anything) is its outcome;
+                        // cancelled unanswered, it leaves the balancer a latency of at least
+                        // its wait, so a slow endpoint is seen as slow.
+                        let lost_at = Instant::now();
+                        match first {
+                            Some(Err(outcome)) => attempt_guard.finish(Some(outcome), lost_at),
+                            Some(Ok(_)) => attempt_guard.finish(None, lost_at),
+                            None => attempt_guard.finish_unanswered(lost_at - sent_at, lost_at),
+                        }
+                        push_tried(&mut tried, &mut ntried, ei);
+                        sent_tries += 1;
+                        // The hedge's connection, endpoint and clock from here on; the first
+                        // connection is closed (it has a request outstanding).
+                        conn = hedge_conn;
+                        ei = endpoint;
+                        attempt_guard = guard;
+                        sent_at = hedge_sent_at;
+                        record.upstream.set(Some(cluster.endpoints[ei].address));
+                        record.upstream_started.set(Some(sent_at));
+                        Ok(Attempt::Response(response))
+                    }
+                }
+            }
+            (None, _) => {
                 // Stream the request body: head first (coalesced with the first body bytes).
                 let mut dec = BodyDecoder::new(body_kind);
                 let mut head_buf = std::mem::take(&mut ubuf);
@@ -908,6 +959,216 @@ fn push_tried(tried: &mut [usize; MAX_TRIED], n: &mut usize, ei: usize) {
     }
 }
 
+/// Why no connection to a picked endpoint could be had.
+enum NoConn {
+    /// A breaker refused a new connection (the cluster's or the endpoint's at its limit).
+    BreakerOpen,
+    /// Connecting failed: refused, unreachable or timed out.
+    Connect(Outcome),
+}
+
+/// A connection to endpoint `ei` of cluster `ci` and whether it came from the pool: a pooled one
+/// when `pooled` allows and one is idle, else a new one within the breakers' connection limits.
+/// Counts pool hits and misses and connect errors.
+async fn obtain(
+    shard: &Rc<Shard>,
+    generation: &Generation,
+    ci: usize,
+    ei: usize,
+    pooled: bool,
+    connect_timeout: Duration,
+    now: Instant,
+) -> Result<(UpstreamConn, bool), NoConn> {
+    let cluster = &generation.config.clusters[ci];
+    let cluster_id = generation.cluster_ids[ci];
+    let metrics = shard.metrics();
+    let addr = cluster.endpoints[ei].address;
+    if pooled {
+        let idle = shard.pool.borrow_mut().checkout(addr, &cluster.pool, now);
+        if let Some(conn) = idle {
+            metrics.pool_hit(cluster_id);
+            return Ok((conn, true));
+        }
+    }
+    metrics.pool_miss(cluster_id);
+    if shard.with_cluster(generation, ci, |c| c.begin_connect(ei, now)) == Some(false) {
+        return Err(NoConn::BreakerOpen);
+    }
+    let connected = connect(addr, connect_timeout).await;
+    shard.with_cluster(generation, ci, |c| c.end_connect(ei, connected.is_ok()));
+    match connected {
+        Ok(mut conn) => {
+            conn.ticket = Some(ConnTicket::new(shard, generation, ci, ei));
+            Ok((conn, false))
+        }
+        Err(outcome) => {
+            metrics.upstream_connect_error(cluster_id);
+            if outcome == Outcome::ConnectTimeout {
+                metrics.timeout(TimeoutKind::UpstreamConnect);
+            }
+            Err(NoConn::Connect(outcome))
+        }
+    }
+}
+
+/// The first try of a hedged request: its endpoint and whether its connection was pooled.
+struct Try {
+    endpoint: usize,
+    reused: bool,
+}
+
+/// How a hedged try ended.
+enum Raced<'a> {
+    /// The first try's result stands: it answered first, no hedge was sent (`hedge` None), or
+    /// the hedge to endpoint `hedge` failed or lost (its outcome is recorded).
+    First {
+        attempt: Result<Attempt, Outcome>,
+        hedge: Option<usize>,
+    },
+    /// The hedge answered first (boxed: rare, and large).
+    Hedge(Box<HedgeWin<'a>>),
+}
+
+/// A hedge that answered first. `first` is what the first try came to before that (None: it was
+/// still waiting and has been cancelled); the first try's connection must be closed.
+struct HedgeWin<'a> {
+    first: Option<Result<Attempt, Outcome>>,
+    endpoint: usize,
+    conn: UpstreamConn,
+    guard: Trying<'a>,
+    sent_at: Instant,
+    response: ResponseHead,
+}
+
+/// Sends `bytes` on `conn` (the first try) and, if no response head came within `after`, a
+/// second try (the hedge) to another endpoint of cluster `ci` that can serve, when the retry
+/// budget allows; the first response head wins and the other try is cancelled. A try that fails
+/// (reset, timeout, dead pooled connection, connect failure) leaves the other to answer.
+#[allow(clippy::too_many_arguments)]
+async fn hedged<'a>(
+    shard: &'a Rc<Shard>,
+    generation: &Generation,
+    ci: usize,
+    first: Try,
+    tried: &[usize],
+    key: Option<u64>,
+    flight: &mut InFlight<'_>,
+    record: &Record,
+    conn: &mut UpstreamConn,
+    bytes: &Bytes,
+    per_try: Duration,
+    after: Duration,
+    connect_timeout: Duration,
+) -> Raced<'a> {
+    let mut first_try = std::pin::pin!(send_whole(conn, bytes.clone(), first.reused, per_try));
+    monoio::select! {
+        answered = &mut first_try => return Raced::First { attempt: answered, hedge: None },
+        _ = monoio::time::sleep(after) => {}
+    }
+    // No answer yet: another endpoint, if one can serve now and the budget allows a retry.
+    let now = Instant::now();
+    let cluster_id = generation.cluster_ids[ci];
+    let mut avoid = [usize::MAX; MAX_TRIED];
+    let mut n = 0;
+    for &t in tried {
+        push_tried(&mut avoid, &mut n, t);
+    }
+    push_tried(&mut avoid, &mut n, first.endpoint);
+    let picked = shard
+        .pick(generation, ci, &avoid[..n], key, now)
+        .filter(|&(ei, _)| {
+            shard.with_cluster(generation, ci, |c| c.admit_endpoint(ei, now)) != Some(false)
+        });
+    let Some((ei, panic)) = picked else {
+        return Raced::First {
+            attempt: first_try.await,
+            hedge: None,
+        };
+    };
+    if !flight.begin_retry(cluster_id, record) {
+        // The endpoint's breaker admitted a request: give it back unused.
+        Trying::start(shard, generation, ci, ei, now).finish(None, now);
+        return Raced::First {
+            attempt: first_try.await,
+            hedge: None,
+        };
+    }
+    let metrics = shard.metrics();
+    metrics.hedge(cluster_id);
+    if panic {
+        metrics.panic_pick(cluster_id);
+    }
+    let mut guard = Trying::start(shard, generation, ci, ei, now);
+    let hedge = async {
+        let (mut conn, reused) = obtain(shard, generation, ci, ei, true, connect_timeout, now)
+            .await
+            .map_err(|e| match e {
+                NoConn::Connect(outcome) => Some(outcome),
+                NoConn::BreakerOpen => None,
+            })?;
+        conn.requests += 1;
+        let sent_at = Instant::now();
+        let answered = send_whole(&mut conn, bytes.clone(), reused, per_try).await;
+        Ok((conn, sent_at, answered))
+    };
+    let mut hedge = std::pin::pin!(hedge);
+    // Records a hedge that came to nothing (its connection, if any, is dropped: closed).
+    let mut hedge_failed =
+        |result: Result<(UpstreamConn, Instant, Result<Attempt, Outcome>), Option<Outcome>>| {
+            let outcome = match result {
+                Ok((_, _, Err(outcome))) | Err(Some(outcome)) => Some(outcome),
+                _ => None,
+            };
+            guard.finish(outcome, Instant::now());
+        };
+    let early = monoio::select! {
+        answered = &mut first_try => Ok(answered),
+        hedged = &mut hedge => Err(hedged),
+    };
+    match early {
+        Ok(Ok(Attempt::Response(response))) => Raced::First {
+            attempt: Ok(Attempt::Response(response)),
+            hedge: Some(ei),
+        },
+        Ok(first_failed) => match hedge.await {
+            Ok((conn, sent_at, Ok(Attempt::Response(response)))) => {
+                Raced::Hedge(Box::new(HedgeWin {
+                    first: Some(first_failed),
+                    endpoint: ei,
+                    conn,
+                    guard,
+                    sent_at,
+                    response,
+                }))
+            }
+            other => {
+                hedge_failed(other);
+                Raced::First {
+                    attempt: first_failed,
+                    hedge: Some(ei),
+                }
+            }
+        },
+        Err(Ok((conn, sent_at, Ok(Attempt::Response(response))))) => {
+            Raced::Hedge(Box::new(HedgeWin {
+                first: None,
+                endpoint: ei,
+                conn,
+                guard,
+                sent_at,
+                response,
+            }))
+        }
+        Err(other) => {
+            hedge_failed(other);
+            Raced::First {
+                attempt: first_try.await,
+                hedge: Some(ei),
+            }
+        }
+    }
+}
+
 /// Waits before retry number `retry_no` (1-based). The first retry goes at once: it goes to
 /// another endpoint, and a wait would only hold its slot of the retry budget (at 100k req/s a
 /// 25 ms pause per retry of a failing endpoint's share needs hundreds of slots). Retries after
@@ -1044,6 +1305,7 @@ struct Trying<'a> {
     shard: &'a Shard,
     config_id: u64,
     cluster: usize,
+    cluster_id: ClusterId,
     endpoint: usize,
     open: bool,
 }
@@ -1069,6 +1331,7 @@ impl<'a> Trying<'a> {
             shard,
             config_id: generation.id,
             cluster,
+            cluster_id: generation.cluster_ids[cluster],
             endpoint,
             open,
         }
@@ -1079,15 +1342,19 @@ impl<'a> Trying<'a> {
         if !std::mem::take(&mut self.open) || self.shard.local_id() != self.config_id {
             return;
         }
-        let (ewma, breaker) = {
+        let (ewma, breaker, quarantined) = {
             let mut ups = self.shard.upstreams.borrow_mut();
             let c = &mut ups.clusters[self.cluster];
-            c.finish_attempt(self.endpoint, outcome, now);
+            let quarantined = c.finish_attempt(self.endpoint, outcome, now);
             (
                 c.balancer.ewma(self.endpoint, now),
                 c.endpoint_breaker_state(self.endpoint, now),
+                quarantined,
             )
         };
+        if quarantined {
+            self.shard.metrics().local_quarantine(self.cluster_id);
+        }
         let shard = self.shard.index;
         self.shard
             .with_cells(self.config_id, self.cluster, self.endpoint, |cells| {
@@ -1099,6 +1366,31 @@ impl<'a> Trying<'a> {
                     cells.set_ewma(shard, ewma);
                 }
                 cells.set_breaker(shard, breaker);
+            });
+    }
+}
+
+impl Trying<'_> {
+    /// The try was cancelled while waiting for an answer (it lost a hedge race) after `waited`:
+    /// the balancer gets `waited` as a lower bound of its latency, the health counters nothing
+    /// (it did not fail).
+    fn finish_unanswered(&mut self, waited: Duration, now: Instant) {
+        if !std::mem::take(&mut self.open) || self.shard.local_id() != self.config_id {
+            return;
+        }
+        let ewma = {
+            let mut ups = self.shard.upstreams.borrow_mut();
+            let c = &mut ups.clusters[self.cluster];
+            c.finish_unanswered(self.endpoint, waited, now);
+            c.balancer.ewma(self.endpoint, now)
+        };
+        let shard = self.shard.index;
+        self.shard
+            .with_cells(self.config_id, self.cluster, self.endpoint, |cells| {
+                cells.in_flight(shard, false);
+                if ewma.is_some() {
+                    cells.set_ewma(shard, ewma);
+                }
             });
     }
 }

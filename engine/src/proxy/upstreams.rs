@@ -21,9 +21,28 @@ use headwater_health::Outcome;
 use crate::config::{BreakerConfig, ClusterConfig, Config};
 use crate::health::{member, ClusterHealth, EndpointState, HealthSnapshot};
 
-/// How long a shard keeps away from an endpoint it could not connect to, unless the health
-/// thread's snapshot says more.
+/// How long a shard keeps away from an endpoint it could not connect to (or that failed the
+/// outlier thresholds on this shard alone), unless the health thread's snapshot says more.
 pub const QUARANTINE: Duration = Duration::from_secs(1);
+
+/// The cluster's consecutive-failure thresholds, applied by a shard to its own attempts so that it
+/// stops sending to a failing endpoint at once instead of at the health thread's next tick.
+#[derive(Clone, Copy)]
+struct LocalEjection {
+    /// Answers of 500 or more in a row (0: off).
+    consecutive_5xx: u32,
+    /// Resets, timeouts and invalid responses in a row (0: off).
+    consecutive_gateway: u32,
+    /// At most this share of the cluster is quarantined for runs of failures at once.
+    max_percent: u8,
+}
+
+/// One endpoint's runs of failures on this shard.
+#[derive(Clone, Copy, Default)]
+struct Runs {
+    errors_5xx: u32,
+    gateway: u32,
+}
 
 /// Per-cluster state of one shard.
 pub(crate) struct ClusterRuntime {
@@ -33,6 +52,16 @@ pub(crate) struct ClusterRuntime {
     plan: Plan,
     /// Quarantine end per endpoint.
     quarantine: Vec<Option<Instant>>,
+    /// Whether the quarantine came from a run of failures (as opposed to a connect failure):
+    /// such a quarantine only bridges the time until the health thread rules, and ends when a
+    /// snapshot shows the endpoint ejected or down (its plan then decides, panic mode included).
+    by_runs: Vec<bool>,
+    /// Endpoints the latest snapshot calls not routable (ejected, down, unknown): the health
+    /// thread has ruled on them, so runs of failures no longer quarantine them here.
+    ruled_out: Vec<bool>,
+    /// Failure runs per endpoint on this shard, and the thresholds that quarantine on them.
+    runs: Vec<Runs>,
+    local_ejection: Option<LocalEjection>,
     breaker: Option<(Breaker, BreakerPolicy)>,
     endpoint_breakers: Vec<Breaker>,
     endpoint_policy: Option<BreakerPolicy>,
@@ -83,6 +112,14 @@ impl ClusterRuntime {
             balancer,
             plan: plain_plan(c),
             quarantine: vec![None; n],
+            by_runs: vec![false; n],
+            ruled_out: vec![false; n],
+            runs: vec![Runs::default(); n],
+            local_ejection: c.outlier.as_ref().map(|o| LocalEjection {
+                consecutive_5xx: o.consecutive_5xx,
+                consecutive_gateway: o.consecutive_gateway_failures,
+                max_percent: o.max_ejection_percent,
+            }),
             breaker: c
                 .breaker
                 .as_ref()
@@ -119,6 +156,7 @@ impl ClusterRuntime {
         for (o, n) in map.iter().enumerate() {
             if let Some(n) = n {
                 next.quarantine[*n] = old.quarantine[o];
+                next.by_runs[*n] = old.by_runs[o];
             }
         }
         next
@@ -128,10 +166,22 @@ impl ClusterRuntime {
     fn replan(&mut self, health: Option<&ClusterHealth>, c: &ClusterConfig) {
         self.plan = match health {
             Some(h) if h.endpoints.len() == c.endpoints.len() => {
+                // The health thread has ruled on these endpoints: its verdict replaces the
+                // shard's own quarantine for a run of failures.
+                for (i, e) in h.endpoints.iter().enumerate() {
+                    self.ruled_out[i] = !e.routable;
+                    if self.by_runs[i] && !e.routable {
+                        self.quarantine[i] = None;
+                        self.by_runs[i] = false;
+                    }
+                }
                 let members: Vec<_> = h.endpoints.iter().map(member).collect();
                 headwater_balancer::plan(&members, c.panic_threshold)
             }
-            _ => plain_plan(c),
+            _ => {
+                self.ruled_out.fill(false);
+                plain_plan(c)
+            }
         };
         // Maglev tables are built now, on a new publication, not by the next request.
         for tier in &self.plan.tiers {
@@ -283,8 +333,9 @@ impl ClusterRuntime {
     }
 
     /// What one attempt on endpoint `i` came to: balancer feedback, endpoint breaker,
-    /// quarantine on connect failure.
-    pub fn finish_attempt(&mut self, i: usize, outcome: Option<Outcome>, now: Instant) {
+    /// quarantine on a connect failure or on a run of failures that reaches the cluster's
+    /// outlier thresholds on this shard. Returns whether the endpoint was quarantined now.
+    pub fn finish_attempt(&mut self, i: usize, outcome: Option<Outcome>, now: Instant) -> bool {
         match outcome {
             Some(Outcome::Response { latency, .. }) => self.balancer.finish(i, Some(latency), now),
             Some(_) => self.balancer.finish(i, None, now),
@@ -302,13 +353,69 @@ impl ClusterRuntime {
                 b.record(ok, now, p);
             }
         }
-        if matches!(
-            outcome,
-            Some(Outcome::ConnectFailed | Outcome::ConnectTimeout)
-        ) {
-            if let Some(q) = self.quarantine.get_mut(i) {
-                *q = Some(now + QUARANTINE);
+        let Some(outcome) = outcome else {
+            return false;
+        };
+        if matches!(outcome, Outcome::ConnectFailed | Outcome::ConnectTimeout) {
+            // Nothing listens (or answers SYNs): no traffic can succeed there.
+            return self.quarantine_now(i, now, false);
+        }
+        let (Some(limits), Some(runs)) = (self.local_ejection, self.runs.get_mut(i)) else {
+            return false;
+        };
+        let tripped = match outcome {
+            Outcome::Response { status, .. } if status < 500 => {
+                *runs = Runs::default();
+                false
             }
+            Outcome::Response { .. } => {
+                runs.gateway = 0;
+                runs.errors_5xx += 1;
+                limits.consecutive_5xx != 0 && runs.errors_5xx >= limits.consecutive_5xx
+            }
+            _ => {
+                runs.gateway += 1;
+                limits.consecutive_gateway != 0 && runs.gateway >= limits.consecutive_gateway
+            }
+        };
+        if !tripped || self.quarantined(i, now) || self.ruled_out[i] {
+            // Already out, or picked anyway by a plan that knows it is (panic mode).
+            return false;
+        }
+        // Like the outlier detector's max_ejection_percent (at least one endpoint): a cluster
+        // whose every endpoint answers 500 keeps serving those answers rather than none.
+        let n = self.quarantine.len();
+        let allowed = (n * usize::from(limits.max_percent) / 100).max(1);
+        let others = (0..n)
+            .filter(|&j| j != i && self.quarantined(j, now))
+            .count();
+        if others >= allowed {
+            return false;
+        }
+        self.runs[i] = Runs::default();
+        self.quarantine_now(i, now, true)
+    }
+
+    /// An attempt on endpoint `i` was cancelled unanswered after `waited` (a hedge answered
+    /// first): the balancer takes `waited` as its latency (a lower bound); the endpoint's
+    /// breaker gives back the request without a verdict.
+    pub fn finish_unanswered(&mut self, i: usize, waited: Duration, now: Instant) {
+        self.balancer.finish(i, Some(waited), now);
+        if let (Some(_), Some(b)) = (&self.endpoint_policy, self.endpoint_breakers.get_mut(i)) {
+            b.release(Resource::Request);
+        }
+    }
+
+    /// Quarantines endpoint `i` on this shard for [`QUARANTINE`] from `now`; `by_runs`: for a
+    /// run of failures (see [`Self::replan`]).
+    fn quarantine_now(&mut self, i: usize, now: Instant, by_runs: bool) -> bool {
+        match (self.quarantine.get_mut(i), self.by_runs.get_mut(i)) {
+            (Some(q), Some(r)) => {
+                *q = Some(now + QUARANTINE);
+                *r = by_runs;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -494,5 +601,181 @@ pub(crate) fn unavailable(
                 "endpoints": endpoints,
             }
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Cluster "c" with three endpoints and the given extra cluster keys.
+    fn runtime(extra: &str) -> ClusterRuntime {
+        let text = format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[[cluster]]\nname = \"c\"\nendpoints = [{{ address = \"127.0.0.1:1\" }}, {{ address = \"127.0.0.1:2\" }}, {{ address = \"127.0.0.1:3\" }}]\n{extra}\n\n[[route]]\nname = \"r\"\ncluster = \"c\"\n"
+        );
+        let config = crate::config::parse(&text, "test.toml").expect("config");
+        ClusterRuntime::new(&config.clusters[0], 0, 1)
+    }
+
+    fn status(status: u16) -> Option<Outcome> {
+        Some(Outcome::Response {
+            status,
+            latency: Duration::from_millis(1),
+        })
+    }
+
+    /// Which endpoints a pick may return at `now`.
+    fn pickable(c: &ClusterRuntime, now: Instant) -> Vec<usize> {
+        (0..3)
+            .filter(|&i| {
+                let others: Vec<usize> = (0..3).filter(|&j| j != i).collect();
+                c.has_candidate(&others, now)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_connect_failure_quarantines_at_once_for_the_quarantine_time() {
+        let mut c = runtime("");
+        let t0 = Instant::now();
+        assert!(c.finish_attempt(1, Some(Outcome::ConnectFailed), t0));
+        assert_eq!(pickable(&c, t0), vec![0, 2]);
+        assert_eq!(
+            pickable(&c, t0 + QUARANTINE - Duration::from_millis(1)),
+            vec![0, 2]
+        );
+        assert_eq!(pickable(&c, t0 + QUARANTINE), vec![0, 1, 2]);
+        assert_eq!(c.earliest_quarantine_end(t0), Some(t0 + QUARANTINE));
+    }
+
+    #[test]
+    fn a_run_of_5xx_on_this_shard_quarantines_and_a_success_breaks_the_run() {
+        let mut c = runtime("outlier = { consecutive_5xx = 3 }");
+        let t0 = Instant::now();
+        assert!(!c.finish_attempt(0, status(500), t0));
+        assert!(!c.finish_attempt(0, status(503), t0));
+        // A success (or a 4xx) breaks the run.
+        assert!(!c.finish_attempt(0, status(404), t0));
+        assert!(!c.finish_attempt(0, status(500), t0));
+        assert!(!c.finish_attempt(0, status(502), t0));
+        assert_eq!(pickable(&c, t0), vec![0, 1, 2]);
+        assert!(c.finish_attempt(0, status(500), t0));
+        assert_eq!(pickable(&c, t0), vec![1, 2]);
+        assert_eq!(pickable(&c, t0 + QUARANTINE), vec![0, 1, 2]);
+        // The run starts over after a quarantine.
+        let t1 = t0 + QUARANTINE;
+        assert!(!c.finish_attempt(0, status(500), t1));
+        assert!(!c.finish_attempt(0, status(500), t1));
+        assert!(c.finish_attempt(0, status(500), t1));
+    }
+
+    #[test]
+    fn a_run_of_gateway_failures_quarantines_and_a_response_breaks_it() {
+        let mut c = runtime("outlier = { consecutive_gateway_failures = 2, consecutive_5xx = 0 }");
+        let t0 = Instant::now();
+        assert!(!c.finish_attempt(2, Some(Outcome::Reset), t0));
+        // Any response, even a 500 (whose detector is off here), ends a gateway-failure run.
+        assert!(!c.finish_attempt(2, status(500), t0));
+        assert!(!c.finish_attempt(2, Some(Outcome::Timeout), t0));
+        assert_eq!(pickable(&c, t0), vec![0, 1, 2]);
+        assert!(c.finish_attempt(2, Some(Outcome::Protocol), t0));
+        assert_eq!(pickable(&c, t0), vec![0, 1]);
+        // A 5xx run never trips with its detector off.
+        for _ in 0..10 {
+            assert!(!c.finish_attempt(1, status(500), t0));
+        }
+        // Nor does an attempt that never reached the endpoint count.
+        assert!(!c.finish_attempt(1, None, t0));
+    }
+
+    #[test]
+    fn runs_quarantine_at_most_max_ejection_percent_of_the_cluster() {
+        // 3 endpoints × 50 % → one endpoint at a time (and always at least one).
+        let mut c = runtime("outlier = { consecutive_5xx = 1, max_ejection_percent = 50 }");
+        let t0 = Instant::now();
+        assert!(c.finish_attempt(0, status(500), t0));
+        assert!(!c.finish_attempt(1, status(500), t0));
+        assert!(!c.finish_attempt(2, status(500), t0));
+        assert_eq!(pickable(&c, t0), vec![1, 2]);
+        // Once the first quarantine is over, another endpoint may take its place.
+        let t1 = t0 + QUARANTINE;
+        assert!(c.finish_attempt(1, status(500), t1));
+        assert_eq!(pickable(&c, t1), vec![0, 2]);
+        // A connect failure is not limited: nothing can be served there.
+        assert!(c.finish_attempt(2, Some(Outcome::ConnectTimeout), t1));
+        assert_eq!(pickable(&c, t1), vec![0]);
+    }
+
+    /// A snapshot of cluster "c" with endpoint `ejected` ejected (and the others healthy).
+    fn health_with_ejected(ejected: usize) -> ClusterHealth {
+        let endpoint = |i: usize| crate::health::EndpointHealth {
+            address: SocketAddr::from(([127, 0, 0, 1], i as u16 + 1)),
+            state: if i == ejected {
+                EndpointState::Ejected
+            } else {
+                EndpointState::Healthy
+            },
+            routable: i != ejected,
+            weight: 1,
+            priority: 0,
+            ejected_until: None,
+            ejections: u32::from(i == ejected),
+            last_failure: None,
+            last_probe: None,
+            recovery: None,
+            cells: Arc::new(crate::health::Cells::new(1)),
+        };
+        ClusterHealth {
+            name: "c".into(),
+            endpoints: (0..3).map(endpoint).collect(),
+            healthy: 2,
+            earliest_recovery: None,
+            panic: false,
+        }
+    }
+
+    #[test]
+    fn the_health_threads_verdict_replaces_a_quarantine_for_failure_runs_only() {
+        // 100 % ejection and a panic threshold of 100: every ejected endpoint makes the cluster
+        // panic, so the plan itself would route to the ejected one.
+        let text =
+            "panic_threshold = 100\noutlier = { consecutive_5xx = 1, max_ejection_percent = 100 }";
+        let config = crate::config::parse(
+            &format!(
+                "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[[cluster]]\nname = \"c\"\nendpoints = [{{ address = \"127.0.0.1:1\" }}, {{ address = \"127.0.0.1:2\" }}, {{ address = \"127.0.0.1:3\" }}]\n{text}\n\n[[route]]\nname = \"r\"\ncluster = \"c\"\n"
+            ),
+            "test.toml",
+        )
+        .expect("config");
+        let cc = &config.clusters[0];
+        let mut c = ClusterRuntime::new(cc, 0, 1);
+        let t0 = Instant::now();
+        assert!(c.finish_attempt(0, status(500), t0));
+        assert!(c.finish_attempt(1, Some(Outcome::ConnectFailed), t0));
+        assert_eq!(pickable(&c, t0), vec![2]);
+        // The snapshot ejects 0 (panic mode then spreads over it): the shard's own quarantine
+        // of 0 gives way; the connect-failure quarantine of 1 stays for its second.
+        c.replan(Some(&health_with_ejected(0)), cc);
+        assert_eq!(pickable(&c, t0), vec![0, 2]);
+        // Nor do further failures quarantine it here while the snapshot has it ejected.
+        assert!(!c.finish_attempt(0, status(500), t0));
+        assert_eq!(pickable(&c, t0), vec![0, 2]);
+        // A snapshot that still calls an endpoint healthy does not lift its quarantine.
+        assert!(c.finish_attempt(2, status(500), t0));
+        c.replan(Some(&health_with_ejected(0)), cc);
+        assert_eq!(pickable(&c, t0), vec![0]);
+    }
+
+    #[test]
+    fn with_outlier_detection_off_only_connect_failures_quarantine() {
+        let mut c = runtime("outlier = { enabled = false }");
+        let t0 = Instant::now();
+        for _ in 0..20 {
+            assert!(!c.finish_attempt(0, status(500), t0));
+            assert!(!c.finish_attempt(0, Some(Outcome::Reset), t0));
+        }
+        assert_eq!(pickable(&c, t0), vec![0, 1, 2]);
+        assert!(c.finish_attempt(0, Some(Outcome::ConnectFailed), t0));
+        assert_eq!(pickable(&c, t0), vec![1, 2]);
     }
 }
