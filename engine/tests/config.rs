@@ -487,7 +487,7 @@ health = { path = "/healthz", method = "HEAD", host = "app.internal", expect_sta
 outlier = { consecutive_5xx = 7, consecutive_gateway_failures = 0, success_rate_stdev_factor = 2.5, latency_factor = 4.0, latency_min = "20ms", interval = "5s", base_ejection = "1s", max_ejection = "10s", jitter = "50ms", max_ejection_percent = 34 }
 breaker = { max_connections = 100, max_requests = 50, failure_threshold = 5, open_for = "2s" }
 endpoint_breaker = { max_pending = 10 }
-retry_budget = { percent = 50, min_concurrent = 1 }
+retry_budget = { percent = 50, min_concurrent = 1, burst = 7 }
 
 [[cluster]]
 name = "spare"
@@ -545,8 +545,12 @@ fn resilience_keys_parse_to_expected_values() {
     assert_eq!(b.open_for, Duration::from_secs(2));
     assert_eq!(app.endpoint_breaker.unwrap().max_pending, Some(10));
     assert_eq!(
-        (app.retry_budget.percent, app.retry_budget.min_concurrent),
-        (50, 1)
+        (
+            app.retry_budget.percent,
+            app.retry_budget.min_concurrent,
+            app.retry_budget.burst
+        ),
+        (50, 1, 7)
     );
     let spare = &c.clusters[1];
     assert!(!spare.health_check.as_ref().unwrap().http);
@@ -580,8 +584,12 @@ fn resilience_defaults() {
     assert_eq!(o.max_ejection_percent, 50);
     assert!(app.breaker.is_none() && app.endpoint_breaker.is_none());
     assert_eq!(
-        (app.retry_budget.percent, app.retry_budget.min_concurrent),
-        (20, 3)
+        (
+            app.retry_budget.percent,
+            app.retry_budget.min_concurrent,
+            app.retry_budget.burst
+        ),
+        (20, 3, 100)
     );
     let r = &c.routes[0];
     assert_eq!(r.retry.attempts, 3);

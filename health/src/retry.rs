@@ -2,7 +2,9 @@
 //!
 //! This module owns the retry policy pieces that do not depend on the request itself: which
 //! failures are retryable ([`RetryOn`], parsed from the config's names), how many retries may be in
-//! flight relative to the requests in flight ([`RetryBudget`]), and how long to wait before a
+//! flight relative to the requests in flight ([`RetryBudget`]) and the reserve that lets a short
+//! burst of retries past that limit while bounding them by the request rate ([`RetryReserve`]),
+//! and how long to wait before a
 //! retry ([`backoff`], exponential with equal jitter). Whether a particular request may be
 //! replayed (idempotency, bytes already sent) is the engine's decision. No I/O, no clock, no
 //! allocation; randomness comes from a caller-supplied [`fastrand::Rng`].
@@ -14,21 +16,60 @@ use crate::probe_state::uniform;
 
 /// A cap on the retries in flight, relative to the requests in flight, so that retries cannot
 /// multiply the load on a struggling cluster.
+///
+/// Beyond it, a retry may draw on a [`RetryReserve`] that every admitted request tops up by
+/// `percent` % of a retry, up to `burst` retries: when every request in flight fails at once on
+/// one bad endpoint (it stalled, then reset them all), their retries go through, yet over any
+/// longer stretch the retries past the concurrency cap stay within `percent` % of the requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryBudget {
-    /// Retries in flight allowed as a percentage of the requests in flight (20).
+    /// Retries in flight allowed as a percentage of the requests in flight (20); also the share
+    /// of a retry each request adds to the reserve.
     pub percent: u32,
     /// Retries in flight always allowed, whatever the request count (3).
     pub min_concurrent: u32,
+    /// The most retries the reserve holds (100); 0 turns the reserve off.
+    pub burst: u32,
 }
 
 impl Default for RetryBudget {
-    /// 20 % of the active requests, at least 3 concurrent retries (Envoy's defaults).
+    /// 20 % of the active requests, at least 3 concurrent retries (Envoy's defaults), and a
+    /// reserve of up to 100 retries.
     fn default() -> Self {
         RetryBudget {
             percent: 20,
             min_concurrent: 3,
+            burst: 100,
         }
+    }
+}
+
+/// The reserve of a [`RetryBudget`], in hundredths of a retry. Starts empty.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetryReserve {
+    hundredths: u64,
+}
+
+impl RetryReserve {
+    /// One request was admitted: adds `percent` hundredths of a retry, up to `burst` retries.
+    pub fn deposit(&mut self, budget: &RetryBudget) {
+        let cap = u64::from(budget.burst) * 100;
+        self.hundredths = (self.hundredths + u64::from(budget.percent)).min(cap);
+    }
+
+    /// Takes one retry from the reserve; false when it holds less than one.
+    pub fn withdraw(&mut self) -> bool {
+        if self.hundredths >= 100 {
+            self.hundredths -= 100;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whole retries held.
+    pub fn retries(&self) -> u64 {
+        self.hundredths / 100
     }
 }
 

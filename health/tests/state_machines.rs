@@ -1330,12 +1330,12 @@ mod breaker {
 
 mod retry {
     use super::*;
-    use headwater_health::retry::{backoff, RetryBudget, RetryOn};
+    use headwater_health::retry::{backoff, RetryBudget, RetryOn, RetryReserve};
 
     #[test]
     fn budget_min_concurrent() {
         let b = RetryBudget::default();
-        assert_eq!((b.percent, b.min_concurrent), (20, 3));
+        assert_eq!((b.percent, b.min_concurrent, b.burst), (20, 3, 100));
         assert!(b.allows(0, 0));
         assert!(b.allows(0, 2));
         assert!(!b.allows(0, 3));
@@ -1358,13 +1358,61 @@ mod retry {
         let none = RetryBudget {
             percent: 0,
             min_concurrent: 0,
+            burst: 0,
         };
         assert!(!none.allows(1000, 0));
         let big = RetryBudget {
             percent: 1000,
             min_concurrent: 0,
+            burst: 0,
         };
         assert_eq!(big.limit(u32::MAX), u32::MAX);
+    }
+
+    #[test]
+    fn reserve_fills_at_percent_per_request_up_to_burst() {
+        let b = RetryBudget {
+            percent: 20,
+            min_concurrent: 3,
+            burst: 2,
+        };
+        let mut r = RetryReserve::default();
+        assert!(!r.withdraw(), "starts empty");
+        for _ in 0..4 {
+            r.deposit(&b);
+        }
+        assert!(!r.withdraw(), "4 requests × 20 % = 0.8 retry");
+        r.deposit(&b);
+        assert_eq!(r.retries(), 1);
+        assert!(r.withdraw());
+        assert!(!r.withdraw());
+        // Capped at `burst` retries, however many requests pass.
+        for _ in 0..1000 {
+            r.deposit(&b);
+        }
+        assert_eq!(r.retries(), 2);
+        assert!(r.withdraw() && r.withdraw());
+        assert!(!r.withdraw());
+        // Over a long run, retries from the reserve are at most `percent` % of the requests.
+        let mut taken = 0;
+        for _ in 0..10_000 {
+            r.deposit(&b);
+            if r.withdraw() {
+                taken += 1;
+            }
+        }
+        assert_eq!(taken, 2_000);
+        // burst 0 or percent 0: never any.
+        for off in [
+            RetryBudget { burst: 0, ..b },
+            RetryBudget { percent: 0, ..b },
+        ] {
+            let mut r = RetryReserve::default();
+            for _ in 0..1000 {
+                r.deposit(&off);
+            }
+            assert!(!r.withdraw());
+        }
     }
 
     #[test]

@@ -335,7 +335,7 @@ pub struct ClusterConfig {
     pub breaker: Option<BreakerConfig>,
     /// `endpoint_breaker = {...}`: the same, per endpoint.
     pub endpoint_breaker: Option<BreakerConfig>,
-    /// `retry_budget = { percent = 20, min_concurrent = 3 }`.
+    /// `retry_budget = { percent = 20, min_concurrent = 3, burst = 100 }`.
     pub retry_budget: RetryBudgetConfig,
 }
 
@@ -468,13 +468,17 @@ pub struct BreakerConfig {
 }
 
 /// `retry_budget = {...}` of a cluster: retries in flight may be at most `percent` of the
-/// requests in flight, but `min_concurrent` are always allowed.
+/// requests in flight, but `min_concurrent` are always allowed; past that, a retry may take one
+/// from a reserve that each request tops up by `percent` % of a retry, holding at most `burst`.
+/// All per shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryBudgetConfig {
     /// Default 20.
     pub percent: u32,
     /// Default 3.
     pub min_concurrent: u32,
+    /// Default 100; 0 turns the reserve off (the concurrency cap alone).
+    pub burst: u32,
 }
 
 impl Default for RetryBudgetConfig {
@@ -482,6 +486,7 @@ impl Default for RetryBudgetConfig {
         RetryBudgetConfig {
             percent: 20,
             min_concurrent: 3,
+            burst: 100,
         }
     }
 }

@@ -674,6 +674,7 @@ pub(super) struct RawBreaker {
 pub(super) struct RawRetryBudget {
     pub percent: Option<Int<0, 100>>,
     pub min_concurrent: Option<Int<0, 1_000_000>>,
+    pub burst: Option<Int<0, 1_000_000>>,
 }
 
 #[derive(Deserialize)]

@@ -272,6 +272,7 @@ fn clusters(ctx: &Ctx<'_>, raw: Vec<RawCluster>) -> Result<Vec<ClusterConfig>, C
                 min_concurrent: b
                     .min_concurrent
                     .map_or(budget_defaults.min_concurrent, |v| v.get() as u32),
+                burst: b.burst.map_or(budget_defaults.burst, |v| v.get() as u32),
             });
 
         clusters.push(ClusterConfig {

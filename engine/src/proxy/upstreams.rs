@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use headwater_balancer::{Balancer, CandidateSet, Plan, Tier, TierKind};
 use headwater_health::breaker::{Breaker, BreakerPolicy, BreakerState, Resource};
-use headwater_health::retry::RetryBudget;
+use headwater_health::retry::{RetryBudget, RetryReserve};
 use headwater_health::Outcome;
 
 use crate::config::{BreakerConfig, ClusterConfig, Config};
@@ -66,6 +66,7 @@ pub(crate) struct ClusterRuntime {
     endpoint_breakers: Vec<Breaker>,
     endpoint_policy: Option<BreakerPolicy>,
     budget: RetryBudget,
+    reserve: RetryReserve,
     /// Requests of this shard in flight to this cluster.
     pub active: u32,
     /// Retries of this shard in flight to this cluster.
@@ -132,7 +133,9 @@ impl ClusterRuntime {
             budget: RetryBudget {
                 percent: c.retry_budget.percent,
                 min_concurrent: c.retry_budget.min_concurrent,
+                burst: c.retry_budget.burst,
             },
+            reserve: RetryReserve::default(),
             active: 0,
             active_retries: 0,
         }
@@ -151,6 +154,8 @@ impl ClusterRuntime {
             old.balancer.set_identities(&identities(&next.addresses));
             next.balancer = old.balancer;
         }
+        // The retry reserve is a rate, not an in-flight count: it carries over.
+        next.reserve = old.reserve;
         // Quarantines carry over; in-flight counts and breakers start afresh, because requests
         // that began under the old generation give back what they took to the old state only.
         for (o, n) in map.iter().enumerate() {
@@ -242,6 +247,7 @@ impl ClusterRuntime {
                 .map_err(|_| Refusal::BreakerOpen)?;
         }
         self.active += 1;
+        self.reserve.deposit(&self.budget);
         Ok(())
     }
 
@@ -256,15 +262,19 @@ impl ClusterRuntime {
         }
     }
 
-    /// Takes a retry from the budget and the breaker; false when neither allows one more.
+    /// Takes a retry from the budget (its concurrency cap, else its reserve) and the breaker;
+    /// false when they do not allow one more.
     pub fn begin_retry(&mut self) -> bool {
-        if !self.budget.allows(self.active, self.active_retries) {
-            return false;
-        }
         if let Some((b, p)) = &mut self.breaker {
             if b.try_acquire(Resource::Retry, Instant::now(), p).is_err() {
                 return false;
             }
+        }
+        if !self.budget.allows(self.active, self.active_retries) && !self.reserve.withdraw() {
+            if let Some((b, _)) = &mut self.breaker {
+                b.release(Resource::Retry);
+            }
+            return false;
         }
         self.active_retries += 1;
         true
@@ -764,6 +774,43 @@ mod tests {
         assert!(c.finish_attempt(2, status(500), t0));
         c.replan(Some(&health_with_ejected(0)), cc);
         assert_eq!(pickable(&c, t0), vec![0]);
+    }
+
+    #[test]
+    fn retries_past_the_concurrency_cap_come_from_the_reserve() {
+        let mut c = runtime("retry_budget = { percent = 50, min_concurrent = 1, burst = 3 }");
+        // 10 requests in flight: 5 concurrent retries, and a reserve of 10 × 0.5 capped at 3.
+        for _ in 0..10 {
+            c.admit().expect("admitted");
+        }
+        for i in 0..8 {
+            assert!(c.begin_retry(), "retry {i}");
+        }
+        assert!(!c.begin_retry(), "cap and reserve used up");
+        // Retries that end give back their concurrency, not the reserve.
+        c.end_retries(8);
+        for i in 0..5 {
+            assert!(c.begin_retry(), "retry {i} after the first wave");
+        }
+        assert!(!c.begin_retry());
+        // Two more requests raise the cap to 6 and top the reserve up by one retry.
+        c.admit().expect("admitted");
+        c.admit().expect("admitted");
+        assert!(c.begin_retry());
+        assert!(c.begin_retry());
+        assert!(!c.begin_retry());
+    }
+
+    #[test]
+    fn without_a_reserve_the_concurrency_cap_alone_applies() {
+        let mut c = runtime("retry_budget = { percent = 50, min_concurrent = 1, burst = 0 }");
+        for _ in 0..10 {
+            c.admit().expect("admitted");
+        }
+        for i in 0..5 {
+            assert!(c.begin_retry(), "retry {i}");
+        }
+        assert!(!c.begin_retry());
     }
 
     #[test]
