@@ -34,8 +34,8 @@
 //! sum), bytes in and out, and request counts by status class for up to 4 clusters inline; further
 //! (route, cluster) pairs go to a per-shard open-addressed table of 256 pairs, and counts that do
 //! not fit there are exported as `headwater_requests_unattributed_total{route,code_class}` rather
-//! than lost. A route cell is 408 bytes and a cluster cell 88 bytes, so **100 routes and 100
-//! clusters cost about 80 KiB per shard** (4 route chunks = 51 KiB, 4 cluster chunks = 11 KiB, plus
+//! than lost. A route cell is 408 bytes and a cluster cell 96 bytes, so **100 routes and 100
+//! clusters cost about 81 KiB per shard** (4 route chunks = 51 KiB, 4 cluster chunks = 12 KiB, plus
 //! a fixed 18 KiB: the pair table 12 KiB, the chunk directories 4 KiB, the per-shard scalars 2 KiB).
 //!
 //! Ids are never reused: a name keeps its id (and its counters) across reloads, even while a
@@ -330,11 +330,18 @@ const CLUSTER_SERIES: [(&str, &str); CLUSTER_COUNTERS] = [
 ];
 
 /// One cluster's counters in one shard, indexed by [`ClusterCounter`].
-struct ClusterCell([Counter; CLUSTER_COUNTERS]);
+struct ClusterCell {
+    counters: [Counter; CLUSTER_COUNTERS],
+    /// The shard's cluster circuit breaker: 0 closed (or none), 1 open, 2 half-open.
+    breaker: AtomicU64,
+}
 
 impl ClusterCell {
     const fn new() -> ClusterCell {
-        ClusterCell([const { Counter::new() }; CLUSTER_COUNTERS])
+        ClusterCell {
+            counters: [const { Counter::new() }; CLUSTER_COUNTERS],
+            breaker: AtomicU64::new(0),
+        }
     }
 }
 
@@ -512,7 +519,7 @@ impl ShardMetrics {
     #[inline]
     fn cluster_count(&self, cluster: ClusterId, counter: ClusterCounter) {
         if let Some(c) = self.cluster_cell(cluster) {
-            c.0[counter as usize].add(1);
+            c.counters[counter as usize].add(1);
         }
     }
 
@@ -572,6 +579,15 @@ impl ShardMetrics {
     #[inline]
     pub fn local_quarantine(&self, cluster: ClusterId) {
         self.cluster_count(cluster, ClusterCounter::LocalQuarantines);
+    }
+
+    /// Publishes the state of this shard's circuit breaker for `cluster` (0 closed, 1 open, 2
+    /// half-open).
+    #[inline]
+    pub fn set_cluster_breaker(&self, cluster: ClusterId, state: u64) {
+        if let Some(c) = self.cluster_cell(cluster) {
+            c.breaker.store(state, Ordering::Relaxed);
+        }
     }
 
     /// A request to `cluster` was hedged (a second try sent while the first was unanswered).
@@ -753,6 +769,21 @@ impl Registry {
     ///
     /// Sums all shards with relaxed loads; takes the name-table lock (never taken by shards).
     /// Each counter is read once, so a histogram's `+Inf` bucket always equals its `_count`
+    /// On how many shards the circuit breaker of `cluster` is open and half-open.
+    pub fn cluster_breakers(&self, cluster: ClusterId) -> (usize, usize) {
+        let mut counts = (0, 0);
+        for shard in self.shards.iter() {
+            if let Some(cell) = shard.cluster_cell(cluster) {
+                match cell.breaker.load(Ordering::Relaxed) {
+                    1 => counts.0 += 1,
+                    2 => counts.1 += 1,
+                    _ => {}
+                }
+            }
+        }
+        counts
+    }
+
     /// (which is derived from the buckets, not stored).
     pub fn render_prometheus(&self, out: &mut String) {
         let names = self.names();
@@ -763,6 +794,8 @@ impl Registry {
         let mut per_route = vec![RouteSums::default(); routes + 1];
         let mut pairs: BTreeMap<(Option<u32>, Option<u32>), [u64; CLASSES]> = BTreeMap::new();
         let mut per_cluster = vec![[0u64; CLUSTER_COUNTERS]; clusters];
+        // Shards whose cluster breaker is open, half-open.
+        let mut breakers = vec![(0usize, 0usize); clusters];
         let mut timeouts = [0u64; TimeoutKind::ALL.len()];
         let mut bad = [0u64; BAD_SLOTS];
 
@@ -790,7 +823,12 @@ impl Registry {
             }
             for (id, sums) in per_cluster.iter_mut().enumerate() {
                 if let Some(cell) = shard.cluster_cell(ClusterId(id as u32)) {
-                    add_counts(sums, &cell.0);
+                    add_counts(sums, &cell.counters);
+                    match cell.breaker.load(Ordering::Relaxed) {
+                        1 => breakers[id].0 += 1,
+                        2 => breakers[id].1 += 1,
+                        _ => {}
+                    }
                 }
             }
             add_counts(&mut timeouts, &shard.timeouts);
@@ -900,6 +938,27 @@ impl Registry {
                 let _ = write!(out, "headwater_{name}{{cluster=\"");
                 escape_label(out, &names.clusters.names[id]);
                 let _ = writeln!(out, "\"}} {}", sums[i]);
+            }
+        }
+        type Shards = fn(&(usize, usize)) -> usize;
+        let breaker_series: [(&str, &str, Shards); 2] = [
+            (
+                "cluster_breaker_open_shards",
+                "Shards on which the cluster's circuit breaker is open.",
+                |b| b.0,
+            ),
+            (
+                "cluster_breaker_half_open_shards",
+                "Shards on which the cluster's circuit breaker is half-open (one trial out).",
+                |b| b.1,
+            ),
+        ];
+        for (name, help, value) in breaker_series {
+            header(out, name, "gauge", help);
+            for (id, b) in breakers.iter().enumerate() {
+                let _ = write!(out, "headwater_{name}{{cluster=\"");
+                escape_label(out, &names.clusters.names[id]);
+                let _ = writeln!(out, "\"}} {}", value(b));
             }
         }
 
@@ -1165,7 +1224,7 @@ mod tests {
     #[test]
     fn memory_figures_in_the_docs_hold() {
         assert_eq!(std::mem::size_of::<RouteCell>(), 408);
-        assert_eq!(std::mem::size_of::<ClusterCell>(), 88);
+        assert_eq!(std::mem::size_of::<ClusterCell>(), 96);
         let per_shard_fixed = std::mem::size_of::<ShardMetrics>()
             + std::mem::size_of::<OverflowTable>()
             + (MAX_ROUTES / CHUNK) * std::mem::size_of::<OnceLock<Box<RouteChunk>>>()
@@ -1173,6 +1232,6 @@ mod tests {
         let hundred =
             4 * std::mem::size_of::<RouteChunk>() + 4 * std::mem::size_of::<ClusterChunk>();
         let total = per_shard_fixed + hundred;
-        assert!((78 * 1024..82 * 1024).contains(&total), "{total}");
+        assert!((79 * 1024..83 * 1024).contains(&total), "{total}");
     }
 }

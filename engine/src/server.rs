@@ -156,7 +156,7 @@ impl Control {
             }
         }
         type Gauge = fn(&crate::health::EndpointHealth, Instant) -> f64;
-        let gauges: [(&str, &str, &str, Gauge); 4] = [
+        let gauges: [(&str, &str, &str, Gauge); 6] = [
             (
                 "headwater_endpoint_ejections",
                 "counter",
@@ -183,6 +183,18 @@ impl Control {
                 "gauge",
                 "Peak-EWMA latency estimate, mean over shards (0: none).",
                 |eh, _| eh.cells.totals().ewma_us.map_or(0.0, |us| us as f64 / 1e6),
+            ),
+            (
+                "headwater_endpoint_breaker_open_shards",
+                "gauge",
+                "Shards on which the endpoint's circuit breaker is open.",
+                |eh, _| eh.cells.breakers().0 as f64,
+            ),
+            (
+                "headwater_endpoint_breaker_half_open_shards",
+                "gauge",
+                "Shards on which the endpoint's circuit breaker is half-open.",
+                |eh, _| eh.cells.breakers().1 as f64,
             ),
         ];
         for (name, kind, help, f) in gauges {
@@ -272,6 +284,10 @@ impl Control {
                 "healthy": h.map(|h| h.healthy),
                 "active_checks": c.health_check.is_some(),
                 "outlier_detection": c.outlier.is_some(),
+                "breaker": c.breaker.as_ref().map(|_| {
+                    let (open, half_open) = self.shared.metrics.cluster_breakers(current.cluster_ids[ci]);
+                    serde_json::json!({ "open_on_shards": open, "half_open_on_shards": half_open })
+                }),
                 "endpoints": c.endpoints.iter().enumerate().map(|(ei, e)| {
                     let eh = h.and_then(|h| h.endpoints.get(ei));
                     let totals = eh.map(|eh| eh.cells.totals()).unwrap_or_default();

@@ -323,6 +323,12 @@ async fn handle(
             let next = match result {
                 Ok(next) => next,
                 Err(failure) if !record.committed.get() => {
+                    // An upstream-side failure of a request without a body leaves nothing of it
+                    // unread: the client keeps its connection (no reconnect per fast 503).
+                    let keep = failure.is_upstream_side()
+                        && matches!(head.body_kind(), BodyKind::None)
+                        && head.keep_alive()
+                        && !shard.drain.fired();
                     answer(
                         client,
                         wbuf,
@@ -331,7 +337,7 @@ async fn handle(
                         Some(&route.name),
                         Some(cluster_name),
                         head,
-                        false,
+                        keep,
                         config,
                     )
                     .await
@@ -1216,6 +1222,7 @@ struct InFlight<'a> {
     shard: &'a Shard,
     config_id: u64,
     cluster: usize,
+    cluster_id: ClusterId,
     retries: u32,
     open: bool,
 }
@@ -1227,8 +1234,12 @@ impl<'a> InFlight<'a> {
         cluster: usize,
         record: &Record,
     ) -> Result<Self, Failure> {
-        if shard.with_cluster(generation, cluster, |c| c.admit()) == Some(Err(Refusal::BreakerOpen))
-        {
+        let cluster_id = generation.cluster_ids[cluster];
+        let admitted = shard.with_cluster(generation, cluster, |c| (c.admit(), c.breaker_state()));
+        if let Some((_, Some(state))) = admitted {
+            shard.metrics().set_cluster_breaker(cluster_id, state);
+        }
+        if matches!(admitted, Some((Err(Refusal::BreakerOpen), _))) {
             return Err(refuse(
                 shard,
                 generation,
@@ -1242,6 +1253,7 @@ impl<'a> InFlight<'a> {
             shard,
             config_id: generation.id,
             cluster,
+            cluster_id,
             retries: 0,
             open: shard.is_current(generation),
         })
@@ -1286,10 +1298,18 @@ impl<'a> InFlight<'a> {
         if self.shard.local_id() != self.config_id {
             return;
         }
-        let mut ups = self.shard.upstreams.borrow_mut();
-        let c = &mut ups.clusters[self.cluster];
-        c.end_retries(std::mem::take(&mut self.retries));
-        c.release(ok);
+        let state = {
+            let mut ups = self.shard.upstreams.borrow_mut();
+            let c = &mut ups.clusters[self.cluster];
+            c.end_retries(std::mem::take(&mut self.retries));
+            c.release(ok);
+            c.breaker_state()
+        };
+        if let Some(state) = state {
+            self.shard
+                .metrics()
+                .set_cluster_breaker(self.cluster_id, state);
+        }
     }
 }
 

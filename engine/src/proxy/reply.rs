@@ -30,6 +30,21 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
+    /// Whether the failure is on the upstream side (connect, reset, timeout, invalid answer, or
+    /// the gateway's own fast 503s), as opposed to the client's request or connection.
+    pub fn is_upstream_side(self) -> bool {
+        matches!(
+            self,
+            Failure::ConnectFailed
+                | Failure::ConnectTimeout
+                | Failure::UpstreamReset
+                | Failure::UpstreamTimeout
+                | Failure::UpstreamProtocol
+                | Failure::NoHealthyUpstream
+                | Failure::CircuitOpen
+        )
+    }
+
     pub fn status(self) -> StatusCode {
         match self {
             Failure::BadRequest(e) => e.status(),

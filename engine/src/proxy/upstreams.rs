@@ -439,14 +439,18 @@ impl ClusterRuntime {
             .min()
     }
 
+    /// The state of the cluster's breaker (None: it has none): 0 closed, 1 open, 2 half-open.
+    /// The clock is read only when there is a breaker.
+    pub fn breaker_state(&self) -> Option<u64> {
+        self.breaker
+            .as_ref()
+            .map(|(b, _)| state_code(b, Instant::now()))
+    }
+
     /// The state of endpoint `i`'s breaker: 0 closed (or none), 1 open, 2 half-open.
     pub fn endpoint_breaker_state(&self, i: usize, now: Instant) -> u64 {
         match (&self.endpoint_policy, self.endpoint_breakers.get(i)) {
-            (Some(_), Some(b)) => match b.state(now) {
-                BreakerState::Closed => 0,
-                BreakerState::Open { .. } => 1,
-                BreakerState::HalfOpen => 2,
-            },
+            (Some(_), Some(b)) => state_code(b, now),
             _ => 0,
         }
     }
@@ -468,6 +472,15 @@ fn quarantined(quarantine: &[Option<Instant>], i: usize, now: Instant) -> bool {
         .copied()
         .flatten()
         .is_some_and(|until| until > now)
+}
+
+/// A breaker's state as published to `/status` and `/metrics`: 0 closed, 1 open, 2 half-open.
+fn state_code(b: &Breaker, now: Instant) -> u64 {
+    match b.state(now) {
+        BreakerState::Closed => 0,
+        BreakerState::Open { .. } => 1,
+        BreakerState::HalfOpen => 2,
+    }
 }
 
 /// Whether endpoint `i`'s breaker is open at `now`.
