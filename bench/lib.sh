@@ -126,3 +126,94 @@ AWK_WRK_MS='
         if (v ~ /s$/)  { sub(/s$/, "", v);  return v * 1000 }
         return v + 0
     }'
+
+# ---------------------------------------------------------------- added for bench/suite.sh
+
+# Exits (status 1) with `cargo install CRATE` as the hint if CMD is not on PATH (for tools that
+# come from crates.io rather than Debian, e.g. oha).
+require_cargo_tool() { # cmd [crate]
+    if ! command -v "$1" >/dev/null 2>&1; then
+        echo "missing: $1 (from crates.io)" >&2
+        echo "install it with:  cargo install ${2:-$1}   (takes a few minutes; add --locked if" >&2
+        echo "the newest release needs a newer rustc than this one)" >&2
+        exit 1
+    fi
+}
+
+# Waits (10 s at most) until URL answers 200; exits 1 if it does not, showing the end of LOG.
+wait_url() { # url name [log]
+    for _ in $(seq 100); do
+        if [[ $(curl -s -o /dev/null -w '%{http_code}' "$1") == 200 ]]; then return 0; fi
+        sleep 0.1
+    done
+    echo "$2 did not answer 200 on $1" >&2
+    if [[ -n "${3:-}" && -s "$3" ]]; then tail -5 "$3" | sed 's/^/  /' >&2; fi
+    exit 1
+}
+
+# PID and its direct children (an nginx master and its workers), space-separated.
+pid_tree() { # pid
+    echo "$1 $({ pgrep -P "$1" || true; } | tr '\n' ' ')"
+}
+
+# utime+stime of the processes (all their threads), in clock ticks (getconf CLK_TCK per second).
+proc_cpu_ticks() { # pid...
+    local pid total=0 t
+    for pid in "$@"; do
+        t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat" 2>/dev/null || echo 0)
+        total=$((total + t))
+    done
+    echo "$total"
+}
+
+# Writes "pid ticks" (utime+stime+cutime+cstime, so short-lived children reaped by a long-lived
+# parent, e.g. rustc under cargo, count too) of every process except OURS (space-separated pids;
+# their children are left out too) to FILE.
+snapshot_other_cpu() { # file ours
+    local f
+    for f in /proc/[0-9]*/stat; do
+        cat "$f" 2>/dev/null || true # a process may exit while we scan
+    done | awk -v ours=" $2 " '{
+        pid = $1; rest = $0; sub(/^.*\) /, "", rest); split(rest, f, " ")
+        # f[2] = ppid; f[12..15] = utime stime cutime cstime
+        if (index(ours, " " pid " ") || index(ours, " " f[2] " ")) next
+        print pid, f[12] + f[13] + f[14] + f[15]
+    }' >"$1"
+}
+
+# Ticks used by other processes between two snapshot_other_cpu files.
+other_cpu_ticks() { # before after
+    awk 'NR == FNR { before[$1] = $2; next } { d = $2 - ($1 in before ? before[$1] : 0); if (d > 0) s += d }
+         END { print s + 0 }' "$1" "$2"
+}
+
+# Waits up to MAX seconds until processes other than OURS use at most PCT % of a core over a
+# 1 s sample; prints how many seconds it waited. Uses DIR for two scratch files.
+wait_quiet_others() { # max pct ours dir
+    local waited=0 o tick
+    tick=$(getconf CLK_TCK)
+    while ((waited < $1)); do
+        snapshot_other_cpu "$4/quiet0" "$3"
+        sleep 1
+        snapshot_other_cpu "$4/quiet1" "$3"
+        o=$(other_cpu_ticks "$4/quiet0" "$4/quiet1")
+        ((o * 100 <= $2 * tick)) && break
+        waited=$((waited + 1))
+    done
+    echo "$waited"
+}
+
+# A wrk/oha duration ("10s", "2m", "1h", "500ms" or plain seconds) in whole seconds (rounded up).
+duration_secs() { # duration
+    awk -v d="$1" 'BEGIN {
+        if (d ~ /ms$/) { sub(/ms$/, "", d); s = d / 1000 }
+        else if (d ~ /s$/) { sub(/s$/, "", d); s = d }
+        else if (d ~ /m$/) { sub(/m$/, "", d); s = d * 60 }
+        else if (d ~ /h$/) { sub(/h$/, "", d); s = d * 3600 }
+        else s = d
+        print (s == int(s)) ? s : int(s) + 1
+    }'
+}
+
+haproxy_version() { haproxy -v 2>&1 | awk 'NR == 1 { print $3 }'; }
+oha_version() { oha --version 2>&1 | awk 'NR == 1 { print $NF }'; }
