@@ -1,7 +1,8 @@
 //! The AI gateway layer, sans-IO: pure transformations between the formats clients speak
 //! (OpenAI Chat Completions, Anthropic Messages) and the formats providers speak (OpenAI,
 //! Azure OpenAI, Anthropic, Gemini, Mistral, any OpenAI-compatible server), through one
-//! provider-neutral model. No sockets, no async, no clock: the engine wires it to the network.
+//! provider-neutral model. No sockets, no async, no clock: the engine wires it to the network
+//! and passes the time in.
 //!
 //! The path of one chat request through the crate:
 //!
@@ -18,6 +19,19 @@
 //! 5. [`Usage`] from the response or the translator, and [`Prices::cost`] — `None` when the
 //!    provider reported no usage.
 //!
+//! Around that path, the gateway's decisions, equally sans-IO (time is always an argument):
+//!
+//! - [`Catalogue`] — the validated `[llm]` configuration: model aliases, their deployments
+//!   (each an [`egress::Deployment`] with weight, prices, limits, canary), fallback chains,
+//!   virtual keys, failover and health policies.
+//! - [`keys::authenticate`] the client's key, [`KeySpec::check_model`], then
+//!   [`KeyStore::check_and_reserve`] its budget and RPM/TPM.
+//! - [`Router::plan`] a request → [`Attempts`], whose [`Attempts::next`] yields each
+//!   deployment to try (or the error to answer with) and whose [`Attempts::report`] takes each
+//!   attempt's result, feeding routing latency, deployment limits and [`DeploymentHealth`].
+//! - [`RequestRecord`] for the access log, summed in a [`Ledger`] for `/metrics`;
+//!   [`KeyStore::record_usage`] charges the key.
+//!
 //! Modules:
 //! - [`canonical`] — the neutral request, response and stream-event types.
 //! - [`ingress`] — client formats: parse requests, render responses, streams, errors, model
@@ -29,20 +43,50 @@
 //! - [`models`] — `GET /v1/models` rendering.
 //! - [`usage`] — token usage normalisation and cost.
 //! - [`error`] — the error type: kind, origin, retryability, `Retry-After`.
+//! - [`catalogue`] — the `[llm]` section: serde types, validation with item paths, the
+//!   resolved [`Catalogue`].
+//! - [`router`] — deployment choice per model ([`Router`]) and the per-request failover plan
+//!   ([`Attempts`]).
+//! - [`health`] — passive outlier detection, 429 cool-downs, the semantic canary, status
+//!   snapshots.
+//! - [`limiter`] — RPM/TPM token buckets for deployments and keys.
+//! - [`keys`] — virtual keys: authentication, model permissions, budgets, rate limits.
+//! - [`accounting`] — per-request records and Prometheus totals of tokens, cost, requests.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod accounting;
 pub mod canonical;
+pub mod catalogue;
 pub mod egress;
 pub mod embeddings;
 pub mod error;
+pub mod health;
 pub mod ingress;
 mod json;
+pub mod keys;
+pub mod limiter;
 pub mod models;
+pub mod router;
 pub mod sse;
 pub mod stream;
 mod time;
 pub mod usage;
+
+pub use accounting::{Ledger, RequestOutcome, RequestRecord};
+pub use catalogue::{
+    Catalogue, ConfigError, ConfigErrors, DeploymentId, DeploymentSpec, Expect, LlmConfig, Model,
+    ModelId,
+};
+pub use health::{
+    canary_verdict, DeploymentHealth, DeploymentSnapshot, DeploymentState, HealthPolicy, Outcome,
+    Verdict,
+};
+pub use keys::{KeyError, KeySpec, KeyStore, MemoryKeyStore};
+pub use limiter::{LimitExceeded, Limits, RateLimiter};
+pub use router::{
+    estimate_tokens, Attempt, AttemptResult, Attempts, FailoverPolicy, Router, Routing, Step,
+};
 
 pub use canonical::{
     ChatRequest, ChatResponse, FinishReason, Image, Message, OutputPart, Part, ResponseFormat,
