@@ -142,11 +142,26 @@ pub fn build_runtime(kind: DriverKind, entries: u32) -> io::Result<MonoioRuntime
                     .with_entries(entries)
                     .enable_timer()
             };
+            //
+            // Better still (kernel 6.1+), deferred task running on a single-issuer ring: the
+            // kernel runs completion work only when the shard asks for events, in its own
+            // context and in one batch, instead of from whichever interrupt or task produced
+            // it. monoio asks for events every time it parks (and the shard thread is the only
+            // one that ever submits). Each kernel falls back to what it supports.
+            let mut deferred = io_uring::IoUring::builder();
+            deferred
+                .setup_single_issuer()
+                .setup_defer_taskrun()
+                .setup_coop_taskrun()
+                .setup_taskrun_flag();
             let mut cooperative = io_uring::IoUring::builder();
             cooperative.setup_coop_taskrun().setup_taskrun_flag();
-            match ring().uring_builder(cooperative).build() {
+            match ring().uring_builder(deferred).build() {
                 Ok(rt) => rt.into(),
-                Err(_) => ring().build()?.into(),
+                Err(_) => match ring().uring_builder(cooperative).build() {
+                    Ok(rt) => rt.into(),
+                    Err(_) => ring().build()?.into(),
+                },
             }
         }
         DriverKind::Epoll => RuntimeBuilder::<LegacyDriver>::new()
