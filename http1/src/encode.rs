@@ -128,6 +128,23 @@ fn put_framing(dst: &mut BytesMut, framing: BodyKind) {
 
 fn put_ip(dst: &mut BytesMut, ip: IpAddr) {
     use std::io::Write;
+    if let IpAddr::V4(v4) = ip {
+        // The common case without the formatting machinery (it cost ~1k instructions per
+        // request): each octet in decimal, dot-separated.
+        for (i, octet) in v4.octets().into_iter().enumerate() {
+            if i > 0 {
+                dst.put_u8(b'.');
+            }
+            if octet >= 100 {
+                dst.put_u8(b'0' + octet / 100);
+            }
+            if octet >= 10 {
+                dst.put_u8(b'0' + octet / 10 % 10);
+            }
+            dst.put_u8(b'0' + octet % 10);
+        }
+        return;
+    }
     let mut tmp = [0u8; 46];
     let mut cursor = std::io::Cursor::new(&mut tmp[..]);
     // An IP address always fits in 45 bytes.

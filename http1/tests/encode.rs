@@ -311,3 +311,33 @@ fn own_heads() {
     assert_eq!(h.path(), b"/healthz");
     assert_eq!(h.header("user-agent"), Some(&b"headwater"[..]));
 }
+
+#[test]
+fn client_addresses_are_written_exactly() {
+    let head = req(b"GET /p HTTP/1.1\r\nHost: a\r\n\r\n");
+    let cases: [(IpAddr, &[u8]); 5] = [
+        (Ipv4Addr::new(0, 9, 10, 255).into(), b"0.9.10.255"),
+        (Ipv4Addr::new(100, 20, 3, 0).into(), b"100.20.3.0"),
+        (Ipv4Addr::new(199, 99, 109, 110).into(), b"199.99.109.110"),
+        (
+            "2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().into(),
+            b"2001:db8::1",
+        ),
+        (
+            "::ffff:10.1.2.3"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .into(),
+            b"::ffff:10.1.2.3",
+        ),
+    ];
+    for (ip, want) in cases {
+        let fwd = Forwarding {
+            xff: XffMode::Replace,
+            client_ip: Some(ip),
+            ..Forwarding::default()
+        };
+        let out = forward(&head, &RequestEdits::default(), &fwd);
+        assert_eq!(out.header("x-forwarded-for"), Some(want), "{ip}");
+    }
+}
