@@ -650,7 +650,9 @@ async fn exchange(
                     endpoint: ei,
                     reused,
                 };
-                let raced = hedged(
+                // Boxed: its state (two tries and a connect) would otherwise enlarge every
+                // request's future, hedged or not, and be copied with it.
+                let raced = Box::pin(hedged(
                     shard,
                     generation,
                     ci,
@@ -664,7 +666,7 @@ async fn exchange(
                     per_try,
                     after,
                     timeouts.connect,
-                )
+                ))
                 .await;
                 match raced {
                     Raced::First { attempt, hedge } => {
