@@ -13,4 +13,5 @@ pub mod metrics;
 pub mod proxy;
 pub mod runtime;
 pub mod server;
+pub mod tls;
 pub mod upstream_demo;
