@@ -44,7 +44,7 @@ use crate::metrics::{ClusterId, Unavailability};
 const IDLE_READ_CAPACITY: usize = 1024;
 /// Body data at least this large is written straight from the buffer it was read into
 /// (`writev` with the pending head) instead of being copied into the write buffer.
-const ZERO_COPY_MIN: usize = 16 * 1024;
+const ZERO_COPY_MIN: usize = 4 * 1024;
 /// Flush the write buffer once it holds this much.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// Read buffers are topped up to at least this much spare room before a body read.
@@ -1511,6 +1511,11 @@ async fn read_response_head(
                 Ok(None) => {}
                 Err(_) => return Err(Outcome::Protocol),
             }
+        }
+        // Room for the head and a body of some size in one read, so that a response that has
+        // arrived whole is relayed with one read and one write.
+        if conn.rbuf.capacity() - conn.rbuf.len() < BODY_READ_SPARE {
+            conn.rbuf.reserve(BODY_READ_SPARE);
         }
         let buf = std::mem::take(&mut conn.rbuf);
         let (outcome, buf) = read_timeout(
