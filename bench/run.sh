@@ -142,32 +142,11 @@ proc_ticks() { # pid... -> utime+stime summed (all threads)
     echo "$total"
 }
 others_snapshot() { # file: "pid ticks" of every process but ours (and this shell's children)
-    local f
-    for f in /proc/[0-9]*/stat; do
-        cat "$f" 2>/dev/null || true # a process may exit while we scan
-    done | awk -v ours=" $$ $BASHPID $HEADWATER_PID $NGINX_PIDS $UPSTREAM_PIDS " '{
-        pid = $1; rest = $0; sub(/^.*\) /, "", rest); split(rest, f, " ")
-        # f[2] = ppid; f[12..15] = utime stime cutime cstime
-        if (index(ours, " " pid " ") || index(ours, " " f[2] " ")) next
-        print pid, f[12] + f[13] + f[14] + f[15]
-    }' >"$1"
-}
-others_ticks() { # before after -> ticks used by other processes in between
-    awk 'NR == FNR { before[$1] = $2; next } { d = $2 - ($1 in before ? before[$1] : 0); if (d > 0) s += d }
-         END { print s + 0 }' "$1" "$2"
+    snapshot_other_cpu "$1" "$$ $BASHPID $HEADWATER_PID $NGINX_PIDS $UPSTREAM_PIDS"
 }
 steal_ticks() { awk '$1 == "cpu" { print $9 }' /proc/stat; }
 wait_quiet() { # waits until other processes are (nearly) idle; prints how long it waited
-    local waited=0 o
-    while ((waited < QUIET_WAIT)); do
-        others_snapshot "$TMP/q0"
-        sleep 1
-        others_snapshot "$TMP/q1"
-        o=$(others_ticks "$TMP/q0" "$TMP/q1")
-        ((o * 100 <= QUIET_PCT * TICK)) && break
-        waited=$((waited + 1))
-    done
-    echo "$waited"
+    wait_quiet_others "$QUIET_WAIT" "$QUIET_PCT" "$$ $BASHPID $HEADWATER_PID $NGINX_PIDS $UPSTREAM_PIDS" "$TMP"
 }
 declare -A PROXY_PIDS=([headwater]="$HEADWATER_PID" [nginx]="$NGINX_PIDS" [direct]="")
 
@@ -193,7 +172,7 @@ for path in $PATHS; do
                 others_snapshot "$TMP/others1"
             }
             read -r proxy_pct other_pct steal_pct < <(awk -v p=$((p1 - p0)) \
-                -v o="$(others_ticks "$TMP/others0" "$TMP/others1")" -v st=$((st1 - st0)) \
+                -v o="$(other_cpu_ticks "$TMP/others0" "$TMP/others1")" -v st=$((st1 - st0)) \
                 -v ns=$((t1 - t0)) -v tick="$TICK" \
                 'BEGIN { d = ns / 1e9 * tick; printf "%.1f %.1f %.1f\n", 100 * p / d, 100 * o / d, 100 * st / d }')
             read -r rps p50 p99 non2xx err reqs < <(parse_wrk "$out")
