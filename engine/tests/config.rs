@@ -589,7 +589,7 @@ fn resilience_defaults() {
             app.retry_budget.min_concurrent,
             app.retry_budget.burst
         ),
-        (20, 3, 100)
+        (20, 3, 0)
     );
     let r = &c.routes[0];
     assert_eq!(r.retry.attempts, 3);

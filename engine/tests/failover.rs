@@ -69,10 +69,8 @@ const HEALTH: &str =
 /// When an upstream dies or resets under load, every request in flight to it may need a retry,
 /// and each holds its retry through the backoff; all [`CLIENTS`] connections may land on one
 /// shard. The default budget (3 concurrent retries per shard, or 20 % of the requests in
-/// flight, plus a reserve that fills at 0.2 retry per request) may then refuse the fourth
-/// when the reserve is still low (as `retry_budget_is_enforced` tests with no budget at all);
-/// the failover scenarios size the budget to the load instead, so that what they measure does
-/// not depend on how many requests came before the fault.
+/// flight, no reserve) then refuses the fourth by design, which `retry_budget_is_enforced`
+/// tests; the failover scenarios size the budget to the load instead.
 fn per_client_budget() -> String {
     format!("retry_budget = {{ percent = 20, min_concurrent = {CLIENTS} }}")
 }

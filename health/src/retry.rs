@@ -28,18 +28,19 @@ pub struct RetryBudget {
     pub percent: u32,
     /// Retries in flight always allowed, whatever the request count (3).
     pub min_concurrent: u32,
-    /// The most retries the reserve holds (100); 0 turns the reserve off.
+    /// The most retries the reserve holds (0, the default: no reserve, the concurrency cap
+    /// alone).
     pub burst: u32,
 }
 
 impl Default for RetryBudget {
-    /// 20 % of the active requests, at least 3 concurrent retries (Envoy's defaults), and a
-    /// reserve of up to 100 retries.
+    /// 20 % of the active requests, at least 3 concurrent retries (Envoy's defaults), no
+    /// reserve.
     fn default() -> Self {
         RetryBudget {
             percent: 20,
             min_concurrent: 3,
-            burst: 100,
+            burst: 0,
         }
     }
 }

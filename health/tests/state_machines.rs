@@ -1335,7 +1335,7 @@ mod retry {
     #[test]
     fn budget_min_concurrent() {
         let b = RetryBudget::default();
-        assert_eq!((b.percent, b.min_concurrent, b.burst), (20, 3, 100));
+        assert_eq!((b.percent, b.min_concurrent, b.burst), (20, 3, 0));
         assert!(b.allows(0, 0));
         assert!(b.allows(0, 2));
         assert!(!b.allows(0, 3));

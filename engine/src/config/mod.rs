@@ -335,7 +335,7 @@ pub struct ClusterConfig {
     pub breaker: Option<BreakerConfig>,
     /// `endpoint_breaker = {...}`: the same, per endpoint.
     pub endpoint_breaker: Option<BreakerConfig>,
-    /// `retry_budget = { percent = 20, min_concurrent = 3, burst = 100 }`.
+    /// `retry_budget = { percent = 20, min_concurrent = 3, burst = 0 }`.
     pub retry_budget: RetryBudgetConfig,
 }
 
@@ -477,7 +477,7 @@ pub struct RetryBudgetConfig {
     pub percent: u32,
     /// Default 3.
     pub min_concurrent: u32,
-    /// Default 100; 0 turns the reserve off (the concurrency cap alone).
+    /// Default 0: no reserve (the concurrency cap alone).
     pub burst: u32,
 }
 
@@ -486,7 +486,7 @@ impl Default for RetryBudgetConfig {
         RetryBudgetConfig {
             percent: 20,
             min_concurrent: 3,
-            burst: 100,
+            burst: 0,
         }
     }
 }
