@@ -657,7 +657,7 @@ async fn exchange(
                     generation,
                     ci,
                     first,
-                    &tried[..ntried],
+                    (tried, ntried),
                     key,
                     &mut flight,
                     record,
@@ -1058,7 +1058,7 @@ async fn hedged<'a>(
     generation: &Generation,
     ci: usize,
     first: Try,
-    tried: &[usize],
+    (mut avoid, mut n): ([usize; MAX_TRIED], usize),
     key: Option<u64>,
     flight: &mut InFlight<'_>,
     record: &Record,
@@ -1076,11 +1076,6 @@ async fn hedged<'a>(
     // No answer yet: another endpoint, if one can serve now and the budget allows a retry.
     let now = Instant::now();
     let cluster_id = generation.cluster_ids[ci];
-    let mut avoid = [usize::MAX; MAX_TRIED];
-    let mut n = 0;
-    for &t in tried {
-        push_tried(&mut avoid, &mut n, t);
-    }
     push_tried(&mut avoid, &mut n, first.endpoint);
     let picked = shard
         .pick(generation, ci, &avoid[..n], key, now)
@@ -1361,13 +1356,36 @@ impl<'a> Trying<'a> {
 
     /// Records the outcome (None: nothing attributable to the endpoint), observed at `now`.
     fn finish(&mut self, outcome: Option<Outcome>, now: Instant) {
+        let endpoint = self.endpoint;
+        self.end(outcome, now, |c| c.finish_attempt(endpoint, outcome, now));
+    }
+
+    /// The try was cancelled while waiting for an answer (it lost a hedge race) after `waited`:
+    /// the balancer gets `waited` as a lower bound of its latency, the health counters nothing
+    /// (it did not fail).
+    fn finish_unanswered(&mut self, waited: Duration, now: Instant) {
+        let endpoint = self.endpoint;
+        self.end(None, now, |c| {
+            c.finish_unanswered(endpoint, waited, now);
+            false
+        });
+    }
+
+    /// Ends the try once: `update` gives the shard's cluster state the news (and says whether
+    /// it quarantined the endpoint); the counter cells get `outcome`, the EWMA and the breaker.
+    fn end(
+        &mut self,
+        outcome: Option<Outcome>,
+        now: Instant,
+        update: impl FnOnce(&mut super::upstreams::ClusterRuntime) -> bool,
+    ) {
         if !std::mem::take(&mut self.open) || self.shard.local_id() != self.config_id {
             return;
         }
         let (ewma, breaker, quarantined) = {
             let mut ups = self.shard.upstreams.borrow_mut();
             let c = &mut ups.clusters[self.cluster];
-            let quarantined = c.finish_attempt(self.endpoint, outcome, now);
+            let quarantined = update(c);
             (
                 c.balancer.ewma(self.endpoint, now),
                 c.endpoint_breaker_state(self.endpoint, now),
@@ -1388,31 +1406,6 @@ impl<'a> Trying<'a> {
                     cells.set_ewma(shard, ewma);
                 }
                 cells.set_breaker(shard, breaker);
-            });
-    }
-}
-
-impl Trying<'_> {
-    /// The try was cancelled while waiting for an answer (it lost a hedge race) after `waited`:
-    /// the balancer gets `waited` as a lower bound of its latency, the health counters nothing
-    /// (it did not fail).
-    fn finish_unanswered(&mut self, waited: Duration, now: Instant) {
-        if !std::mem::take(&mut self.open) || self.shard.local_id() != self.config_id {
-            return;
-        }
-        let ewma = {
-            let mut ups = self.shard.upstreams.borrow_mut();
-            let c = &mut ups.clusters[self.cluster];
-            c.finish_unanswered(self.endpoint, waited, now);
-            c.balancer.ewma(self.endpoint, now)
-        };
-        let shard = self.shard.index;
-        self.shard
-            .with_cells(self.config_id, self.cluster, self.endpoint, |cells| {
-                cells.in_flight(shard, false);
-                if ewma.is_some() {
-                    cells.set_ewma(shard, ewma);
-                }
             });
     }
 }

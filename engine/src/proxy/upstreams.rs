@@ -44,23 +44,37 @@ struct Runs {
     gateway: u32,
 }
 
+/// What a shard decides about one endpoint on its own.
+#[derive(Clone, Copy, Default)]
+struct Local {
+    /// Quarantine end.
+    quarantine: Option<Instant>,
+    /// Whether the quarantine came from a run of failures (as opposed to a connect failure):
+    /// such a quarantine only bridges the time until the health thread rules, and ends when a
+    /// snapshot shows the endpoint ejected or down (its plan then decides, panic mode included).
+    by_runs: bool,
+    /// The latest snapshot calls it not routable (ejected, down, unknown): the health thread
+    /// has ruled on it, so runs of failures no longer quarantine it here.
+    ruled_out: bool,
+    /// Failure runs on this shard.
+    runs: Runs,
+}
+
+impl Local {
+    fn quarantined(&self, now: Instant) -> bool {
+        self.quarantine.is_some_and(|until| until > now)
+    }
+}
+
 /// Per-cluster state of one shard.
 pub(crate) struct ClusterRuntime {
     name: Arc<str>,
     addresses: Vec<SocketAddr>,
     pub balancer: Balancer,
     plan: Plan,
-    /// Quarantine end per endpoint.
-    quarantine: Vec<Option<Instant>>,
-    /// Whether the quarantine came from a run of failures (as opposed to a connect failure):
-    /// such a quarantine only bridges the time until the health thread rules, and ends when a
-    /// snapshot shows the endpoint ejected or down (its plan then decides, panic mode included).
-    by_runs: Vec<bool>,
-    /// Endpoints the latest snapshot calls not routable (ejected, down, unknown): the health
-    /// thread has ruled on them, so runs of failures no longer quarantine them here.
-    ruled_out: Vec<bool>,
-    /// Failure runs per endpoint on this shard, and the thresholds that quarantine on them.
-    runs: Vec<Runs>,
+    /// Per endpoint: quarantine, failure runs, the health thread's verdict.
+    local: Vec<Local>,
+    /// The thresholds that quarantine on runs of failures.
     local_ejection: Option<LocalEjection>,
     breaker: Option<(Breaker, BreakerPolicy)>,
     endpoint_breakers: Vec<Breaker>,
@@ -112,10 +126,7 @@ impl ClusterRuntime {
             addresses,
             balancer,
             plan: plain_plan(c),
-            quarantine: vec![None; n],
-            by_runs: vec![false; n],
-            ruled_out: vec![false; n],
-            runs: vec![Runs::default(); n],
+            local: vec![Local::default(); n],
             local_ejection: c.outlier.as_ref().map(|o| LocalEjection {
                 consecutive_5xx: o.consecutive_5xx,
                 consecutive_gateway: o.consecutive_gateway_failures,
@@ -160,8 +171,8 @@ impl ClusterRuntime {
         // that began under the old generation give back what they took to the old state only.
         for (o, n) in map.iter().enumerate() {
             if let Some(n) = n {
-                next.quarantine[*n] = old.quarantine[o];
-                next.by_runs[*n] = old.by_runs[o];
+                next.local[*n].quarantine = old.local[o].quarantine;
+                next.local[*n].by_runs = old.local[o].by_runs;
             }
         }
         next
@@ -173,18 +184,20 @@ impl ClusterRuntime {
             Some(h) if h.endpoints.len() == c.endpoints.len() => {
                 // The health thread has ruled on these endpoints: its verdict replaces the
                 // shard's own quarantine for a run of failures.
-                for (i, e) in h.endpoints.iter().enumerate() {
-                    self.ruled_out[i] = !e.routable;
-                    if self.by_runs[i] && !e.routable {
-                        self.quarantine[i] = None;
-                        self.by_runs[i] = false;
+                for (local, e) in self.local.iter_mut().zip(&h.endpoints) {
+                    local.ruled_out = !e.routable;
+                    if local.by_runs && !e.routable {
+                        local.quarantine = None;
+                        local.by_runs = false;
                     }
                 }
                 let members: Vec<_> = h.endpoints.iter().map(member).collect();
                 headwater_balancer::plan(&members, c.panic_threshold)
             }
             _ => {
-                self.ruled_out.fill(false);
+                for local in &mut self.local {
+                    local.ruled_out = false;
+                }
                 plain_plan(c)
             }
         };
@@ -195,7 +208,7 @@ impl ClusterRuntime {
     }
 
     fn quarantined(&self, i: usize, now: Instant) -> bool {
-        quarantined(&self.quarantine, i, now)
+        self.local.get(i).is_some_and(|l| l.quarantined(now))
     }
 
     fn endpoint_open(&self, i: usize, now: Instant) -> bool {
@@ -214,14 +227,14 @@ impl ClusterRuntime {
         let ClusterRuntime {
             balancer,
             plan,
-            quarantine,
+            local,
             endpoint_breakers,
             endpoint_policy,
             ..
         } = self;
         let blocked = |i: usize| {
             avoid.contains(&i)
-                || quarantined(quarantine, i, now)
+                || local.get(i).is_some_and(|l| l.quarantined(now))
                 || (endpoint_policy.is_some() && breaker_open(endpoint_breakers, i, now))
         };
         balancer
@@ -370,7 +383,8 @@ impl ClusterRuntime {
             // Nothing listens (or answers SYNs): no traffic can succeed there.
             return self.quarantine_now(i, now, false);
         }
-        let (Some(limits), Some(runs)) = (self.local_ejection, self.runs.get_mut(i)) else {
+        let (Some(limits), Some(Local { runs, .. })) = (self.local_ejection, self.local.get_mut(i))
+        else {
             return false;
         };
         let tripped = match outcome {
@@ -388,13 +402,13 @@ impl ClusterRuntime {
                 limits.consecutive_gateway != 0 && runs.gateway >= limits.consecutive_gateway
             }
         };
-        if !tripped || self.quarantined(i, now) || self.ruled_out[i] {
+        if !tripped || self.quarantined(i, now) || self.local[i].ruled_out {
             // Already out, or picked anyway by a plan that knows it is (panic mode).
             return false;
         }
         // Like the outlier detector's max_ejection_percent (at least one endpoint): a cluster
         // whose every endpoint answers 500 keeps serving those answers rather than none.
-        let n = self.quarantine.len();
+        let n = self.local.len();
         let allowed = (n * usize::from(limits.max_percent) / 100).max(1);
         let others = (0..n)
             .filter(|&j| j != i && self.quarantined(j, now))
@@ -402,7 +416,7 @@ impl ClusterRuntime {
         if others >= allowed {
             return false;
         }
-        self.runs[i] = Runs::default();
+        self.local[i].runs = Runs::default();
         self.quarantine_now(i, now, true)
     }
 
@@ -419,22 +433,21 @@ impl ClusterRuntime {
     /// Quarantines endpoint `i` on this shard for [`QUARANTINE`] from `now`; `by_runs`: for a
     /// run of failures (see [`Self::replan`]).
     fn quarantine_now(&mut self, i: usize, now: Instant, by_runs: bool) -> bool {
-        match (self.quarantine.get_mut(i), self.by_runs.get_mut(i)) {
-            (Some(q), Some(r)) => {
-                *q = Some(now + QUARANTINE);
-                *r = by_runs;
+        match self.local.get_mut(i) {
+            Some(local) => {
+                local.quarantine = Some(now + QUARANTINE);
+                local.by_runs = by_runs;
                 true
             }
-            _ => false,
+            None => false,
         }
     }
 
     /// The earliest local quarantine end among endpoints that are quarantined now.
     pub fn earliest_quarantine_end(&self, now: Instant) -> Option<Instant> {
-        self.quarantine
+        self.local
             .iter()
-            .flatten()
-            .copied()
+            .filter_map(|l| l.quarantine)
             .filter(|t| *t > now)
             .min()
     }
@@ -463,15 +476,6 @@ fn identities(addresses: &[SocketAddr]) -> Vec<u64> {
         .iter()
         .map(|a| headwater_balancer::hash_key(a.to_string().as_bytes()))
         .collect()
-}
-
-/// Whether endpoint `i` is quarantined at `now`.
-fn quarantined(quarantine: &[Option<Instant>], i: usize, now: Instant) -> bool {
-    quarantine
-        .get(i)
-        .copied()
-        .flatten()
-        .is_some_and(|until| until > now)
 }
 
 /// A breaker's state as published to `/status` and `/metrics`: 0 closed, 1 open, 2 half-open.
