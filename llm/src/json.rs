@@ -88,6 +88,23 @@ impl<'a, 'p> Obj<'a, 'p> {
         })
     }
 
+    /// An optional JSON Schema (an object), cloned.
+    pub(crate) fn opt_schema(&self, key: &str) -> Result<Option<Value>, LlmError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(s @ Value::Object(_)) => Ok(Some(s.clone())),
+            Some(other) => Err(wrong_type(&self.at(key), "a JSON Schema object", other)),
+        }
+    }
+
+    /// A required JSON Schema (an object), cloned.
+    pub(crate) fn schema(&self, key: &str) -> Result<Value, LlmError> {
+        match self.req(key)? {
+            s @ Value::Object(_) => Ok(s.clone()),
+            other => Err(wrong_type(&self.at(key), "a JSON Schema object", other)),
+        }
+    }
+
     /// An optional string.
     pub(crate) fn opt_str(&self, key: &str) -> Result<Option<&'a str>, LlmError> {
         match self.get(key) {

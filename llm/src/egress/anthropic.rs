@@ -353,15 +353,9 @@ impl StreamState {
     }
 
     pub(crate) fn on_event(&mut self, ev: &SseEvent, out: &mut Vec<StreamEvent>) {
-        let v: Value = match serde_json::from_str(&ev.data) {
-            Ok(v) => v,
-            Err(e) => {
-                out.push(StreamEvent::Error(malformed(
-                    Self::origin(),
-                    format!("stream event is not valid JSON: {e}"),
-                )));
-                return;
-            }
+        let Some(v) = super::parse_stream_json(Self::origin(), &ev.data, "stream event", out)
+        else {
+            return;
         };
         let kind = ev
             .event

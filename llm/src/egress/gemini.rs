@@ -409,15 +409,9 @@ impl StreamState {
     }
 
     pub(crate) fn on_event(&mut self, ev: &SseEvent, out: &mut Vec<StreamEvent>) {
-        let v: Value = match serde_json::from_str(&ev.data) {
-            Ok(v) => v,
-            Err(e) => {
-                out.push(StreamEvent::Error(malformed(
-                    Self::origin(),
-                    format!("stream chunk is not valid JSON: {e}"),
-                )));
-                return;
-            }
+        let Some(v) = super::parse_stream_json(Self::origin(), &ev.data, "stream chunk", out)
+        else {
+            return;
         };
         if v.get("error").is_some() {
             out.push(StreamEvent::Error(super::errors::from_value(

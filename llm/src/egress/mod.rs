@@ -462,6 +462,26 @@ pub(crate) fn parse_json(origin: Origin, body: &[u8]) -> Result<serde_json::Valu
         .map_err(|e| malformed(origin, format!("response is not valid JSON: {e}")))
 }
 
+/// Parses the JSON of one stream event (`what`: "stream event", "stream chunk"); on failure
+/// pushes a malformed-response error from `origin` to `out` and returns None.
+pub(crate) fn parse_stream_json(
+    origin: Origin,
+    data: &str,
+    what: &str,
+    out: &mut Vec<StreamEvent>,
+) -> Option<serde_json::Value> {
+    match serde_json::from_str(data) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            out.push(StreamEvent::Error(malformed(
+                origin,
+                format!("{what} is not valid JSON: {e}"),
+            )));
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

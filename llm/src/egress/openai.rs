@@ -551,15 +551,8 @@ impl StreamState {
         if data.is_empty() {
             return;
         }
-        let v: Value = match serde_json::from_str(data) {
-            Ok(v) => v,
-            Err(e) => {
-                out.push(StreamEvent::Error(malformed(
-                    self.origin,
-                    format!("stream chunk is not valid JSON: {e}"),
-                )));
-                return;
-            }
+        let Some(v) = super::parse_stream_json(self.origin, data, "stream chunk", out) else {
+            return;
         };
         if v.get("error").is_some_and(|e| !e.is_null()) {
             let kind = match self.origin {

@@ -192,16 +192,7 @@ fn tools(o: &Obj<'_, '_>) -> Result<Vec<Tool>, LlmError> {
                     ));
                 }
             }
-            let parameters = match to.req("input_schema")? {
-                s @ Value::Object(_) => s.clone(),
-                other => {
-                    return Err(wrong_type(
-                        &to.at("input_schema"),
-                        "a JSON Schema object",
-                        other,
-                    ))
-                }
-            };
+            let parameters = to.schema("input_schema")?;
             Ok(Tool {
                 name: to.str("name")?.to_owned(),
                 description: to.opt_str("description")?.map(str::to_owned),
@@ -249,15 +240,12 @@ fn output_format(o: &Obj<'_, '_>) -> Result<ResponseFormat, LlmError> {
     };
     let fo = Obj::new(fv, path)?;
     match fo.str("type")? {
-        "json_schema" => match fo.req("schema")? {
-            s @ Value::Object(_) => Ok(ResponseFormat::JsonSchema {
-                name: "response".to_owned(),
-                description: None,
-                schema: s.clone(),
-                strict: Some(true),
-            }),
-            other => Err(wrong_type(&fo.at("schema"), "a JSON Schema object", other)),
-        },
+        "json_schema" => Ok(ResponseFormat::JsonSchema {
+            name: "response".to_owned(),
+            description: None,
+            schema: fo.schema("schema")?,
+            strict: Some(true),
+        }),
         other => Err(LlmError::client(
             fo.at("type"),
             format!("`{}` must be `json_schema`, not `{other}`", fo.at("type")),

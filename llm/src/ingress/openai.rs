@@ -165,17 +165,9 @@ fn tools(o: &Obj<'_, '_>) -> Result<Vec<Tool>, LlmError> {
             }
             let fp = to.at("function");
             let fo = Obj::new(to.req("function")?, &fp)?;
-            let parameters = match fo.get("parameters") {
-                None => serde_json::json!({"type": "object", "properties": {}}),
-                Some(p @ Value::Object(_)) => p.clone(),
-                Some(other) => {
-                    return Err(wrong_type(
-                        &fo.at("parameters"),
-                        "a JSON Schema object",
-                        other,
-                    ))
-                }
-            };
+            let parameters = fo
+                .opt_schema("parameters")?
+                .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}}));
             Ok(Tool {
                 name: fo.str("name")?.to_owned(),
                 description: fo.opt_str("description")?.map(str::to_owned),
@@ -228,13 +220,9 @@ fn response_format(o: &Obj<'_, '_>) -> Result<ResponseFormat, LlmError> {
         "json_schema" => {
             let jp = ro.at("json_schema");
             let jo = Obj::new(ro.req("json_schema")?, &jp)?;
-            let schema = match jo.get("schema") {
-                None => serde_json::json!({"type": "object"}),
-                Some(s @ Value::Object(_)) => s.clone(),
-                Some(other) => {
-                    return Err(wrong_type(&jo.at("schema"), "a JSON Schema object", other))
-                }
-            };
+            let schema = jo
+                .opt_schema("schema")?
+                .unwrap_or_else(|| serde_json::json!({"type": "object"}));
             Ok(ResponseFormat::JsonSchema {
                 name: jo.str("name")?.to_owned(),
                 description: jo.opt_str("description")?.map(str::to_owned),
