@@ -48,7 +48,7 @@ const ZERO_COPY_MIN: usize = 4 * 1024;
 /// Flush the write buffer once it holds this much.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// Read buffers are topped up to at least this much spare room before a body read.
-const BODY_READ_SPARE: usize = 32 * 1024;
+pub(crate) const BODY_READ_SPARE: usize = 32 * 1024;
 /// A request whose head and body together are at most this large is kept until the response
 /// head arrives, so it can be replayed on a new connection if a pooled one turns out dead.
 const REPLAY_MAX: usize = 64 * 1024;

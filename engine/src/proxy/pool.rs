@@ -41,7 +41,8 @@ impl UpstreamConn {
         UpstreamConn {
             stream,
             addr,
-            rbuf: BytesMut::with_capacity(16 * 1024),
+            // What the response-head read wants free, so a new connection does not grow it.
+            rbuf: BytesMut::with_capacity(super::conn::BODY_READ_SPARE),
             created: now,
             idle_since: now,
             requests: 0,
