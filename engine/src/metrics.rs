@@ -765,10 +765,6 @@ impl Registry {
         self.generation.store(generation, Ordering::Relaxed);
     }
 
-    /// Appends every series in the Prometheus text exposition format 0.0.4 to `out`.
-    ///
-    /// Sums all shards with relaxed loads; takes the name-table lock (never taken by shards).
-    /// Each counter is read once, so a histogram's `+Inf` bucket always equals its `_count`
     /// On how many shards the circuit breaker of `cluster` is open and half-open.
     pub fn cluster_breakers(&self, cluster: ClusterId) -> (usize, usize) {
         let mut counts = (0, 0);
@@ -784,6 +780,10 @@ impl Registry {
         counts
     }
 
+    /// Appends every series in the Prometheus text exposition format 0.0.4 to `out`.
+    ///
+    /// Sums all shards with relaxed loads; takes the name-table lock (never taken by shards).
+    /// Each counter is read once, so a histogram's `+Inf` bucket always equals its `_count`
     /// (which is derived from the buckets, not stored).
     pub fn render_prometheus(&self, out: &mut String) {
         let names = self.names();
@@ -794,8 +794,6 @@ impl Registry {
         let mut per_route = vec![RouteSums::default(); routes + 1];
         let mut pairs: BTreeMap<(Option<u32>, Option<u32>), [u64; CLASSES]> = BTreeMap::new();
         let mut per_cluster = vec![[0u64; CLUSTER_COUNTERS]; clusters];
-        // Shards whose cluster breaker is open, half-open.
-        let mut breakers = vec![(0usize, 0usize); clusters];
         let mut timeouts = [0u64; TimeoutKind::ALL.len()];
         let mut bad = [0u64; BAD_SLOTS];
 
@@ -824,11 +822,6 @@ impl Registry {
             for (id, sums) in per_cluster.iter_mut().enumerate() {
                 if let Some(cell) = shard.cluster_cell(ClusterId(id as u32)) {
                     add_counts(sums, &cell.counters);
-                    match cell.breaker.load(Ordering::Relaxed) {
-                        1 => breakers[id].0 += 1,
-                        2 => breakers[id].1 += 1,
-                        _ => {}
-                    }
                 }
             }
             add_counts(&mut timeouts, &shard.timeouts);
@@ -953,6 +946,10 @@ impl Registry {
                 |b| b.1,
             ),
         ];
+        // Shards whose cluster breaker is open, half-open.
+        let breakers: Vec<(usize, usize)> = (0..clusters)
+            .map(|id| self.cluster_breakers(ClusterId(id as u32)))
+            .collect();
         for (name, help, value) in breaker_series {
             header(out, name, "gauge", help);
             for (id, b) in breakers.iter().enumerate() {
