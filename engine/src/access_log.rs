@@ -32,6 +32,10 @@
 //! {"time":"2023-11-14T22:13:20.123Z","shard":0,"client":"192.0.2.7:51234","method":"GET","path":"/v1/x?y=1","status":200,"bytes_in":0,"bytes_out":512,"upstream":"10.0.0.1:8000","upstream_time_ms":1.234,"total_time_ms":1.562,"retries":0,"route":"api"}
 //! ```
 //!
+//! Requests served by an LLM route (`llm = true`) carry one more field, `llm`: the object of
+//! `headwater_llm::RequestRecord::to_json` (model, deployment, provider, key name, outcome,
+//! tokens, cost, TTFT, attempts, fallbacks).
+//!
 //! `upstream`, `upstream_time_ms` and `route` are `null` when absent. Times in milliseconds carry
 //! three decimals (microsecond resolution). Strings are escaped for JSON: `"`, `\` and control
 //! characters (and DEL) are escaped, and bytes that are not valid UTF-8 become `\ufffd` (one per
@@ -118,6 +122,9 @@ pub struct Entry<'a> {
     pub route: Option<&'a str>,
     /// When the request started (or ended; the caller's choice, applied consistently).
     pub time: SystemTime,
+    /// For LLM routes: the request's accounting record, one JSON object
+    /// (`headwater_llm::RequestRecord::to_json`), written as the `llm` field.
+    pub llm: Option<&'a str>,
 }
 
 /// State shared by the shards and the writer.
@@ -611,6 +618,10 @@ fn format_entry(out: &mut Vec<u8>, shard: usize, ms: i64, e: &Entry<'_>) {
     match e.route {
         Some(route) => write_json_bytes(out, route.as_bytes()),
         None => out.extend_from_slice(b"null"),
+    }
+    if let Some(llm) = e.llm {
+        out.extend_from_slice(b",\"llm\":");
+        out.extend_from_slice(llm.as_bytes());
     }
     out.extend_from_slice(b"}\n");
 }

@@ -9,6 +9,8 @@ pub mod config;
 pub mod demo;
 pub mod health;
 pub mod io;
+pub mod llm;
+pub mod llm_mock;
 pub mod metrics;
 pub mod proxy;
 pub mod runtime;

@@ -107,9 +107,11 @@ impl Control {
             .unwrap_or_else(|e| e.into_inner());
         let id = *next + 1;
         let health_config = Arc::new(config.clone());
-        let generation = Generation::new(id, config, &self.shared.metrics)?;
+        let mut generation = Generation::new(id, config, &self.shared.metrics)?;
+        generation.inherit_llm(&self.shared.current());
         // Health first: a shard must never route with a config newer than the snapshot.
         self.health.reconfigure(id, health_config);
+        self.health.set_llm(generation.llm.clone());
         self.shared.publish(generation);
         *next = id;
         Ok(id)
@@ -125,7 +127,44 @@ impl Control {
         let mut out = String::with_capacity(16 * 1024);
         self.shared.metrics.render_prometheus(&mut out);
         self.render_health_metrics(&mut out);
+        self.render_llm_metrics(&mut out);
         out
+    }
+
+    /// The LLM gateway's deployment health and its ledger (tokens, cost, requests). The ledger
+    /// outlives reloads, so its counters never go backwards.
+    fn render_llm_metrics(&self, out: &mut String) {
+        let current = self.shared.current();
+        if let Some(llm) = &current.llm {
+            let snapshots = llm
+                .router()
+                .health()
+                .snapshot(&llm.section.catalogue, Instant::now());
+            headwater_llm::health::render_health_prometheus(&snapshots, out);
+        }
+        let ledger = self.shared.llm.ledger();
+        if current.llm.is_some() || !ledger.is_empty() {
+            ledger.render_prometheus(out);
+        }
+    }
+
+    /// The LLM gateway's models and deployments for `/status`.
+    fn llm_status(&self, current: &Generation) -> serde_json::Value {
+        let Some(llm) = &current.llm else {
+            return serde_json::Value::Null;
+        };
+        let catalogue = &llm.section.catalogue;
+        let snapshots = llm.router().health().snapshot(catalogue, Instant::now());
+        serde_json::json!({
+            "models": catalogue.models().iter().map(|m| serde_json::json!({
+                "name": m.name,
+                "routing": m.routing.as_str(),
+                "deployments": m.deployments.iter().map(|d| catalogue.deployment(*d).name.as_str()).collect::<Vec<_>>(),
+                "fallbacks": m.fallbacks.iter().map(|f| catalogue.model(*f).name.as_str()).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "deployments": snapshots,
+            "keys": catalogue.keys().len(),
+        })
     }
 
     /// Endpoint health gauges from the current snapshot, and the health thread's counters.
@@ -271,9 +310,11 @@ impl Control {
             "listen": self.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "routes": config.routes.iter().map(|r| serde_json::json!({
                 "name": r.name,
-                "cluster": config.clusters[r.cluster].name,
+                "cluster": r.cluster().map(|c| config.clusters[c].name.as_str()),
+                "llm": r.cluster().is_none(),
             })).collect::<Vec<_>>(),
             "health_generation": snapshot.generation,
+            "llm": self.llm_status(&current),
             "clusters": config.clusters.iter().enumerate().map(|(ci, c)| {
                 let h = snapshot.cluster(current.id, ci);
                 serde_json::json!({
@@ -382,6 +423,7 @@ impl Server {
         let health = HealthService::start(1, Arc::new(config.clone()), workers)?;
         let first = Generation::new(1, config, &metrics)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        health.set_llm(first.llm.clone());
         let shared = Shared::new(first, metrics, health.table().clone(), workers);
 
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();

@@ -53,6 +53,7 @@ fn entry<'a>(path: &'a [u8], route: Option<&'a str>) -> Entry<'a> {
         retries: 1,
         route,
         time: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+        llm: None,
     }
 }
 

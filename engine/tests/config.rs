@@ -233,7 +233,7 @@ fn full_config_parses_to_expected_values() {
     assert_eq!(config.routes.len(), 2);
     let api = &config.routes[0];
     assert_eq!(api.name, "api");
-    assert_eq!(api.cluster, 0);
+    assert_eq!(api.cluster(), Some(0));
     assert_eq!(
         api.matcher.host,
         Some(HostMatch::Suffix(".example.com".into()))
@@ -288,7 +288,7 @@ fn full_config_parses_to_expected_values() {
 
     let second = &config.routes[1];
     assert_eq!(second.name, "route-1");
-    assert_eq!(second.cluster, 1);
+    assert_eq!(second.cluster(), Some(1));
     assert_eq!(
         second.matcher.host,
         Some(HostMatch::Exact("api.example.com".into()))
@@ -339,7 +339,7 @@ fn defaults_applied() {
 
     let route = &config.routes[0];
     assert_eq!(route.name, "route-0");
-    assert_eq!(route.cluster, 0);
+    assert_eq!(route.cluster(), Some(0));
     assert_eq!(route.matcher, Default::default());
     assert_eq!(route.timeouts, s.defaults);
     assert!(route.request_headers.is_empty() && route.response_headers.is_empty());
@@ -1222,7 +1222,7 @@ fn routing_example_routes() {
     assert_eq!(route(&get, "x", "/static/a.css", &[]), Some("static"));
     let api = &config.routes[1];
     assert_eq!(api.rewrite_prefix.as_deref(), Some("/internal/v1/"));
-    assert_eq!(config.clusters[api.cluster].name, "api");
+    assert_eq!(config.clusters[api.cluster().unwrap()].name, "api");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1384,4 +1384,134 @@ fn config_is_shareable() {
     std::thread::spawn(move || assert_eq!(matches(&other, &Method::GET, None, "/"), Some(0)))
         .join()
         .unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// [llm] and llm routes
+// ---------------------------------------------------------------------------------------------
+
+const LLM: &str = r#"
+[server]
+listen = ["127.0.0.1:8080"]
+
+[[route]]
+name = "ai"
+match = { path_prefix = "/v1/" }
+llm = true
+
+[llm.upstream]
+connect_timeout = "2s"
+max_request_body = 65536
+
+[[llm.model]]
+name = "fast"
+fallbacks = ["smart"]
+
+[[llm.model.deployment]]
+provider = "openai-compatible"
+model = "llama3"
+base_url = "http://127.0.0.1:11434/v1"
+
+[[llm.model]]
+name = "smart"
+
+[[llm.model.deployment]]
+provider = "anthropic"
+model = "claude-sonnet-4-5"
+api_key = "sk-test"
+price = { input_per_million = 3.0, output_per_million = 15.0 }
+"#;
+
+#[test]
+fn llm_section_and_route_resolve() {
+    let config = ok(LLM);
+    let route = &config.routes[0];
+    assert_eq!(route.target, config::RouteTarget::Llm);
+    assert_eq!(route.cluster(), None);
+    let llm = config.llm.as_ref().expect("[llm] resolved");
+    let catalogue = &llm.catalogue;
+    assert_eq!(catalogue.models().len(), 2);
+    assert_eq!(catalogue.deployments().len(), 2);
+    assert_eq!(catalogue.upstream.connect_timeout, Duration::from_secs(2));
+    assert_eq!(catalogue.upstream.max_request_body, 65536);
+    assert!(catalogue.upstream.verify);
+    let fast = catalogue.model_id("fast").unwrap();
+    assert_eq!(catalogue.model(fast).fallbacks.len(), 1);
+    // A config with no clusters at all is fine when every route is an LLM route.
+    assert!(config.clusters.is_empty());
+}
+
+#[test]
+fn llm_catalogue_errors_point_at_the_key() {
+    let text = LLM.replace("provider = \"anthropic\"", "provider = \"antropic\"");
+    let err = rejects(
+        &text,
+        "provider = \"antropic\"",
+        &["llm.model[1].deployment[0].provider", "antropic"],
+    );
+    assert!(err.reason.contains("anthropic"), "{err}");
+    let text = LLM.replace("fallbacks = [\"smart\"]", "fallbacks = [\"smarter\"]");
+    rejects(
+        &text,
+        "fallbacks = [\"smarter\"]",
+        &["llm.model[0].fallbacks[0]", "unknown model alias `smarter`"],
+    );
+    let text = LLM.replace(
+        "connect_timeout = \"2s\"",
+        "connect_timeout = \"2 parsecs\"",
+    );
+    rejects(
+        &text,
+        "connect_timeout = ",
+        &["llm.upstream.connect_timeout", "invalid duration"],
+    );
+    // Several problems: the first decides the position, the others are listed with lines.
+    let text = LLM
+        .replace("provider = \"anthropic\"", "provider = \"antropic\"")
+        .replace("connect_timeout = \"2s\"", "connect_timeout = \"soon\"");
+    let err = rejects(&text, "provider = \"antropic\"", &["also line"]);
+    assert!(err.reason.contains("llm.upstream.connect_timeout"), "{err}");
+}
+
+#[test]
+fn llm_unknown_keys_and_types_are_located_by_toml() {
+    let text = LLM.replace(
+        "max_request_body = 65536",
+        "max_request_body = 65536\nmax_body = 1",
+    );
+    rejects(&text, "max_body = 1", &["max_body"]);
+    let text = LLM.replace("model = \"llama3\"", "model = 3");
+    rejects(&text, "model = 3", &["string"]);
+}
+
+#[test]
+fn llm_route_rules() {
+    // llm = true without [llm]
+    let text = MINIMAL.replace("cluster = \"app\"\n", "llm = true\n");
+    let text = text.replace("[[route]]\nllm", "[[route]]\nllm");
+    rejects(&text, "llm = true", &["[llm]"]);
+    // both cluster and llm
+    let text = LLM.replace("llm = true", "llm = true\ncluster = \"app\"");
+    rejects(&text, "[[route]]", &["either", "not both"]);
+    // neither
+    let text = LLM.replace("llm = true", "");
+    rejects(&text, "[[route]]", &["missing `cluster"]);
+    // proxy-only keys on an llm route
+    let text = LLM.replace("llm = true", "llm = true\nretry = { attempts = 2 }");
+    rejects(
+        &text,
+        "[[route]]",
+        &["`retry` is for proxy routes", "[llm.failover]"],
+    );
+    let text = LLM.replace("llm = true", "llm = true\ntimeouts = { total = \"5s\" }");
+    rejects(&text, "[[route]]", &["`timeouts`", "[llm.upstream]"]);
+}
+
+#[test]
+fn llm_bad_ca_file_is_a_config_error() {
+    let text = LLM.replace(
+        "max_request_body = 65536",
+        "max_request_body = 65536\nca_file = \"/nonexistent/ca.pem\"",
+    );
+    rejects(&text, "ca_file", &["/nonexistent/ca.pem"]);
 }

@@ -232,6 +232,11 @@ impl Ledger {
             .get(&(model.to_owned(), deployment.to_owned(), key.to_owned()))
     }
 
+    /// Whether no request was recorded yet.
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
     /// Appends the Prometheus text (see the module documentation).
     pub fn render_prometheus(&self, out: &mut String) {
         let labels = |out: &mut String, (m, d, k): &(String, String, String)| {

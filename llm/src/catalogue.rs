@@ -73,6 +73,35 @@ pub struct LlmConfig {
     /// `[llm.health]`.
     #[serde(default)]
     pub health: HealthConfig,
+    /// `[llm.upstream]`.
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+}
+
+/// `[llm.upstream]`: how the gateway talks to providers; see [`UpstreamPolicy`] for meanings
+/// and defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// TCP connect (plus TLS handshake) deadline.
+    pub connect_timeout: Option<String>,
+    /// From sending the request to the response head.
+    pub first_byte_timeout: Option<String>,
+    /// Longest silence between two pieces of a response body (streams included).
+    pub idle_timeout: Option<String>,
+    /// Largest client request body accepted, in bytes.
+    pub max_request_body: Option<u64>,
+    /// Largest non-streamed provider response read, in bytes.
+    pub max_response_body: Option<u64>,
+    /// Trust anchors for providers: `webpki` (Mozilla's, compiled in; the default) or
+    /// `system` (the operating system's store).
+    pub roots: Option<String>,
+    /// A PEM file of CA certificates to trust *instead of* `roots` (an internal CA).
+    pub ca_file: Option<String>,
+    /// Whether provider certificates are verified (default true).
+    pub verify: Option<bool>,
+    /// Idle keep-alive connections kept per provider host and shard.
+    pub max_idle_per_host: Option<usize>,
 }
 
 /// One `[[llm.model]]`.
@@ -427,6 +456,48 @@ pub struct Catalogue {
     pub failover: FailoverPolicy,
     /// Passive health-check settings.
     pub health: HealthPolicy,
+    /// How providers are called.
+    pub upstream: UpstreamPolicy,
+}
+
+/// `[llm.upstream]`, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamPolicy {
+    /// TCP connect plus TLS handshake deadline (default 5 s).
+    pub connect_timeout: Duration,
+    /// From the request's last byte to the response head (default 60 s: a non-streamed
+    /// answer arrives whole after generation).
+    pub first_byte_timeout: Duration,
+    /// Longest silence between two pieces of a response body (default 60 s).
+    pub idle_timeout: Duration,
+    /// Largest client request body accepted, in bytes (default 8 MiB; 413 above).
+    pub max_request_body: u64,
+    /// Largest non-streamed provider response read, in bytes (default 32 MiB).
+    pub max_response_body: u64,
+    /// Trust the operating system's store instead of the compiled-in webpki roots.
+    pub system_roots: bool,
+    /// Trust only the CA certificates of this PEM file.
+    pub ca_file: Option<String>,
+    /// Whether provider certificates are verified (default true).
+    pub verify: bool,
+    /// Idle keep-alive connections kept per provider host and shard (default 32).
+    pub max_idle_per_host: usize,
+}
+
+impl Default for UpstreamPolicy {
+    fn default() -> Self {
+        UpstreamPolicy {
+            connect_timeout: Duration::from_secs(5),
+            first_byte_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            max_request_body: 8 << 20,
+            max_response_body: 32 << 20,
+            system_roots: false,
+            ca_file: None,
+            verify: true,
+            max_idle_per_host: 32,
+        }
+    }
 }
 
 impl Catalogue {
@@ -760,6 +831,7 @@ impl Builder<'_> {
         let keys = self.keys(&config.key, &by_name);
         let failover = self.failover(&config.failover);
         let health = self.health(&config.health);
+        let upstream = self.upstream(&config.upstream);
 
         if self.errors.is_empty() {
             Ok(Catalogue {
@@ -769,6 +841,7 @@ impl Builder<'_> {
                 by_name,
                 failover,
                 health,
+                upstream,
             })
         } else {
             Err(ConfigErrors(self.errors))
@@ -1111,6 +1184,62 @@ impl Builder<'_> {
             }
         }
         out
+    }
+
+    fn upstream(&mut self, u: &UpstreamConfig) -> UpstreamPolicy {
+        let d = UpstreamPolicy::default();
+        let p = "llm.upstream";
+        let mut bytes = |field: &str, v: Option<u64>, default: u64| match v {
+            Some(0) => {
+                self.err(format!("{p}.{field}"), "must be at least 1 byte");
+                default
+            }
+            Some(n) => n,
+            None => default,
+        };
+        let max_request_body = bytes("max_request_body", u.max_request_body, d.max_request_body);
+        let max_response_body = bytes(
+            "max_response_body",
+            u.max_response_body,
+            d.max_response_body,
+        );
+        let system_roots = match u.roots.as_deref() {
+            None | Some("webpki") => false,
+            Some("system") => true,
+            Some(other) => {
+                self.err(
+                    format!("{p}.roots"),
+                    format!("unknown roots `{other}` (expected webpki or system)"),
+                );
+                false
+            }
+        };
+        if u.ca_file.as_deref() == Some("") {
+            self.err(format!("{p}.ca_file"), "must name a PEM file");
+        }
+        UpstreamPolicy {
+            connect_timeout: self.positive_duration(
+                format!("{p}.connect_timeout"),
+                u.connect_timeout.as_deref(),
+                d.connect_timeout,
+            ),
+            first_byte_timeout: self.positive_duration(
+                format!("{p}.first_byte_timeout"),
+                u.first_byte_timeout.as_deref(),
+                d.first_byte_timeout,
+            ),
+            idle_timeout: self.positive_duration(
+                format!("{p}.idle_timeout"),
+                u.idle_timeout.as_deref(),
+                d.idle_timeout,
+            ),
+            max_request_body,
+            max_response_body,
+            system_roots,
+            ca_file: u.ca_file.clone().filter(|f| !f.is_empty()),
+            verify: u.verify.unwrap_or(d.verify),
+            max_idle_per_host: u.max_idle_per_host.unwrap_or(d.max_idle_per_host),
+        }
     }
 
     fn failover(&mut self, f: &FailoverConfig) -> FailoverPolicy {

@@ -76,7 +76,7 @@ pub mod usage;
 pub use accounting::{Ledger, RequestOutcome, RequestRecord};
 pub use catalogue::{
     Catalogue, ConfigError, ConfigErrors, DeploymentId, DeploymentSpec, Expect, LlmConfig, Model,
-    ModelId,
+    ModelId, UpstreamPolicy,
 };
 pub use health::{
     canary_verdict, DeploymentHealth, DeploymentSnapshot, DeploymentState, HealthPolicy, Outcome,

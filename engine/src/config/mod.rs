@@ -157,6 +157,8 @@ pub struct Config {
     pub clusters: Vec<ClusterConfig>,
     /// In file order; the first route that matches a request wins.
     pub routes: Vec<RouteConfig>,
+    /// `[llm]`: the LLM gateway's catalogue, for routes with `llm = true`.
+    pub llm: Option<crate::llm::LlmSection>,
 }
 
 impl Config {
@@ -559,8 +561,8 @@ pub struct RouteConfig {
     pub name: String,
     /// `match = {...}`; an absent `match` matches every request.
     pub matcher: RouteMatch,
-    /// Index into [`Config::clusters`].
-    pub cluster: usize,
+    /// `cluster = "name"` or `llm = true`.
+    pub target: RouteTarget,
     /// `timeouts = {...}` merged over `[server.upstream_timeouts]`.
     pub timeouts: RouteTimeouts,
     /// Edits to the request sent upstream.
@@ -576,6 +578,25 @@ pub struct RouteConfig {
     /// `queue = { timeout = "2s" }`: when no endpoint can serve, wait up to this long for one
     /// to recover instead of answering 503 at once.
     pub queue: Option<Duration>,
+}
+
+/// What a route sends its requests to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteTarget {
+    /// `cluster = "name"`: proxied to this index of [`Config::clusters`].
+    Cluster(usize),
+    /// `llm = true`: answered by the LLM gateway with the `[llm]` catalogue.
+    Llm,
+}
+
+impl RouteConfig {
+    /// The cluster a proxy route sends to; `None` for an LLM route.
+    pub fn cluster(&self) -> Option<usize> {
+        match self.target {
+            RouteTarget::Cluster(c) => Some(c),
+            RouteTarget::Llm => None,
+        }
+    }
 }
 
 /// Header edits: `{ add = { "name" = "value", ... }, remove = ["name", ...] }`.

@@ -29,6 +29,8 @@ pub(super) struct RawConfig {
     pub cluster: Vec<RawCluster>,
     #[serde(default)]
     pub route: Vec<Spanned<RawRoute>>,
+    /// Validated by `headwater_llm::Catalogue::from_config` in `resolve`.
+    pub llm: Option<Spanned<headwater_llm::LlmConfig>>,
 }
 
 #[derive(Deserialize)]
@@ -86,6 +88,15 @@ pub(super) struct RawRouteTimeouts {
     pub total: Option<PosDur>,
 }
 
+impl RawRouteTimeouts {
+    pub fn is_empty(&self) -> bool {
+        self.connect.is_none()
+            && self.response_header.is_none()
+            && self.upstream_idle.is_none()
+            && self.total.is_none()
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCluster {
@@ -126,7 +137,8 @@ pub(super) struct RawRoute {
     pub name: Option<Spanned<Name>>,
     #[serde(rename = "match", default)]
     pub matcher: RawMatch,
-    pub cluster: Spanned<String>,
+    pub cluster: Option<Spanned<String>>,
+    pub llm: Option<Spanned<bool>>,
     #[serde(default)]
     pub timeouts: RawRouteTimeouts,
     #[serde(default)]
@@ -161,6 +173,12 @@ pub(super) struct RawHeaderMatch {
 pub(super) struct RawHeaderEdits {
     pub add: Option<HeaderAdds>,
     pub remove: Option<Vec<EditableHeaderName>>,
+}
+
+impl RawHeaderEdits {
+    pub fn is_empty(&self) -> bool {
+        self.add.is_none() && self.remove.is_none()
+    }
 }
 
 #[derive(Deserialize)]

@@ -14,9 +14,10 @@ use super::raw::{
 use super::{
     line_column, BreakerConfig, ClusterConfig, Config, ConfigError, EndpointConfig, Forwarded,
     HashKey, HeaderEdits, HeaderMatch, HealthCheck, Limits, OutlierConfig, PathMatch, PoolConfig,
-    RetryBudgetConfig, RetryConfig, RouteConfig, RouteMatch, RouteTimeouts, ServerConfig,
-    ServerTimeouts,
+    RetryBudgetConfig, RetryConfig, RouteConfig, RouteMatch, RouteTarget, RouteTimeouts,
+    ServerConfig, ServerTimeouts,
 };
+use crate::llm::LlmSection;
 
 /// Where errors are reported.
 struct Ctx<'a> {
@@ -38,12 +39,100 @@ pub(super) fn resolve(raw: RawConfig, text: &str, origin: &str) -> Result<Config
     let ctx = Ctx { text, origin };
     let server = server(&ctx, raw.server)?;
     let clusters = clusters(&ctx, raw.cluster)?;
-    let routes = routes(&ctx, raw.route, &clusters, &server.defaults)?;
+    let llm_span = raw.llm.as_ref().map(|l| l.span());
+    let routes = routes(
+        &ctx,
+        raw.route,
+        &clusters,
+        &server.defaults,
+        llm_span.is_some(),
+    )?;
+    let llm = match raw.llm {
+        None => None,
+        Some(section) => Some(llm_section(&ctx, section)?),
+    };
     Ok(Config {
         server,
         clusters,
         routes,
+        llm,
     })
+}
+
+/// `[llm]`: the catalogue's own validation, with each error placed at the key it names.
+fn llm_section(
+    ctx: &Ctx<'_>,
+    raw: Spanned<headwater_llm::LlmConfig>,
+) -> Result<LlmSection, ConfigError> {
+    let span = raw.span();
+    LlmSection::build(raw.get_ref(), |name| std::env::var(name).ok()).map_err(|errors| {
+        // The first problem decides the position; the others follow in the reason, so that
+        // one `headwater check` shows them all.
+        let (path, first) = &errors[0];
+        let at = path
+            .as_deref()
+            .and_then(|p| span_of_path(ctx.text, p))
+            .unwrap_or(span.clone());
+        let mut reason = match path {
+            Some(p) => format!("{p}: {first}"),
+            None => first.clone(),
+        };
+        for (path, message) in &errors[1..] {
+            let line = path
+                .as_deref()
+                .and_then(|p| span_of_path(ctx.text, p))
+                .map(|s| ctx.line(&s));
+            reason.push_str("\n  also ");
+            if let Some(line) = line {
+                reason.push_str(&format!("line {line}: "));
+            }
+            match path {
+                Some(p) => reason.push_str(&format!("{p}: {message}")),
+                None => reason.push_str(message),
+            }
+        }
+        ctx.err(at, reason)
+    })
+}
+
+/// The span of the value at `path` (`llm.model[2].deployment[0].provider`) in `text`, or of
+/// the deepest table on the way that exists (a missing key is reported at its table).
+fn span_of_path(text: &str, path: &str) -> Option<Range<usize>> {
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    let mut segments = path.split('.').map(|seg| match seg.split_once('[') {
+        Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
+        None => (seg, None),
+    });
+    let (first, first_index) = segments.next()?;
+    let mut current = doc
+        .get_ref()
+        .iter()
+        .find(|(k, _)| k.get_ref() == first)
+        .map(|(_, v)| v)?;
+    let mut span = current.span();
+    let mut index = first_index;
+    loop {
+        if let Some(i) = index.take() {
+            match current.get_ref().get(i) {
+                Some(v) => {
+                    current = v;
+                    span = current.span();
+                }
+                None => return Some(span),
+            }
+        }
+        let Some((name, next_index)) = segments.next() else {
+            return Some(span);
+        };
+        match current.get_ref().get(name) {
+            Some(v) => {
+                current = v;
+                span = current.span();
+                index = next_index;
+            }
+            None => return Some(span),
+        }
+    }
 }
 
 fn server(ctx: &Ctx<'_>, raw: RawServer) -> Result<ServerConfig, ConfigError> {
@@ -358,6 +447,7 @@ fn routes(
     raw: Vec<Spanned<RawRoute>>,
     clusters: &[ClusterConfig],
     defaults: &RouteTimeouts,
+    has_llm: bool,
 ) -> Result<Vec<RouteConfig>, ConfigError> {
     let mut routes: Vec<RouteConfig> = Vec::with_capacity(raw.len());
     let mut name_spans: Vec<Range<usize>> = Vec::with_capacity(raw.len());
@@ -383,8 +473,65 @@ fn routes(
 
         let matcher = route_match(ctx, route.matcher)?;
 
-        let cluster_name = route.cluster.get_ref();
-        let cluster = match clusters.iter().position(|c| &c.name == cluster_name) {
+        let llm = route.llm.as_ref().is_some_and(|l| *l.get_ref());
+        let cluster_name = match (&route.cluster, llm) {
+            (Some(_), true) => {
+                return Err(ctx.err(
+                    route_span.clone(),
+                    "a route has either `cluster = \"name\"` or `llm = true`, not both",
+                ))
+            }
+            (None, false) => {
+                return Err(ctx.err(
+                    route.llm.as_ref().map_or(route_span.clone(), |l| l.span()),
+                    "missing `cluster = \"name\"` (or `llm = true` for an LLM gateway route)",
+                ))
+            }
+            (Some(c), false) => c,
+            (None, true) => {
+                if !has_llm {
+                    return Err(ctx.err(
+                        route.llm.as_ref().map_or(route_span.clone(), |l| l.span()),
+                        "`llm = true` needs an `[llm]` section with at least one `[[llm.model]]`",
+                    ));
+                }
+                let proxy_only = [
+                    ("rewrite", route.rewrite.is_some()),
+                    ("retry", route.retry.is_some()),
+                    ("fallback", route.fallback.is_some()),
+                    ("queue", route.queue.is_some()),
+                    ("request_headers", !route.request_headers.is_empty()),
+                    ("response_headers", !route.response_headers.is_empty()),
+                    ("timeouts", !route.timeouts.is_empty()),
+                ];
+                if let Some((key, _)) = proxy_only.iter().find(|(_, set)| *set) {
+                    return Err(ctx.err(
+                        route_span.clone(),
+                        format!(
+                            "`{key}` is for proxy routes; an `llm = true` route is set up in `[llm]` (timeouts in `[llm.upstream]`, retries in `[llm.failover]`)"
+                        ),
+                    ));
+                }
+                routes.push(RouteConfig {
+                    name,
+                    retry: RetryConfig::default(),
+                    fallback: None,
+                    queue: None,
+                    matcher,
+                    target: RouteTarget::Llm,
+                    timeouts: route_timeouts(route.timeouts, defaults),
+                    request_headers: HeaderEdits::default(),
+                    response_headers: HeaderEdits::default(),
+                    rewrite_prefix: None,
+                });
+                name_spans.push(name_span);
+                continue;
+            }
+        };
+        let cluster = match clusters
+            .iter()
+            .position(|c| &c.name == cluster_name.get_ref())
+        {
             Some(cluster) => cluster,
             None => {
                 let known = if clusters.is_empty() {
@@ -394,8 +541,8 @@ fn routes(
                     format!("defined clusters: {}", names.join(", "))
                 };
                 return Err(ctx.err(
-                    route.cluster.span(),
-                    format!("unknown cluster \"{cluster_name}\" ({known})"),
+                    cluster_name.span(),
+                    format!("unknown cluster \"{}\" ({known})", cluster_name.get_ref()),
                 ));
             }
         };
@@ -445,7 +592,7 @@ fn routes(
             fallback,
             queue: route.queue.map(|q| q.timeout.0),
             matcher,
-            cluster,
+            target: RouteTarget::Cluster(cluster),
             timeouts: route_timeouts(route.timeouts, defaults),
             request_headers: header_edits(route.request_headers),
             response_headers: header_edits(route.response_headers),

@@ -52,6 +52,8 @@ enum Command {
         config: Arc<Config>,
         done: mpsc::Sender<()>,
     },
+    /// The LLM runtime whose canaries to run (`None`: no `[llm]` section).
+    Llm(Option<Arc<crate::llm::LlmRuntime>>),
     Stop,
 }
 
@@ -124,6 +126,11 @@ impl HealthService {
         }
     }
 
+    /// Runs the semantic canaries of `runtime`'s deployments from now on.
+    pub fn set_llm(&self, runtime: Option<Arc<crate::llm::LlmRuntime>>) {
+        let _ = self.commands.send(Command::Llm(runtime));
+    }
+
     /// A copy of the thread's counters.
     pub fn stats(&self) -> HealthStats {
         self.stats.lock().map(|s| s.clone()).unwrap_or_default()
@@ -157,6 +164,7 @@ fn run(
     };
     rt.block_on(async move {
         let results: Rc<RefCell<Vec<Finished>>> = Rc::default();
+        let mut canaries = crate::llm::canary::CanaryDriver::default();
         let mut last_tick = Instant::now();
         loop {
             let now = Instant::now();
@@ -173,6 +181,7 @@ fn run(
                         changed = true;
                         done.push(reply);
                     }
+                    Ok(Command::Llm(runtime)) => canaries.set(runtime),
                     Ok(Command::Stop) | Err(mpsc::TryRecvError::Disconnected) => return,
                     Err(mpsc::TryRecvError::Empty) => break,
                 }
@@ -186,6 +195,7 @@ fn run(
                     results.borrow_mut().push(Finished { key, result });
                 });
             }
+            canaries.tick(now);
             changed |= state.observe(now);
             changed |= state.slow_start_moved(now);
             state.account_panic(now.saturating_duration_since(last_tick));

@@ -277,6 +277,7 @@ async fn handle(
         unavailable: Default::default(),
         committed: Cell::new(false),
     };
+    let mut llm_record: Option<String> = None;
     // A reverse proxy does not open arbitrary tunnels.
     let route_index = if head.method() == Method::CONNECT {
         None
@@ -301,9 +302,25 @@ async fn handle(
             .await;
             (next, None, None)
         }
+        Some(ri) if config.routes[ri].cluster().is_none() => {
+            let served =
+                crate::llm::serve::serve(shard, generation, client, peer, rbuf, wbuf, head).await;
+            record.status.set(served.status);
+            record.bytes_in.set(record.bytes_in.get() + served.body_in);
+            record.bytes_out.set(served.bytes_out);
+            record.retries.set(served.retries);
+            llm_record = served.record;
+            let next = if served.keep_alive {
+                Next::KeepAlive
+            } else {
+                Next::Close
+            };
+            (next, Some(ri), None)
+        }
         Some(ri) => {
             let route = &config.routes[ri];
-            let cluster_name = config.clusters[route.cluster].name.as_str();
+            let cluster_index = route.cluster().expect("a proxy route has a cluster");
+            let cluster_name = config.clusters[cluster_index].name.as_str();
             let exchange = exchange(
                 shard, generation, ri, client, peer, rbuf, wbuf, head, &record,
             );
@@ -344,7 +361,7 @@ async fn handle(
                 }
                 Err(_) => Next::Close,
             };
-            (next, Some(ri), Some(route.cluster))
+            (next, Some(ri), Some(cluster_index))
         }
     };
     let elapsed = started.elapsed();
@@ -371,6 +388,7 @@ async fn handle(
             retries: record.retries.get(),
             route: route.map(|r| config.routes[r].name.as_str()),
             time: SystemTime::now(),
+            llm: llm_record.as_deref(),
         });
     }
     next
@@ -451,7 +469,8 @@ async fn exchange(
 ) -> Result<Next, Failure> {
     let config = &generation.config;
     let route = &config.routes[route_index];
-    let cluster = &config.clusters[route.cluster];
+    let cluster_index = route.cluster().expect("a proxy route has a cluster");
+    let cluster = &config.clusters[cluster_index];
     let timeouts = &route.timeouts;
     let server = &config.server;
     let metrics = shard.metrics();
@@ -519,7 +538,7 @@ async fn exchange(
         .hedge_after
         .filter(|_| idempotent && replay.is_some() && !upgrade);
 
-    let mut ci = route.cluster;
+    let mut ci = cluster_index;
     let mut flight = InFlight::admit(shard, generation, ci, record)?;
     let mut key = hash_key(&config.clusters[ci], head, peer);
     let mut tried: [usize; MAX_TRIED] = [usize::MAX; MAX_TRIED];

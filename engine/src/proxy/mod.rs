@@ -34,6 +34,8 @@ pub struct Generation {
     pub limits: headwater_http1::Limits,
     /// `X-Forwarded-For` mode in codec terms.
     pub xff: headwater_http1::XffMode,
+    /// The LLM gateway's router, when the config has an `[llm]` section.
+    pub llm: Option<Arc<crate::llm::LlmRuntime>>,
 }
 
 impl Generation {
@@ -48,6 +50,7 @@ impl Generation {
             XffMode::Replace => headwater_http1::XffMode::Replace,
             XffMode::Off => headwater_http1::XffMode::Off,
         };
+        let llm = config.llm.clone().map(crate::llm::LlmRuntime::new);
         Ok(Generation {
             id,
             config,
@@ -55,7 +58,18 @@ impl Generation {
             cluster_ids: interned.clusters,
             limits,
             xff,
+            llm,
         })
+    }
+
+    /// Keeps `previous`'s LLM router (its deployments' health, latency and limits) when the
+    /// `[llm]` section did not change.
+    pub fn inherit_llm(&mut self, previous: &Generation) {
+        if let (Some(prev), Some(_)) = (&previous.llm, &self.llm) {
+            if Some(&prev.section) == self.config.llm.as_ref() {
+                self.llm = Some(prev.clone());
+            }
+        }
     }
 }
 
@@ -71,6 +85,8 @@ pub struct Shared {
     pub shards: usize,
     /// Set once on shutdown: stop accepting, finish in-flight requests, close idle connections.
     pub draining: AtomicBool,
+    /// The LLM gateway's key store and ledger, kept across reloads.
+    pub llm: crate::llm::LlmNode,
 }
 
 impl Shared {
@@ -90,6 +106,7 @@ impl Shared {
             health,
             shards,
             draining: AtomicBool::new(false),
+            llm: crate::llm::LlmNode::default(),
         })
     }
 
@@ -134,6 +151,14 @@ pub(crate) struct Shard {
     pub active: Cell<usize>,
     /// Fired when the shard starts draining: wakes idle connections.
     pub drain: signal::Signal,
+    /// The LLM provider client of the current `[llm]` runtime (rebuilt when it changes).
+    #[allow(clippy::type_complexity)]
+    pub llm_client: RefCell<
+        Option<(
+            Arc<crate::llm::LlmRuntime>,
+            Rc<crate::llm::client::ProviderClient>,
+        )>,
+    >,
 }
 
 impl Shard {
@@ -154,6 +179,7 @@ impl Shard {
             log: RefCell::new(log),
             active: Cell::new(0),
             drain: signal::Signal::default(),
+            llm_client: RefCell::new(None),
         }
     }
 
