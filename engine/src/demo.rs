@@ -1,13 +1,14 @@
 //! `headwater demo`: a gateway on a working default. Starts in-process upstreams (two echo
 //! servers and a flaky one that fails a third of its requests; the config also lists an address
-//! where nothing listens, which the health checks keep out), serves `examples/demo.toml`
-//! (compiled in) in front of them, and prints what to try.
+//! where nothing listens, which the health checks keep out) and a mock LLM provider, serves
+//! `examples/demo.toml` (compiled in) in front of them, and prints what to try.
 
 use std::net::SocketAddr;
 
 use bytes::Bytes;
 
 use crate::config;
+use crate::llm_mock::MockProvider;
 use crate::server::Server;
 use crate::upstream_demo::{Behavior, UpstreamServer};
 
@@ -17,6 +18,9 @@ pub const DEMO_CONFIG: &str = include_str!("../../examples/demo.toml");
 /// Runs the demo until SIGINT/SIGTERM.
 pub fn run() -> Result<(), String> {
     let upstreams = start_upstreams()?;
+    let llm_addr = SocketAddr::from(([127, 0, 0, 1], 18085));
+    let llm = MockProvider::start(llm_addr)
+        .map_err(|e| format!("demo mock LLM provider on {llm_addr}: {e}"))?;
     let config = config::parse(DEMO_CONFIG, "examples/demo.toml").map_err(|e| e.to_string())?;
     let server =
         Server::start(config, None).map_err(|e| format!("cannot start the gateway: {e}"))?;
@@ -31,6 +35,10 @@ pub fn run() -> Result<(), String> {
   curl -i http://{listen}/hello              # peak-EWMA over app-1 and app-2 (echo); the third
                                              # endpoint is down and health checks keep it out
   curl -i http://{listen}/flaky/anything     # a flaky upstream: about 1 in 3 answers 500
+  curl -s http://{listen}/v1/chat/completions -d '{{\"model\":\"gpt\",\"messages\":[{{\"role\":\"user\",\"content\":\"hello\"}}]}}'
+                                             # the LLM gateway (OpenAI format; a mock provider)
+  curl -sN http://{listen}/v1/messages -d '{{\"model\":\"gemini\",\"max_tokens\":50,\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'
+                                             # Anthropic format in, Gemini format out, streamed
   curl -s http://{admin}/status              # clusters, endpoints, health states, last probes
   curl -s http://{admin}/metrics             # Prometheus metrics
 
@@ -40,6 +48,7 @@ Ctrl-C drains and stops.",
     );
     server.wait_for_shutdown_signal();
     drop(upstreams);
+    llm.stop();
     Ok(())
 }
 

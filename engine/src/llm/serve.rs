@@ -515,6 +515,20 @@ fn provider_client(shard: &Rc<Shard>, runtime: &Arc<LlmRuntime>) -> Rc<ProviderC
         runtime.section.tls.clone(),
     ));
     *slot = Some((runtime.clone(), client.clone()));
+    // Idle provider connections past their idle timeout are closed even when their host is
+    // not called again; the task ends when the client is replaced (reload) and dropped.
+    let weak = Rc::downgrade(&client);
+    monoio::spawn(async move {
+        loop {
+            monoio::time::sleep(Duration::from_secs(5)).await;
+            match weak.upgrade() {
+                Some(client) => {
+                    client.sweep();
+                }
+                None => break,
+            }
+        }
+    });
     client
 }
 
@@ -784,8 +798,7 @@ async fn stream_answer(
             Ok(None) => translator.finish(),
             Err(e) => Err(e.to_llm_error()),
         };
-        let ended =
-            matches!(&piece, Ok(_)) && translator.state() == headwater_llm::StreamState::Closed;
+        let ended = piece.is_ok() && translator.state() == headwater_llm::StreamState::Closed;
         match piece {
             Ok(out) => {
                 if !out.is_empty() {
@@ -890,7 +903,9 @@ async fn embeddings(
     let mut first = None;
     let outcome;
     loop {
-        let attempt = match plan.next(&mut runtime.router(), Instant::now()) {
+        // The router's lock is released before anything is awaited.
+        let step = plan.next(&mut runtime.router(), Instant::now());
+        let attempt = match step {
             Step::Try(a) => a,
             Step::Done => {
                 outcome = RequestOutcome::Success;
