@@ -28,8 +28,11 @@
 //! call. A token limit in the request (`max_completion_tokens`/`max_tokens`,
 //! `maxOutputTokens`) shorter than the reply cuts it, with finish reason
 //! `length`/`max_tokens`/`MAX_TOKENS`. OpenAI streams carry usage (a last chunk with empty
-//! `choices`) only when `stream_options.include_usage` is true. The response's model is the
-//! one the request named (body `model`, Azure's deployment or Gemini's path model).
+//! `choices`) only when `stream_options.include_usage` is true — except under a path with a
+//! `mistral` segment (base URL `http://{addr}/mistral/v1`), where, as Mistral does, usage rides
+//! on the finish chunk whatever `stream_options` says (Headwater sends Mistral none). The
+//! response's model is the one the request named (body `model`, Azure's deployment or Gemini's
+//! path model).
 //!
 //! Tool calls: when the request declares tools (and its tool choice is not "none") and the
 //! conversation ends with a user message containing `call:NAME` words (`call:get_weather
@@ -552,6 +555,8 @@ struct Route {
     format: Format,
     /// The model named by the path (Azure deployment, Gemini model).
     model: Option<String>,
+    /// The path has a `mistral` segment: stream usage the way Mistral sends it.
+    mistral: bool,
 }
 
 fn route(method: &Method, path: &str, headers: &[(String, String)]) -> Route {
@@ -569,10 +574,12 @@ fn route(method: &Method, path: &str, headers: &[(String, String)]) -> Route {
             .filter(|d| !d.is_empty())
             .map(str::to_owned)
     };
+    let mistral = path.split('/').any(|s| s == "mistral");
     let r = |endpoint, format, model| Route {
         endpoint,
         format,
         model,
+        mistral,
     };
     if *method == Method::POST {
         if path.ends_with("/chat/completions") {
@@ -680,6 +687,8 @@ struct Convo {
     model: Option<String>,
     stream: bool,
     include_usage: bool,
+    /// Mistral's stream usage: on the finish chunk, whatever `stream_options` says.
+    mistral_usage: bool,
     prompt_words: u64,
     /// The text of the last user message that has text.
     last_user: String,
@@ -701,6 +710,7 @@ enum Reply {
 struct Chat {
     model: String,
     include_usage: bool,
+    mistral_usage: bool,
     reply: Reply,
     finish: Finish,
     prompt: u64,
@@ -857,7 +867,7 @@ fn last_user<'a>(
     (String::new(), false)
 }
 
-fn openai_convo(v: &Value, path_model: Option<String>) -> Convo {
+fn openai_convo(v: &Value, path_model: Option<String>, mistral: bool) -> Convo {
     let empty = Vec::new();
     let messages = v
         .get("messages")
@@ -877,6 +887,7 @@ fn openai_convo(v: &Value, path_model: Option<String>) -> Convo {
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
             == Some(true),
+        mistral_usage: mistral,
         prompt_words,
         last_user,
         last_is_final,
@@ -932,6 +943,7 @@ fn anthropic_convo(v: &Value) -> Convo {
         model: str_of(v, "model").map(str::to_owned),
         stream: v.get("stream").and_then(Value::as_bool) == Some(true),
         include_usage: true,
+        mistral_usage: false,
         prompt_words,
         last_user,
         last_is_final,
@@ -980,6 +992,7 @@ fn gemini_convo(v: &Value, path_model: Option<String>, stream: bool) -> Convo {
         model: path_model,
         stream,
         include_usage: true,
+        mistral_usage: false,
         prompt_words,
         last_user,
         last_is_final,
@@ -1025,6 +1038,7 @@ fn plan_chat(c: &Convo, behavior: &Behavior, prefix: &str, seq: u64) -> Chat {
     Chat {
         model: c.model.clone().unwrap_or_else(|| DEFAULT_MODEL.to_owned()),
         include_usage: c.include_usage,
+        mistral_usage: c.mistral_usage,
         reply,
         finish,
         prompt: c.prompt_words,
@@ -1087,7 +1101,7 @@ fn openai_json(c: &Chat) -> Vec<u8> {
 
 fn openai_stream(c: &Chat) -> StreamPlan {
     let id = format!("chatcmpl-mock{}", c.seq);
-    let chunk = |delta: Value, finish: Value| -> String {
+    let chunk = |delta: Value, finish: Value| -> Value {
         let mut v = json!({
             "id": id,
             "object": "chat.completion.chunk",
@@ -1096,39 +1110,24 @@ fn openai_stream(c: &Chat) -> StreamPlan {
             "system_fingerprint": "fp_mock",
             "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
         });
-        if c.include_usage {
+        if c.include_usage && !c.mistral_usage {
             v["usage"] = Value::Null;
         }
-        v.to_string()
+        v
     };
-    let mut frames = Vec::new();
+    let delta = |d: Value, kind: Kind| frame(None, chunk(d, Value::Null).to_string(), kind);
+    let first = match c.reply {
+        Reply::Text(_) => json!({"role": "assistant", "content": "", "refusal": null}),
+        Reply::Calls(_) => json!({"role": "assistant", "content": null, "refusal": null}),
+    };
+    let mut frames = vec![delta(first, Kind::Start)];
     match &c.reply {
         Reply::Text(pieces) => {
-            frames.push(frame(
-                None,
-                chunk(
-                    json!({"role": "assistant", "content": "", "refusal": null}),
-                    Value::Null,
-                ),
-                Kind::Start,
-            ));
             for p in pieces {
-                frames.push(frame(
-                    None,
-                    chunk(json!({ "content": p }), Value::Null),
-                    Kind::Content,
-                ));
+                frames.push(delta(json!({ "content": p }), Kind::Content));
             }
         }
         Reply::Calls(names) => {
-            frames.push(frame(
-                None,
-                chunk(
-                    json!({"role": "assistant", "content": null, "refusal": null}),
-                    Value::Null,
-                ),
-                Kind::Start,
-            ));
             for (i, n) in names.iter().enumerate() {
                 let start = json!({"tool_calls": [{
                     "index": i,
@@ -1136,20 +1135,20 @@ fn openai_stream(c: &Chat) -> StreamPlan {
                     "type": "function",
                     "function": {"name": n, "arguments": ""},
                 }]});
-                frames.push(frame(None, chunk(start, Value::Null), Kind::Content));
+                frames.push(delta(start, Kind::Content));
                 for piece in TOOL_ARGUMENT_PIECES {
                     let d = json!({"tool_calls": [{"index": i, "function": {"arguments": piece}}]});
-                    frames.push(frame(None, chunk(d, Value::Null), Kind::Content));
+                    frames.push(delta(d, Kind::Content));
                 }
             }
         }
     }
-    frames.push(frame(
-        None,
-        chunk(json!({}), Value::from(c.finish.openai())),
-        Kind::End,
-    ));
-    if c.include_usage {
+    let mut finish = chunk(json!({}), Value::from(c.finish.openai()));
+    if c.mistral_usage {
+        finish["usage"] = openai_usage(c);
+    }
+    frames.push(frame(None, finish.to_string(), Kind::End));
+    if c.include_usage && !c.mistral_usage {
         let usage = json!({
             "id": id,
             "object": "chat.completion.chunk",
@@ -1596,7 +1595,6 @@ fn error_body(format: Format, code: u16, retry_after: Option<u64>, message: &str
         Format::OpenAi => {
             let (typ, c) = match code {
                 401 => ("invalid_request_error", Some("invalid_api_key")),
-                404 => ("invalid_request_error", Some("model_not_found")),
                 429 => ("requests", Some("rate_limit_exceeded")),
                 400..=499 => ("invalid_request_error", None),
                 _ => ("server_error", None),
@@ -1605,7 +1603,6 @@ fn error_body(format: Format, code: u16, retry_after: Option<u64>, message: &str
         }
         Format::Anthropic => {
             let typ = match code {
-                400 => "invalid_request_error",
                 401 => "authentication_error",
                 402 => "billing_error",
                 403 => "permission_error",
@@ -1621,7 +1618,6 @@ fn error_body(format: Format, code: u16, retry_after: Option<u64>, message: &str
         }
         Format::Gemini => {
             let status = match code {
-                400 => "INVALID_ARGUMENT",
                 401 => "UNAUTHENTICATED",
                 403 => "PERMISSION_DENIED",
                 404 => "NOT_FOUND",
@@ -1630,7 +1626,7 @@ fn error_body(format: Format, code: u16, retry_after: Option<u64>, message: &str
                 499 => "CANCELLED",
                 503 => "UNAVAILABLE",
                 504 => "DEADLINE_EXCEEDED",
-                400..=499 => "FAILED_PRECONDITION",
+                400..=499 => "INVALID_ARGUMENT",
                 _ => "INTERNAL",
             };
             let mut e = json!({"code": code, "message": message, "status": status});
@@ -1731,7 +1727,9 @@ fn prepare(
     }
     let model = route.model.clone();
     match route.endpoint {
-        Endpoint::ChatCompletions => chat(openai_convo(&v, model), Format::OpenAi, true),
+        Endpoint::ChatCompletions => {
+            chat(openai_convo(&v, model, route.mistral), Format::OpenAi, true)
+        }
         Endpoint::Messages => chat(anthropic_convo(&v), Format::Anthropic, true),
         Endpoint::GenerateContent => chat(gemini_convo(&v, model, false), Format::Gemini, true),
         Endpoint::StreamGenerateContent => {

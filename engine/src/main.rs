@@ -1,4 +1,4 @@
-//! The `headwater` command: `run -c FILE`, `check -c FILE`, `demo`, `upstream ...`.
+//! The `headwater` command: `run -c FILE`, `check -c FILE`, `demo`, `upstream ...`, `mock-llm`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,6 +17,10 @@ const USAGE: &str = "usage:
   headwater demo             run a gateway on 127.0.0.1:8080 in front of local demo upstreams
   headwater upstream --listen ADDR --behavior B [--name NAME] [--fault B]
                              run one test upstream on ADDR until SIGTERM/SIGINT (see below)
+  headwater mock-llm [--listen ADDR] [--latency MS] [--behavior B]
+                             mock LLM providers (OpenAI, Azure, Anthropic, Gemini, Mistral) on
+                             ADDR (default 127.0.0.1:18990) until SIGTERM/SIGINT; B as in
+                             `mock:B` magic words (e.g. status:429:2, fail-after:3)
 
 upstream behaviors (B):
   fixed                200 with the body \"NAME\\n\"
@@ -104,6 +108,7 @@ fn main() -> ExitCode {
             }
         }
         Some("upstream") => upstream(&args[1..]),
+        Some("mock-llm") => mock_llm(&args[1..]),
         Some("demo") => match demo::run() {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -328,4 +333,99 @@ fn parse_behavior(text: &str, name: &str) -> Result<Behavior, String> {
              flaky:RATIO[:SEED], chunked:LEN[:CHUNK] or upgrade-echo",
         )),
     }
+}
+
+/// `headwater mock-llm`: one [`MockProvider`] until SIGTERM or SIGINT. Bad arguments exit 2, a
+/// failure to listen exits 1.
+fn mock_llm(args: &[String]) -> ExitCode {
+    use headwater_engine::llm_mock::{self, MockProvider};
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let parsed = (|| -> Result<(SocketAddr, u64, llm_mock::Behavior), String> {
+        let (mut listen, mut latency, mut behavior) = (None, None, None);
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let (key, inline) = match arg.split_once('=') {
+                Some((k, v)) if k.starts_with("--") => (k, Some(v.to_owned())),
+                _ => (arg.as_str(), None),
+            };
+            let slot = match key {
+                "--listen" => &mut listen,
+                "--latency" => &mut latency,
+                "--behavior" => &mut behavior,
+                _ => return Err(format!("unknown argument {arg:?}")),
+            };
+            let value = match inline {
+                Some(v) => v,
+                None => it.next().cloned().ok_or(format!("{key} needs a value"))?,
+            };
+            if slot.replace(value).is_some() {
+                return Err(format!("{key} given twice"));
+            }
+        }
+        let listen_text = listen.unwrap_or_else(|| "127.0.0.1:18990".to_owned());
+        let listen = listen_text
+            .parse()
+            .map_err(|_| format!("invalid --listen {listen_text:?}: expected IP:port"))?;
+        let latency = match latency {
+            Some(ms) => ms
+                .parse()
+                .map_err(|_| format!("invalid --latency {ms:?}: expected milliseconds"))?,
+            None => 0,
+        };
+        let behavior = match behavior {
+            Some(b) => llm_mock::Behavior::parse(&b)?,
+            None => llm_mock::Behavior::Normal,
+        };
+        Ok((listen, latency, behavior))
+    })();
+    let (listen, latency, behavior) = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("headwater mock-llm: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("headwater mock-llm: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mock = match MockProvider::start(listen) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("headwater mock-llm: cannot listen on {listen}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    mock.set_recording(false);
+    mock.set_latency(std::time::Duration::from_millis(latency));
+    mock.set(behavior.clone());
+    println!(
+        "headwater mock-llm: serving on http://{} ({behavior:?}, latency {latency} ms)\n{}\n\
+         magic words:\n{}",
+        mock.addr(),
+        llm_mock::ROUTES,
+        llm_mock::MAGIC_WORDS
+    );
+    signals.forever().next();
+    let counts: Vec<String> = mock
+        .served_all()
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(e, n)| format!("{} {n}", e.as_str()))
+        .collect();
+    eprintln!(
+        "headwater mock-llm: stopped after {} requests on {} connections ({})",
+        mock.total_served(),
+        mock.connections(),
+        counts.join(", ")
+    );
+    mock.stop();
+    ExitCode::SUCCESS
 }

@@ -277,3 +277,196 @@ fn failover_invisible_before_the_first_token_explicit_after() {
     bad.stop();
     good.stop();
 }
+
+#[test]
+fn a_deployment_that_is_down_is_skipped_and_ejected() {
+    let _s = serial();
+    let good = mock();
+    // A port nothing listens on: connection refused.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let gw = gateway(&format!(
+        "[llm.health]\nconsecutive_gateway_failures = 2\n\n[[llm.model]]\nname = \"m\"\n{}weight = 1000\n{}weight = 1\n",
+        deployment("openai", "dead", &format!("http://{dead_addr}/v1")),
+        deployment("openai", "alive", &format!("http://{}/v1", good.addr()))
+    ));
+    let a = addr(&gw);
+    for i in 0..6 {
+        let r = post(a, "/v1/chat/completions", "", &chat("m", &format!("n{i}")));
+        assert_eq!(r.status(), 200, "request {i}: {}", r.text());
+        assert_eq!(r.json()["choices"][0]["message"]["content"], format!("echo: n{i}"));
+    }
+    let (_, status) = admin(gw.admin_addr().unwrap(), "GET", "/status");
+    let status: Value = serde_json::from_str(&status).unwrap();
+    let deps = status["llm"]["deployments"].as_array().unwrap();
+    let dead_dep = deps.iter().find(|d| d["deployment"] == "openai/dead").unwrap();
+    assert_eq!(dead_dep["state"], "ejected", "{dead_dep}");
+    // Once ejected it is not tried: the last requests went straight to the live one.
+    let (_, metrics) = admin(gw.admin_addr().unwrap(), "GET", "/metrics");
+    let line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("headwater_llm_deployment_outcomes_total{model=\"m\",deployment=\"openai/dead\",outcome=\"transport\"}")
+        })
+        .unwrap_or_else(|| panic!("{metrics}"));
+    let transport: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!((2..6).contains(&transport), "{line}");
+    gw.shutdown();
+    good.stop();
+}
+
+#[test]
+fn a_deployment_answering_garbage_to_its_canary_is_taken_out() {
+    let _s = serial();
+    let liar = mock();
+    let honest = mock();
+    let canary = |reply: &str| {
+        format!(
+            "canary = {{ prompt = \"mock:reply:{reply}\", expect = {{ contains = \"pong\" }}, interval = \"100ms\", timeout = \"1s\", fall = 1, rise = 1 }}\n"
+        )
+    };
+    let gw = gateway(&format!(
+        "[[llm.model]]\nname = \"m\"\n{}weight = 1000\n{}{}weight = 1\n{}",
+        deployment("openai", "liar", &format!("http://{}/v1", liar.addr())),
+        canary("banana"),
+        deployment("openai", "honest", &format!("http://{}/v1", honest.addr())),
+        canary("pong"),
+    ));
+    // Within a few canary intervals the liar is out.
+    let admin_addr = gw.admin_addr().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, status) = admin(admin_addr, "GET", "/status");
+        let status: Value = serde_json::from_str(&status).unwrap();
+        let deps = status["llm"]["deployments"].as_array().unwrap().clone();
+        let liar_state = deps.iter().find(|d| d["deployment"] == "openai/liar").unwrap()["state"].clone();
+        let honest_state = deps.iter().find(|d| d["deployment"] == "openai/honest").unwrap()["state"].clone();
+        if liar_state == "canary_failing" {
+            assert_eq!(honest_state, "healthy");
+            break;
+        }
+        assert!(Instant::now() < deadline, "liar still {liar_state}: {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Client traffic (which the liar would answer normally) now goes to the honest one only,
+    // although the liar has 1000 times its weight.
+    liar.clear_requests();
+    for i in 0..5 {
+        let r = post(addr(&gw), "/v1/chat/completions", "", &chat("m", &format!("q{i}")));
+        assert_eq!(r.status(), 200, "{}", r.text());
+    }
+    let liar_client_requests = liar
+        .requests()
+        .iter()
+        .filter(|r| !String::from_utf8_lossy(&r.body).contains("mock:reply"))
+        .count();
+    assert_eq!(liar_client_requests, 0);
+    let (_, metrics) = admin(admin_addr, "GET", "/metrics");
+    assert!(
+        metrics.contains("headwater_llm_deployment_state{model=\"m\",deployment=\"openai/liar\",state=\"canary_failing\"} 1"),
+        "{metrics}"
+    );
+    gw.shutdown();
+    liar.stop();
+    honest.stop();
+}
+
+#[test]
+fn virtual_keys_authenticate_and_budgets_stop_spending() {
+    let _s = serial();
+    let m = mock();
+    let gw = gateway(&format!(
+        "[[llm.key]]\nname = \"team\"\nkey = \"sk-team\"\nbudget = {{ usd = 0.000001, period = \"total\" }}\n\n[[llm.key]]\nname = \"other\"\nkey = \"sk-other\"\nmodels = [\"m\"]\n\n[[llm.model]]\nname = \"m\"\n{}price = {{ input_per_million = 1.0, output_per_million = 1.0 }}\n",
+        deployment("openai", "x", &format!("http://{}/v1", m.addr()))
+    ));
+    let a = addr(&gw);
+    // No key: 401 in the format of the API spoken.
+    let r = post(a, "/v1/chat/completions", "", &chat("m", "hi"));
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json()["error"]["code"], "missing_api_key");
+    let r = post(a, "/v1/messages", "", &json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}));
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json()["type"], "error");
+    // A wrong key.
+    let r = post(a, "/v1/chat/completions", "Authorization: Bearer sk-nope\r\n", &chat("m", "hi"));
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json()["error"]["code"], "invalid_api_key");
+    // The first request spends more than the tiny budget; the next is refused.
+    let r = post(a, "/v1/chat/completions", "Authorization: Bearer sk-team\r\n", &chat("m", "hi"));
+    assert_eq!(r.status(), 200, "{}", r.text());
+    let r = post(a, "/v1/chat/completions", "Authorization: Bearer sk-team\r\n", &chat("m", "hi"));
+    assert_eq!(r.status(), 429, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "budget_exceeded");
+    // Anthropic clients authenticate with x-api-key.
+    let r = post(
+        a,
+        "/v1/messages",
+        "x-api-key: sk-other\r\nanthropic-version: 2023-06-01\r\n",
+        &json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hey"}]}),
+    );
+    assert_eq!(r.status(), 200, "{}", r.text());
+    assert_eq!(r.json()["content"][0]["text"], "echo: hey");
+    // The key's spend is in the ledger.
+    let (_, metrics) = admin(gw.admin_addr().unwrap(), "GET", "/metrics");
+    assert!(metrics.contains("key=\"team\""), "{metrics}");
+    gw.shutdown();
+    m.stop();
+}
+
+#[test]
+fn models_embeddings_and_bad_requests() {
+    let _s = serial();
+    let m = mock();
+    let base = format!("http://{}/v1", m.addr());
+    let gw = gateway(&format!(
+        "[llm.upstream]\nmax_request_body = 4096\n\n[[llm.model]]\nname = \"chat\"\n{}\n[[llm.model]]\nname = \"embed\"\n{}",
+        deployment("openai", "gpt", &base),
+        deployment("openai", "text-embedding-3-small", &base)
+    ));
+    let a = addr(&gw);
+    let r = Conn::open(a).get("/v1/models");
+    assert_eq!(r.status(), 200);
+    let v = r.json();
+    assert_eq!(v["object"], "list");
+    let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["chat", "embed"]);
+
+    let r = post(a, "/v1/embeddings", "", &json!({"model": "embed", "input": ["one two", "three"]}));
+    assert_eq!(r.status(), 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["object"], "list");
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    assert!(v["data"][0]["embedding"].as_array().unwrap().len() > 1);
+
+    // Unknown model: 404 in OpenAI's format, naming the parameter.
+    let r = post(a, "/v1/chat/completions", "", &chat("nope", "hi"));
+    assert_eq!(r.status(), 404, "{}", r.text());
+    assert_eq!(r.json()["error"]["param"], "model");
+    // Invalid JSON: 400.
+    let raw = "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Length: 5\r\n\r\n{nope";
+    let r = Conn::open(a).request(raw.as_bytes(), &Method::POST);
+    assert_eq!(r.status(), 400, "{}", r.text());
+    // Too large: 413, and the connection closes.
+    let big = "x".repeat(5000);
+    let r = post(a, "/v1/chat/completions", "", &chat("chat", &big));
+    assert_eq!(r.status(), 413, "{}", r.text());
+    // Unknown endpoint and wrong method.
+    let r = Conn::open(a).get("/v1/nothing");
+    assert_eq!(r.status(), 404);
+    let r = Conn::open(a).get("/v1/chat/completions");
+    assert_eq!(r.status(), 405);
+    // Keep-alive: several requests on one connection.
+    let mut c = Conn::open(a);
+    for i in 0..3 {
+        let body = chat("chat", &format!("k{i}")).to_string();
+        let raw = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let r = c.request(raw.as_bytes(), &Method::POST);
+        assert_eq!(r.status(), 200);
+    }
+    gw.shutdown();
+    m.stop();
+}
