@@ -575,6 +575,8 @@ enum Tried {
     Answered {
         usage: Option<Usage>,
         ttft: Duration,
+        /// Output tokens per second after the first token (streams with usage only).
+        tokens_per_second: Option<f64>,
     },
     /// The attempt failed; `committed` when part of the answer reached the client.
     Failed { error: LlmError, committed: bool },
@@ -712,6 +714,7 @@ async fn chat(
                                         Tried::Answered {
                                             usage: r.usage,
                                             ttft,
+                                            tokens_per_second: None,
                                         }
                                     } else {
                                         Tried::ClientGone
@@ -724,11 +727,15 @@ async fn chat(
             }
         };
         let result = match tried {
-            Tried::Answered { usage: u, ttft } => {
+            Tried::Answered {
+                usage: u,
+                ttft,
+                tokens_per_second,
+            } => {
                 usage = u;
                 AttemptResult::Success {
                     ttft,
-                    tokens_per_second: None,
+                    tokens_per_second,
                     usage: u,
                 }
             }
@@ -792,6 +799,7 @@ async fn stream_answer(
     let mut translator =
         StreamTranslator::new(ingress, &spec.deployment, include_usage, now_unix());
     let mut ttft = None;
+    let mut first_at: Option<Instant> = None;
     loop {
         let piece = match resp.chunk(upstream.idle_timeout).await {
             Ok(Some(bytes)) => translator.feed(&bytes),
@@ -804,6 +812,7 @@ async fn stream_answer(
                 if !out.is_empty() {
                     if !reply.streaming {
                         ttft = Some(sent.elapsed());
+                        first_at = Some(Instant::now());
                         *first_token = Some(started.elapsed());
                         if !reply.start_stream().await {
                             return Tried::ClientGone;
@@ -824,9 +833,20 @@ async fn stream_answer(
                     if !reply.end_stream().await {
                         return Tried::ClientGone;
                     }
+                    let usage = translator.usage();
+                    // Generation speed after the first token: the output tokens the provider
+                    // reported, less the first, over the time since it was released.
+                    let tokens_per_second = match (usage, first_at) {
+                        (Some(u), Some(at)) if u.output_tokens > 1 => {
+                            let secs = at.elapsed().as_secs_f64();
+                            (secs > 0.0).then(|| (u.output_tokens - 1) as f64 / secs)
+                        }
+                        _ => None,
+                    };
                     return Tried::Answered {
-                        usage: translator.usage(),
+                        usage,
                         ttft: ttft.unwrap_or_else(|| sent.elapsed()),
+                        tokens_per_second,
                     };
                 }
             }
