@@ -1488,7 +1488,6 @@ fn llm_unknown_keys_and_types_are_located_by_toml() {
 fn llm_route_rules() {
     // llm = true without [llm]
     let text = MINIMAL.replace("cluster = \"app\"\n", "llm = true\n");
-    let text = text.replace("[[route]]\nllm", "[[route]]\nllm");
     rejects(&text, "llm = true", &["[llm]"]);
     // both cluster and llm
     let text = LLM.replace("llm = true", "llm = true\ncluster = \"app\"");
