@@ -229,8 +229,28 @@ impl ClientError {
     /// The kinds are the `llm` crate's: their own `retryable()` may differ from
     /// [`ClientError::retryable`] (which is stricter for certificate failures and bodies over
     /// the limit); callers deciding whether to try another deployment should use the latter.
+    ///
+    /// The message says what happened without the provider's address or the OS error: it may
+    /// reach the client (a stream's error event, an error body), and upstream hosts are not
+    /// the client's business. The deployment's name is in `/status` and the access log.
     pub fn to_llm_error(&self) -> LlmError {
-        let message = self.to_string();
+        let what = match self.kind {
+            ClientErrorKind::InvalidRequest => "the provider request could not be sent",
+            ClientErrorKind::Dns => "the provider's host name could not be resolved",
+            ClientErrorKind::Connect => "the provider could not be reached",
+            ClientErrorKind::Tls => "the TLS handshake with the provider failed",
+            ClientErrorKind::ConnectTimeout => "connecting to the provider timed out",
+            ClientErrorKind::HeadTimeout => "the provider did not answer in time",
+            ClientErrorKind::IdleTimeout => {
+                "the provider stopped sending in the middle of its answer"
+            }
+            ClientErrorKind::Reset => "the provider closed the connection before its answer ended",
+            ClientErrorKind::Protocol => "the provider's answer was not valid HTTP",
+            ClientErrorKind::TooLarge => {
+                "the provider's answer was larger than the gateway accepts"
+            }
+        };
+        let message = format!("{what} ({})", self.kind.as_str());
         match self.kind {
             ClientErrorKind::ConnectTimeout
             | ClientErrorKind::HeadTimeout

@@ -8,7 +8,7 @@
 //! | token limit | `max_completion_tokens` | `max_tokens` | `max_tokens` | `max_tokens` |
 //! | seed | `seed` | `seed` | `random_seed` | `seed` |
 //! | `user` | yes | yes | dropped (Mistral rejects unknown fields with 422) | yes |
-//! | `stream_options.include_usage` | sent when streaming | sent | not sent (usage comes in the last chunk) | sent |
+//! | `stream_options.include_usage` | sent when streaming | sent from `api-version` 2024-09-01(-preview) on (older versions reject it; their streams then report no usage) | not sent (usage comes in the last chunk) | sent |
 //! | required tool call | `"required"` | `"required"` | `"any"` | `"required"` |
 //! | tool-call ids | as given | as given | mapped to 9 alphanumerics | as given |
 //! | `name` on tool messages | no | no | yes | no |
@@ -182,6 +182,19 @@ struct FunctionDef<'a> {
     parameters: &'a Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     strict: Option<bool>,
+}
+
+/// Azure accepts `stream_options` from API version 2024-09-01-preview on (earlier versions
+/// answer 400); other flavors decide elsewhere. Versions are dates, so they compare as text.
+fn azure_has_stream_options(dep: &Deployment, flavor: Flavor) -> bool {
+    if flavor != Flavor::Azure {
+        return true;
+    }
+    let version = dep
+        .api_version
+        .as_deref()
+        .unwrap_or(Deployment::DEFAULT_AZURE_API_VERSION);
+    version >= "2024-09-01"
 }
 
 /// Builds `(path, body)` for a chat completion.
@@ -368,9 +381,10 @@ pub(crate) fn build_request(
         frequency_penalty: s.frequency_penalty,
         user: if mistral { None } else { req.user.as_deref() },
         stream: req.stream,
-        stream_options: (req.stream && !mistral).then_some(StreamOptions {
-            include_usage: true,
-        }),
+        stream_options: (req.stream && !mistral && azure_has_stream_options(dep, flavor))
+            .then_some(StreamOptions {
+                include_usage: true,
+            }),
         tools,
         tool_choice,
         parallel_tool_calls: req.parallel_tool_calls,

@@ -426,8 +426,13 @@ struct ErrorOut<'a> {
 }
 
 /// The Anthropic error type for a canonical kind.
-pub(crate) fn error_type(kind: ErrorKind) -> &'static str {
-    match kind {
+pub(crate) fn error_type(err: &LlmError) -> &'static str {
+    // Anthropic's types follow the status: authentication_error 401, permission_error 403,
+    // not_found_error 404, request_too_large 413, rate_limit_error 429, overloaded_error 529,
+    // api_error 500. Faults of the gateway's own access to a provider are not the client's
+    // (a 502, api_error), so the origin decides for those kinds.
+    let client_side = !matches!(err.origin, Origin::Provider(_));
+    match err.kind {
         ErrorKind::InvalidRequest
         | ErrorKind::Unsupported
         | ErrorKind::ContextLengthExceeded
@@ -435,6 +440,9 @@ pub(crate) fn error_type(kind: ErrorKind) -> &'static str {
         ErrorKind::RequestTooLarge => "request_too_large",
         ErrorKind::RateLimited | ErrorKind::QuotaExceeded => "rate_limit_error",
         ErrorKind::Overloaded => "overloaded_error",
+        ErrorKind::Authentication if client_side => "authentication_error",
+        ErrorKind::PermissionDenied if client_side => "permission_error",
+        ErrorKind::NotFound if client_side => "not_found_error",
         _ => "api_error",
     }
 }
@@ -453,7 +461,7 @@ pub(crate) fn render_error(err: &LlmError, message: &str) -> Vec<u8> {
     let out = ErrorBody {
         kind: "error",
         error: ErrorOut {
-            kind: error_type(err.kind),
+            kind: error_type(err),
             message: &message,
         },
     };

@@ -485,12 +485,18 @@ struct ErrorOut<'a> {
 
 /// Renders `{"error": {...}}` for `err` with the client-safe `message`.
 pub(crate) fn render_error(err: &LlmError, message: &str) -> Vec<u8> {
+    // A missing model, a refused key or permission are the client's own faults when the
+    // gateway found them (OpenAI answers those as invalid_request_error); from a provider they
+    // concern the gateway's access and are server errors.
+    let client_side = !matches!(err.origin, Origin::Provider(_));
     let kind = match err.kind {
         ErrorKind::InvalidRequest
         | ErrorKind::Unsupported
         | ErrorKind::ContextLengthExceeded
         | ErrorKind::RequestTooLarge
         | ErrorKind::ContentFiltered => "invalid_request_error",
+        ErrorKind::NotFound | ErrorKind::Authentication if client_side => "invalid_request_error",
+        ErrorKind::PermissionDenied if client_side => "permission_error",
         ErrorKind::RateLimited | ErrorKind::QuotaExceeded => "rate_limit_error",
         _ => "server_error",
     };
@@ -498,6 +504,9 @@ pub(crate) fn render_error(err: &LlmError, message: &str) -> Vec<u8> {
         ErrorKind::ContextLengthExceeded => "context_length_exceeded",
         ErrorKind::QuotaExceeded => "insufficient_quota",
         ErrorKind::RateLimited => "rate_limit_exceeded",
+        ErrorKind::NotFound if client_side && err.param.as_deref() == Some("model") => {
+            "model_not_found"
+        }
         k => k.as_str(),
     };
     let out = ErrorBody {
