@@ -31,12 +31,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use headwater_http1::chunked::encode_chunk;
+use headwater_http1::encode::put_u64;
 use headwater_http1::{
     encode_response_head, BodyDecoder, BodyKind, ClientConnection, Decoded, RequestHead,
     CONTINUE_100,
 };
 use headwater_llm::embeddings::{parse_openai_request, render_openai_response};
 use headwater_llm::keys::{authenticate, presented_key, Reservation};
+use headwater_llm::EmbeddingRequest;
 use headwater_llm::{
     estimate_tokens, Attempt, AttemptResult, ChatRequest, ErrorKind, Ingress, KeySpec, KeyStore,
     LlmError, Origin, RequestOutcome, RequestRecord, Step, StreamTranslator, Usage,
@@ -150,10 +152,11 @@ impl Reply<'_> {
     /// A whole JSON answer.
     async fn json(&mut self, status: u16, body: &[u8], retry_after: Option<u64>) -> bool {
         let status_code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-        let mut ra = itoa_buf(retry_after.unwrap_or(0));
+        let mut ra = BytesMut::new();
         let mut headers: Vec<(&str, &[u8])> = vec![("content-type", b"application/json")];
-        if retry_after.is_some() {
-            headers.push(("retry-after", ra.as_bytes_mut()));
+        if let Some(secs) = retry_after {
+            put_u64(&mut ra, secs);
+            headers.push(("retry-after", &ra));
         }
         self.wbuf.clear();
         encode_response_head(
@@ -216,32 +219,6 @@ impl Reply<'_> {
         }
         self.flush().await
     }
-}
-
-/// A small formatted integer for a header value.
-struct ItoaBuf {
-    buf: [u8; 20],
-    start: usize,
-}
-
-impl ItoaBuf {
-    fn as_bytes_mut(&mut self) -> &[u8] {
-        &self.buf[self.start..]
-    }
-}
-
-fn itoa_buf(mut n: u64) -> ItoaBuf {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    ItoaBuf { buf, start: i }
 }
 
 /// Reads the request body whole into a buffer, or says why not.
@@ -466,26 +443,43 @@ pub(crate) async fn serve(
             finish(served, &reply)
         }
         Endpoint::Chat(ingress) => {
-            let record = chat(
-                shard,
-                runtime,
-                &mut reply,
-                ingress,
-                &body,
-                key.as_ref(),
-                &mut served,
-            )
-            .await;
+            let job = match ingress.parse_request(&body) {
+                Ok(req) => Job::Chat { req, ingress },
+                Err(e) => return reject(served, reply, ingress, &e, key.as_ref()).await,
+            };
+            let record = run(shard, runtime, &mut reply, &job, key.as_ref(), &mut served).await;
             served.record = Some(record.to_json());
             finish(served, &reply)
         }
         Endpoint::Embeddings => {
-            let record =
-                embeddings(shard, runtime, &mut reply, &body, key.as_ref(), &mut served).await;
+            let job = match parse_openai_request(&body) {
+                Ok(req) => Job::Embeddings {
+                    req,
+                    tokens: (body.len() as u64 / 4).max(1),
+                },
+                Err(e) => return reject(served, reply, Ingress::OpenAi, &e, key.as_ref()).await,
+            };
+            let record = run(shard, runtime, &mut reply, &job, key.as_ref(), &mut served).await;
             served.record = Some(record.to_json());
             finish(served, &reply)
         }
     }
+}
+
+/// Answers a request body that does not parse.
+async fn reject(
+    mut served: Served,
+    mut reply: Reply<'_>,
+    ingress: Ingress,
+    err: &LlmError,
+    key: Option<&KeySpec>,
+) -> Served {
+    let r = ingress.render_error(err);
+    reply.json(r.status, &r.body, None).await;
+    served.record = Some(
+        RequestRecord::rejected("", key.map(|k| k.name.as_str()), "invalid_request").to_json(),
+    );
+    finish(served, &reply)
 }
 
 fn finish(mut served: Served, reply: &Reply<'_>) -> Served {
@@ -584,57 +578,96 @@ enum Tried {
     ClientGone,
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn chat(
+impl Tried {
+    fn failed(error: LlmError) -> Tried {
+        Tried::Failed {
+            error,
+            committed: false,
+        }
+    }
+}
+
+/// What the client asked for, parsed. One per request, never moved after it is built: the
+/// size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum Job {
+    Chat { req: ChatRequest, ingress: Ingress },
+    Embeddings { req: EmbeddingRequest, tokens: u64 },
+}
+
+impl Job {
+    /// The format errors are rendered in.
+    fn ingress(&self) -> Ingress {
+        match self {
+            Job::Chat { ingress, .. } => *ingress,
+            Job::Embeddings { .. } => Ingress::OpenAi,
+        }
+    }
+
+    fn model(&self) -> &str {
+        match self {
+            Job::Chat { req, .. } => &req.model,
+            Job::Embeddings { req, .. } => &req.model,
+        }
+    }
+
+    /// The estimate reserved against rate limits before the provider says.
+    fn tokens(&self) -> u64 {
+        match self {
+            Job::Chat { req, .. } => estimate_tokens(req),
+            Job::Embeddings { tokens, .. } => *tokens,
+        }
+    }
+
+    fn stream(&self) -> bool {
+        matches!(self, Job::Chat { req, .. } if req.stream)
+    }
+}
+
+/// Carries out the failover plan for `job`: model lookup, key admission, then one attempt
+/// after another until one answers or the plan gives up; returns the accounting record.
+async fn run(
     shard: &Rc<Shard>,
     runtime: &Arc<LlmRuntime>,
     reply: &mut Reply<'_>,
-    ingress: Ingress,
-    body: &[u8],
+    job: &Job,
     key: Option<&KeySpec>,
     served: &mut Served,
 ) -> RequestRecord {
     let started = Instant::now();
+    let ingress = job.ingress();
     let catalogue = runtime.section.catalogue.clone();
     let key_name = key.map(|k| k.name.as_str());
-    let req: ChatRequest = match ingress.parse_request(body) {
-        Ok(r) => r,
-        Err(e) => {
-            let r = ingress.render_error(&e);
-            reply.json(r.status, &r.body, None).await;
-            return RequestRecord::rejected("", key_name, "invalid_request");
-        }
-    };
-    let Some(model) = catalogue.model_id(&req.model) else {
+    let Some(model) = catalogue.model_id(job.model()) else {
         let mut e = LlmError::new(
             ErrorKind::NotFound,
             Origin::Gateway,
-            format!("the model `{}` does not exist", req.model),
+            format!("the model `{}` does not exist", job.model()),
         );
         e.param = Some("model".to_owned());
         let r = ingress.render_error(&e);
         reply.json(r.status, &r.body, None).await;
-        return RequestRecord::rejected(&req.model, key_name, "model_not_found");
+        return RequestRecord::rejected(job.model(), key_name, "model_not_found");
     };
-    let tokens = estimate_tokens(&req);
+    let tokens = job.tokens();
     let reservation = match admit_key(shard, runtime, key, model, tokens) {
         Ok(r) => r,
         Err(e) => {
             let r = e.render(ingress);
             let ra = e.retry_after().map(|d| d.as_secs().max(1));
             reply.json(r.status, &r.body, ra).await;
-            return RequestRecord::rejected(&req.model, key_name, e.code());
+            return RequestRecord::rejected(job.model(), key_name, e.code());
         }
     };
 
     let client = provider_client(shard, runtime);
-    let upstream = catalogue.upstream.clone();
     let mut plan = runtime.router().plan(model, tokens, started, now_unix());
     let mut last: Option<Attempt> = None;
     let mut first_token: Option<Duration> = None;
     let mut usage = None;
     let outcome;
     loop {
+        // The router's lock is released before anything is awaited.
         let step = plan.next(&mut runtime.router(), Instant::now());
         let attempt = match step {
             Step::Try(a) => a,
@@ -657,75 +690,18 @@ async fn chat(
         if !attempt.wait.is_zero() {
             monoio::time::sleep(attempt.wait).await;
         }
-        if plan.attempts_made() > 1 {
-            served.retries = plan.attempts_made() - 1;
-        }
+        served.retries = plan.attempts_made().saturating_sub(1);
         let spec = catalogue.deployment(attempt.deployment);
-        let tried = match spec.deployment.chat_request(&req) {
-            Err(e) => Tried::Failed {
-                error: e,
-                committed: false,
-            },
-            Ok(up) => {
-                let sent = Instant::now();
-                match client.send(&up, upstream.first_byte_timeout).await {
-                    Err(e) => Tried::Failed {
-                        error: e.to_llm_error(),
-                        committed: false,
-                    },
-                    Ok(resp) if !resp.status.is_success() => Tried::Failed {
-                        error: provider_error(spec, resp, &upstream).await,
-                        committed: false,
-                    },
-                    Ok(resp) if req.stream => {
-                        stream_answer(
-                            reply,
-                            ingress,
-                            spec,
-                            resp,
-                            req.include_usage,
-                            &upstream,
-                            sent,
-                            &mut first_token,
-                            started,
-                        )
-                        .await
-                    }
-                    Ok(resp) => match resp
-                        .read_all(upstream.idle_timeout, upstream.max_response_body as usize)
-                        .await
-                    {
-                        Err(e) => Tried::Failed {
-                            error: e.to_llm_error(),
-                            committed: false,
-                        },
-                        Ok(bytes) => {
-                            match spec.deployment.parse_chat_response(&bytes).and_then(|r| {
-                                ingress.render_response(&r, now_unix()).map(|b| (r, b))
-                            }) {
-                                Err(e) => Tried::Failed {
-                                    error: e,
-                                    committed: false,
-                                },
-                                Ok((r, out)) => {
-                                    let ttft = sent.elapsed();
-                                    first_token = Some(started.elapsed());
-                                    if reply.json(200, &out, None).await {
-                                        Tried::Answered {
-                                            usage: r.usage,
-                                            ttft,
-                                            tokens_per_second: None,
-                                        }
-                                    } else {
-                                        Tried::ClientGone
-                                    }
-                                }
-                            }
-                        }
-                    },
-                }
-            }
-        };
+        let tried = attempt_once(
+            job,
+            spec,
+            &client,
+            &catalogue.upstream,
+            reply,
+            started,
+            &mut first_token,
+        )
+        .await;
         let result = match tried {
             Tried::Answered {
                 usage: u,
@@ -755,9 +731,94 @@ async fn chat(
         RequestRecord::from_plan(&catalogue, &plan, last.as_ref(), key_name, usage, outcome);
     record.latency = started.elapsed();
     record.ttft = first_token;
-    record.stream = req.stream;
+    record.stream = job.stream();
     account(shard, key, reservation, &record);
     record
+}
+
+/// One attempt of `job` on deployment `spec`: the provider call, and the answer relayed to
+/// the client when it succeeds.
+async fn attempt_once(
+    job: &Job,
+    spec: &headwater_llm::DeploymentSpec,
+    client: &ProviderClient,
+    upstream: &headwater_llm::UpstreamPolicy,
+    reply: &mut Reply<'_>,
+    started: Instant,
+    first_token: &mut Option<Duration>,
+) -> Tried {
+    let request = match job {
+        Job::Chat { req, .. } => spec.deployment.chat_request(req),
+        Job::Embeddings { req, .. } => spec.deployment.embeddings_request(req),
+    };
+    let up = match request {
+        Ok(up) => up,
+        Err(e) => return Tried::failed(e),
+    };
+    let sent = Instant::now();
+    let resp = match client.send(&up, upstream.first_byte_timeout).await {
+        Ok(resp) => resp,
+        Err(e) => return Tried::failed(e.to_llm_error()),
+    };
+    if !resp.status.is_success() {
+        return Tried::failed(provider_error(spec, resp, upstream).await);
+    }
+    if let Job::Chat { req, ingress } = job {
+        if req.stream {
+            return stream_answer(
+                reply,
+                *ingress,
+                spec,
+                resp,
+                req.include_usage,
+                upstream,
+                sent,
+                first_token,
+                started,
+            )
+            .await;
+        }
+    }
+    let bytes = match resp
+        .read_all(upstream.idle_timeout, upstream.max_response_body as usize)
+        .await
+    {
+        Ok(b) => b,
+        Err(e) => return Tried::failed(e.to_llm_error()),
+    };
+    let rendered = match job {
+        Job::Chat { ingress, .. } => spec.deployment.parse_chat_response(&bytes).and_then(|r| {
+            ingress
+                .render_response(&r, now_unix())
+                .map(|b| (b, r.usage))
+        }),
+        Job::Embeddings { req, .. } => {
+            spec.deployment
+                .parse_embeddings_response(req, &bytes)
+                .map(|r| {
+                    let usage = r.usage.map(|u| Usage {
+                        input_tokens: u.prompt_tokens,
+                        ..Usage::default()
+                    });
+                    (render_openai_response(req, &r), usage)
+                })
+        }
+    };
+    let (out, usage) = match rendered {
+        Ok(x) => x,
+        Err(e) => return Tried::failed(e),
+    };
+    let ttft = sent.elapsed();
+    *first_token = Some(started.elapsed());
+    if reply.json(200, &out, None).await {
+        Tried::Answered {
+            usage,
+            ttft,
+            tokens_per_second: None,
+        }
+    } else {
+        Tried::ClientGone
+    }
 }
 
 /// Reads a provider's error answer and turns it into an [`LlmError`].
@@ -870,145 +931,4 @@ async fn stream_answer(
             }
         }
     }
-}
-
-/// `POST /v1/embeddings`.
-async fn embeddings(
-    shard: &Rc<Shard>,
-    runtime: &Arc<LlmRuntime>,
-    reply: &mut Reply<'_>,
-    body: &[u8],
-    key: Option<&KeySpec>,
-    served: &mut Served,
-) -> RequestRecord {
-    let started = Instant::now();
-    let ingress = Ingress::OpenAi;
-    let catalogue = runtime.section.catalogue.clone();
-    let key_name = key.map(|k| k.name.as_str());
-    let req = match parse_openai_request(body) {
-        Ok(r) => r,
-        Err(e) => {
-            let r = ingress.render_error(&e);
-            reply.json(r.status, &r.body, None).await;
-            return RequestRecord::rejected("", key_name, "invalid_request");
-        }
-    };
-    let Some(model) = catalogue.model_id(&req.model) else {
-        let mut e = LlmError::new(
-            ErrorKind::NotFound,
-            Origin::Gateway,
-            format!("the model `{}` does not exist", req.model),
-        );
-        e.param = Some("model".to_owned());
-        let r = ingress.render_error(&e);
-        reply.json(r.status, &r.body, None).await;
-        return RequestRecord::rejected(&req.model, key_name, "model_not_found");
-    };
-    // About four bytes of text per token.
-    let tokens = (body.len() as u64 / 4).max(1);
-    let reservation = match admit_key(shard, runtime, key, model, tokens) {
-        Ok(r) => r,
-        Err(e) => {
-            let r = e.render(ingress);
-            let ra = e.retry_after().map(|d| d.as_secs().max(1));
-            reply.json(r.status, &r.body, ra).await;
-            return RequestRecord::rejected(&req.model, key_name, e.code());
-        }
-    };
-    let client = provider_client(shard, runtime);
-    let upstream = catalogue.upstream.clone();
-    let mut plan = runtime.router().plan(model, tokens, started, now_unix());
-    let mut last = None;
-    let mut usage = None;
-    let mut first = None;
-    let outcome;
-    loop {
-        // The router's lock is released before anything is awaited.
-        let step = plan.next(&mut runtime.router(), Instant::now());
-        let attempt = match step {
-            Step::Try(a) => a,
-            Step::Done => {
-                outcome = RequestOutcome::Success;
-                break;
-            }
-            Step::GiveUp(err) => {
-                let r = ingress.render_error(&err);
-                let ra = err
-                    .retry_after
-                    .map(|ra| ra.delay_at(now_unix()).as_secs().max(1));
-                reply.json(r.status, &r.body, ra).await;
-                outcome = RequestOutcome::Failed(err.kind);
-                break;
-            }
-        };
-        if !attempt.wait.is_zero() {
-            monoio::time::sleep(attempt.wait).await;
-        }
-        served.retries = plan.attempts_made().saturating_sub(1);
-        let spec = catalogue.deployment(attempt.deployment);
-        let sent = Instant::now();
-        let result = match spec.deployment.embeddings_request(&req) {
-            Err(e) => AttemptResult::Failure {
-                error: e,
-                committed: false,
-            },
-            Ok(up) => match client.send(&up, upstream.first_byte_timeout).await {
-                Err(e) => AttemptResult::Failure {
-                    error: e.to_llm_error(),
-                    committed: false,
-                },
-                Ok(resp) if !resp.status.is_success() => AttemptResult::Failure {
-                    error: provider_error(spec, resp, &upstream).await,
-                    committed: false,
-                },
-                Ok(resp) => match resp
-                    .read_all(upstream.idle_timeout, upstream.max_response_body as usize)
-                    .await
-                {
-                    Err(e) => AttemptResult::Failure {
-                        error: e.to_llm_error(),
-                        committed: false,
-                    },
-                    Ok(bytes) => match spec.deployment.parse_embeddings_response(&req, &bytes) {
-                        Err(e) => AttemptResult::Failure {
-                            error: e,
-                            committed: false,
-                        },
-                        Ok(resp) => {
-                            let out = render_openai_response(&req, &resp);
-                            let u = resp.usage.map(|u| Usage {
-                                input_tokens: u.prompt_tokens,
-                                ..Usage::default()
-                            });
-                            first = Some(started.elapsed());
-                            if reply.json(200, &out, None).await {
-                                usage = u;
-                                AttemptResult::Success {
-                                    ttft: sent.elapsed(),
-                                    tokens_per_second: None,
-                                    usage: u,
-                                }
-                            } else {
-                                AttemptResult::Cancelled
-                            }
-                        }
-                    },
-                },
-            },
-        };
-        let cancelled = matches!(result, AttemptResult::Cancelled);
-        plan.report(&mut runtime.router(), &attempt, result, Instant::now());
-        last = Some(attempt);
-        if cancelled {
-            outcome = RequestOutcome::Cancelled;
-            reply.keep = false;
-            break;
-        }
-    }
-    let mut record =
-        RequestRecord::from_plan(&catalogue, &plan, last.as_ref(), key_name, usage, outcome);
-    record.latency = started.elapsed();
-    record.ttft = first;
-    account(shard, key, reservation, &record);
-    record
 }
