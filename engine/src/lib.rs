@@ -11,6 +11,7 @@ pub mod health;
 pub mod io;
 pub mod llm;
 pub mod llm_mock;
+mod loopback_server;
 pub mod metrics;
 pub mod proxy;
 pub mod runtime;

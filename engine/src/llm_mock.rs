@@ -1,9 +1,9 @@
 //! Mock LLM providers, for integration tests, `headwater mock-llm`, the demo and benchmarks.
 //!
-//! This module owns [`MockProvider`]: one in-process HTTP/1.1 server (plain `std::net`, one
-//! accept thread, one thread per connection, keep-alive, chunked streams, prompt stop — the
-//! structure of [`crate::upstream_demo`]) that speaks every provider wire format Headwater talks
-//! to, chosen by the request path:
+//! This module owns [`MockProvider`]: one in-process HTTP/1.1 server that speaks every provider
+//! wire format Headwater talks to, chosen by the request path. How it runs (plain `std::net`,
+//! one accept thread, one thread per connection, keep-alive, prompt stop) is the plumbing of
+//! `crate::loopback_server`, shared with [`crate::upstream_demo`]; what it answers is here:
 //!
 //! | path | format |
 //! |---|---|
@@ -71,22 +71,19 @@
 #![forbid(unsafe_code)]
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use headwater_http1::chunked::{encode_chunk, LAST_CHUNK};
-use headwater_http1::{
-    encode_response_head, BodyDecoder, BodyKind, ClientConnection, Decoded, Limits, RequestHead,
-    RequestParser, CONTINUE_100,
-};
+use headwater_http1::{BodyKind, RequestHead};
 use http::{Method, StatusCode, Version};
 use serde_json::{json, Value};
 
+use crate::loopback_server::{self, lock, lossy, Fail, Server, Service};
 use crate::upstream_demo::Fnv1a64;
 
 /// The default reply prefix.
@@ -123,14 +120,6 @@ pub const MAGIC_WORDS: &str =
   mock:slow:FIRST_MS:PER_MS  mock:reply:WORD        (in the last user message)
   call:NAME (with tools declared) answers with a tool call to NAME, one per word";
 
-/// How long a connection thread blocks in one read or write before it looks at the stop flag.
-const POLL: Duration = Duration::from_millis(20);
-/// How long the accept loop sleeps when no connection is waiting.
-const ACCEPT_POLL: Duration = Duration::from_millis(5);
-/// Bytes read from a socket at a time.
-const READ_CHUNK: usize = 64 * 1024;
-/// Longest time spent draining a client's input after our side has finished.
-const LINGER: Duration = Duration::from_millis(500);
 /// Largest request body accepted (413 beyond).
 const MAX_BODY: usize = 32 * 1024 * 1024;
 /// Largest embedding size produced.
@@ -356,41 +345,45 @@ impl Received {
     }
 }
 
-/// State shared by the handle, the accept thread and the connection threads.
+/// State shared by the handle and the connection threads.
 struct Shared {
     behavior: Mutex<Behavior>,
     prefix: Mutex<String>,
     latency_us: AtomicU64,
     record: AtomicBool,
-    stop: AtomicBool,
-    connections: AtomicU64,
     seq: AtomicU64,
     served: [AtomicU64; Endpoint::ALL.len()],
     received: Mutex<VecDeque<Received>>,
 }
 
-impl Shared {
-    fn stopped(&self) -> bool {
-        self.stop.load(Ordering::Acquire)
+impl Service for Shared {
+    fn base_headers<'a>(&'a self, content_type: &'a str) -> [(&'static str, &'a [u8]); 2] {
+        [
+            ("content-type", content_type.as_bytes()),
+            ("x-mock-llm", b"headwater"),
+        ]
     }
-}
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    fn codec_error(&self, e: &headwater_http1::Error) -> (&'static str, Vec<u8>) {
+        let body = error_body(Format::OpenAi, e.status().as_u16(), None, e.detail());
+        ("application/json", body)
+    }
+
+    fn serve(conn: &mut Conn, head: RequestHead) -> Result<bool, Fail> {
+        conn.serve(head)
+    }
 }
 
 /// A mock of every LLM provider on one port, on its own threads. Stops (closes its listener,
 /// ends its connection threads and joins them) on [`stop`](Self::stop) or drop.
 pub struct MockProvider {
-    shared: Arc<Shared>,
-    addr: SocketAddr,
-    accept: Option<JoinHandle<()>>,
+    server: Server<Shared>,
 }
 
 impl std::fmt::Debug for MockProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MockProvider")
-            .field("addr", &self.addr)
+            .field("addr", &self.addr())
             .finish_non_exhaustive()
     }
 }
@@ -398,85 +391,73 @@ impl std::fmt::Debug for MockProvider {
 impl MockProvider {
     /// Binds `addr` (port 0 allowed) and serves [`Behavior::Normal`].
     pub fn start(addr: SocketAddr) -> io::Result<MockProvider> {
-        let listener = TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
+        let shared = Shared {
             behavior: Mutex::new(Behavior::Normal),
             prefix: Mutex::new(DEFAULT_PREFIX.to_owned()),
             latency_us: AtomicU64::new(0),
             record: AtomicBool::new(true),
-            stop: AtomicBool::new(false),
-            connections: AtomicU64::new(0),
             seq: AtomicU64::new(1),
             served: std::array::from_fn(|_| AtomicU64::new(0)),
             received: Mutex::new(VecDeque::new()),
-        });
-        let for_thread = Arc::clone(&shared);
-        let accept = thread::Builder::new()
-            .name("llm-mock".to_owned())
-            .spawn(move || accept_loop(listener, for_thread))?;
-        Ok(MockProvider {
-            shared,
-            addr,
-            accept: Some(accept),
-        })
+        };
+        let server = Server::start(addr, "llm-mock".to_owned(), shared)?;
+        Ok(MockProvider { server })
     }
 
     /// The address it listens on (with the actual port when bound to port 0).
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// `http://{addr}`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.addr())
     }
 
     /// Changes the behavior for requests whose body is read from now on.
     pub fn set(&self, b: Behavior) {
-        *lock(&self.shared.behavior) = b;
+        *lock(&self.shared().behavior) = b;
     }
 
     /// The current behavior.
     pub fn behavior(&self) -> Behavior {
-        lock(&self.shared.behavior).clone()
+        lock(&self.shared().behavior).clone()
     }
 
     /// Waits `d` before every answer (the `--latency` of `headwater mock-llm`).
     pub fn set_latency(&self, d: Duration) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        self.shared.latency_us.store(us, Ordering::Release);
+        self.shared().latency_us.store(us, Ordering::Release);
     }
 
     /// The latency added before every answer.
     pub fn latency(&self) -> Duration {
-        Duration::from_micros(self.shared.latency_us.load(Ordering::Acquire))
+        Duration::from_micros(self.shared().latency_us.load(Ordering::Acquire))
     }
 
     /// The text put before the echoed user message ([`DEFAULT_PREFIX`] at start).
     pub fn set_prefix(&self, prefix: impl Into<String>) {
-        *lock(&self.shared.prefix) = prefix.into();
+        *lock(&self.shared().prefix) = prefix.into();
     }
 
     /// Whether received requests are recorded for [`requests`](Self::requests) (on at start).
     pub fn set_recording(&self, on: bool) {
-        self.shared.record.store(on, Ordering::Release);
+        self.shared().record.store(on, Ordering::Release);
     }
 
     /// The requests received so far (the last [`RECORD_LIMIT`]), oldest first.
     pub fn requests(&self) -> Vec<Received> {
-        lock(&self.shared.received).iter().cloned().collect()
+        lock(&self.shared().received).iter().cloned().collect()
     }
 
     /// Forgets the recorded requests (the counters stay).
     pub fn clear_requests(&self) {
-        lock(&self.shared.received).clear();
+        lock(&self.shared().received).clear();
     }
 
     /// Requests received (body read) at `endpoint` so far, whatever was answered.
     pub fn served(&self, endpoint: Endpoint) -> u64 {
-        self.shared.served[endpoint.index()].load(Ordering::Acquire)
+        self.shared().served[endpoint.index()].load(Ordering::Acquire)
     }
 
     /// Every endpoint's count, in [`Endpoint::ALL`] order.
@@ -491,50 +472,16 @@ impl MockProvider {
 
     /// TCP connections accepted so far.
     pub fn connections(&self) -> u64 {
-        self.shared.connections.load(Ordering::Acquire)
+        self.server.connections()
     }
 
     /// Stops the server: closes the listener and every connection, and joins all threads.
-    pub fn stop(mut self) {
-        self.shutdown();
+    pub fn stop(self) {
+        self.server.stop();
     }
 
-    fn shutdown(&mut self) {
-        self.shared.stop.store(true, Ordering::Release);
-        if let Some(h) = self.accept.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-impl Drop for MockProvider {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
-}
-
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    let mut conns: Vec<JoinHandle<()>> = Vec::new();
-    while !shared.stopped() {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                shared.connections.fetch_add(1, Ordering::AcqRel);
-                conns.retain(|h| !h.is_finished());
-                let for_conn = Arc::clone(&shared);
-                if let Ok(h) = thread::Builder::new()
-                    .name("llm-mock-c".to_owned())
-                    .spawn(move || Conn::new(stream, for_conn).run())
-                {
-                    conns.push(h);
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => thread::sleep(ACCEPT_POLL),
-        }
-    }
-    drop(listener);
-    for h in conns {
-        let _ = h.join();
+    fn shared(&self) -> &Shared {
+        self.server.service()
     }
 }
 
@@ -609,39 +556,6 @@ fn route(method: &Method, path: &str, headers: &[(String, String)]) -> Route {
         return r(Endpoint::Models, guess, None);
     }
     r(Endpoint::Unknown, guess, None)
-}
-
-/// Why serving a connection stopped early.
-enum Fail {
-    /// The server is stopping.
-    Stopped,
-    /// The peer closed in the middle of a message.
-    Eof,
-    /// A socket error.
-    Io,
-    /// The request is invalid: answer its status (if no response was started) and close.
-    Codec(headwater_http1::Error),
-    /// Reset the connection (linger 0 was set) and end.
-    Reset,
-    /// The request body is larger than [`MAX_BODY`].
-    TooLarge,
-}
-
-impl From<io::Error> for Fail {
-    fn from(_: io::Error) -> Self {
-        Fail::Io
-    }
-}
-
-fn retryable(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-    )
-}
-
-fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1780,162 +1694,35 @@ impl Framing {
     }
 }
 
-/// One accepted connection and its read buffer.
-struct Conn {
-    stream: TcpStream,
-    shared: Arc<Shared>,
-    buf: BytesMut,
-    scratch: Vec<u8>,
-    parser: RequestParser,
-    /// A response head for the current request has been written.
-    started: bool,
-    /// A [`Behavior::Stall`] request was read: nothing is answered on this connection any more.
-    stalled: bool,
-}
+/// One accepted connection of a [`MockProvider`].
+type Conn = loopback_server::Conn<Shared>;
 
 impl Conn {
-    fn new(stream: TcpStream, shared: Arc<Shared>) -> Self {
-        Conn {
-            stream,
-            shared,
-            buf: BytesMut::with_capacity(READ_CHUNK),
-            scratch: vec![0; READ_CHUNK],
-            parser: RequestParser::new(Limits::default()),
-            started: false,
-            stalled: false,
-        }
-    }
-
-    fn run(mut self) {
-        let setup = self
-            .stream
-            .set_nonblocking(false)
-            .and_then(|()| self.stream.set_read_timeout(Some(POLL)))
-            .and_then(|()| self.stream.set_write_timeout(Some(POLL)));
-        if setup.is_err() {
-            return;
-        }
-        let _ = self.stream.set_nodelay(true);
-        loop {
-            let result = match self.next_head() {
-                Ok(Some(head)) => self.serve(head),
-                Ok(None) => Ok(false),
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(true) => {}
-                Ok(false) => return self.close_gracefully(),
-                Err(Fail::Codec(e)) if !self.stalled => {
-                    if !self.started {
-                        let _ = self.send_codec_error(&e);
-                    }
-                    return self.close_gracefully();
-                }
-                Err(Fail::Codec(_)) => return self.discard_until_eof(),
-                Err(Fail::Stopped | Fail::Eof | Fail::Io | Fail::Reset | Fail::TooLarge) => return,
-            }
-        }
-    }
-
-    /// Reads until a request head is complete; `None` when the client closed first.
-    fn next_head(&mut self) -> Result<Option<RequestHead>, Fail> {
-        loop {
-            if let Some(head) = self.parser.parse(&mut self.buf).map_err(Fail::Codec)? {
-                return Ok(Some(head));
-            }
-            if !self.fill()? {
-                return Ok(None);
-            }
-        }
-    }
-
-    /// Reads more bytes into `buf`; false at EOF.
-    fn fill(&mut self) -> Result<bool, Fail> {
-        loop {
-            if self.shared.stopped() {
-                return Err(Fail::Stopped);
-            }
-            match self.stream.read(&mut self.scratch) {
-                Ok(0) => return Ok(false),
-                Ok(n) => {
-                    self.buf.extend_from_slice(&self.scratch[..n]);
-                    return Ok(true);
-                }
-                Err(e) if retryable(&e) => {}
-                Err(_) => return Err(Fail::Io),
-            }
-        }
-    }
-
-    fn write_all(&mut self, mut data: &[u8]) -> Result<(), Fail> {
-        while !data.is_empty() {
-            if self.shared.stopped() {
-                return Err(Fail::Stopped);
-            }
-            match self.stream.write(data) {
-                Ok(0) => return Err(Fail::Io),
-                Ok(n) => data = &data[n..],
-                Err(e) if retryable(&e) => {}
-                Err(_) => return Err(Fail::Io),
-            }
-        }
-        Ok(())
-    }
-
-    /// The next piece of the body `dec` decodes; EOF before its end is [`Fail::Eof`].
-    fn next_piece(&mut self, dec: &mut BodyDecoder) -> Result<Decoded, Fail> {
-        loop {
-            if let Some(d) = dec.decode(&mut self.buf).map_err(Fail::Codec)? {
-                return Ok(d);
-            }
-            if !self.fill()? {
-                return Err(Fail::Eof);
-            }
-        }
-    }
-
     /// Reads the whole request body (sending `100 Continue` first when the client waits for
     /// it); [`Fail::TooLarge`] beyond [`MAX_BODY`].
-    fn read_body(&mut self, head: &RequestHead) -> Result<Vec<u8>, Fail> {
-        let kind = head.body_kind();
-        if let BodyKind::Length(n) = kind {
+    fn read_all(&mut self, head: &RequestHead) -> Result<Vec<u8>, Fail> {
+        if let BodyKind::Length(n) = head.body_kind() {
             if n > MAX_BODY as u64 {
                 return Err(Fail::TooLarge);
             }
         }
-        if head.expects_continue() && kind.has_body() {
-            self.write_all(CONTINUE_100)?;
-        }
-        let mut dec = BodyDecoder::new(kind);
         let mut body = Vec::new();
-        loop {
-            match self.next_piece(&mut dec)? {
-                Decoded::Data(b) => {
-                    if body.len() + b.len() > MAX_BODY {
-                        return Err(Fail::TooLarge);
-                    }
-                    body.extend_from_slice(&b);
-                }
-                Decoded::Trailers(_) => {}
-                Decoded::Done => return Ok(body),
+        self.read_body(head, |b| {
+            if body.len() + b.len() > MAX_BODY {
+                return Err(Fail::TooLarge);
             }
-        }
-    }
-
-    /// Reads a request body without asking for it (no `100 Continue`) and drops it.
-    fn discard_body(&mut self, head: &RequestHead) -> Result<(), Fail> {
-        let mut dec = BodyDecoder::new(head.body_kind());
-        while !matches!(self.next_piece(&mut dec)?, Decoded::Done) {}
-        Ok(())
+            body.extend_from_slice(b);
+            Ok(())
+        })?;
+        Ok(body)
     }
 
     fn serve(&mut self, head: RequestHead) -> Result<bool, Fail> {
-        self.started = false;
         if self.stalled {
             self.discard_body(&head)?;
             return Ok(true);
         }
-        let body = match self.read_body(&head) {
+        let body = match self.read_all(&head) {
             Ok(b) => b,
             Err(Fail::TooLarge) => {
                 let msg = format!("mock: request bodies are limited to {MAX_BODY} bytes");
@@ -1945,7 +1732,7 @@ impl Conn {
             }
             Err(e) => return Err(e),
         };
-        let shared = Arc::clone(&self.shared);
+        let shared = Arc::clone(&self.service);
         let target = lossy(head.target());
         let (path, query) = target.split_once('?').unwrap_or((&target, ""));
         let headers: Vec<(String, String)> =
@@ -1992,10 +1779,7 @@ impl Conn {
         self.sleep(latency)?;
         let streaming = matches!(answer, Answer::Stream(_));
         match behavior {
-            Behavior::Reset => {
-                socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO))?;
-                return Err(Fail::Reset);
-            }
+            Behavior::Reset => return self.reset(),
             Behavior::Status { code, retry_after } => {
                 let body = error_body(route.format, code, retry_after, &status_message(code));
                 let ra = retry_after.map(|s| s.to_string());
@@ -2046,7 +1830,7 @@ impl Conn {
             None => self.respond(head, 200, "application/json", &[], body, true),
             Some(n) => {
                 let mut out = BytesMut::with_capacity(256 + n);
-                put_head(
+                self.put_head(
                     &mut out,
                     StatusCode::OK,
                     "application/json",
@@ -2077,7 +1861,7 @@ impl Conn {
             "application/json"
         };
         let mut out = BytesMut::with_capacity(256);
-        put_head(
+        self.put_head(
             &mut out,
             StatusCode::OK,
             ctype,
@@ -2192,124 +1976,6 @@ impl Conn {
             self.write_all(&data)
         }
     }
-
-    /// Writes a whole response with a `Content-Length` body (none for 1xx, 204, 304);
-    /// `keep_ok`: the connection may stay open if the request allows.
-    fn respond(
-        &mut self,
-        req: &RequestHead,
-        code: u16,
-        content_type: &str,
-        extra: &[(&str, &[u8])],
-        body: &[u8],
-        keep_ok: bool,
-    ) -> Result<bool, Fail> {
-        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let keep = keep_ok && req.keep_alive();
-        let (framing, body) = if status.is_informational() || status == StatusCode::NO_CONTENT {
-            (BodyKind::None, &[][..])
-        } else if status == StatusCode::NOT_MODIFIED {
-            (BodyKind::Length(0), &[][..])
-        } else {
-            (BodyKind::Length(body.len() as u64), body)
-        };
-        let mut out = BytesMut::with_capacity(256 + body.len());
-        put_head(
-            &mut out,
-            status,
-            content_type,
-            extra,
-            framing,
-            req.version(),
-            keep,
-        );
-        if req.method() != Method::HEAD {
-            out.extend_from_slice(body);
-        }
-        self.started = true;
-        self.write_all(&out)?;
-        Ok(keep)
-    }
-
-    /// Answers an invalid request with the codec's status and `Connection: close`.
-    fn send_codec_error(&mut self, e: &headwater_http1::Error) -> Result<(), Fail> {
-        let body = error_body(Format::OpenAi, e.status().as_u16(), None, e.detail());
-        let mut out = BytesMut::with_capacity(256 + body.len());
-        put_head(
-            &mut out,
-            e.status(),
-            "application/json",
-            &[],
-            BodyKind::Length(body.len() as u64),
-            Version::HTTP_11,
-            false,
-        );
-        out.extend_from_slice(&body);
-        self.started = true;
-        self.write_all(&out)
-    }
-
-    /// Sleeps `d`, waking regularly to notice a stop.
-    fn sleep(&self, d: Duration) -> Result<(), Fail> {
-        if d.is_zero() {
-            return Ok(());
-        }
-        let until = Instant::now() + d;
-        loop {
-            if self.shared.stopped() {
-                return Err(Fail::Stopped);
-            }
-            let now = Instant::now();
-            if now >= until {
-                return Ok(());
-            }
-            thread::sleep((until - now).min(POLL));
-        }
-    }
-
-    /// Half-closes, then reads (and drops) what the client still sends for a while, so that
-    /// the close does not turn into a reset that destroys the last response in flight.
-    fn close_gracefully(mut self) {
-        let _ = self.stream.shutdown(Shutdown::Write);
-        self.discard_input(Some(Instant::now() + LINGER));
-    }
-
-    /// Drops all input until the client closes or the server stops (a stalled connection).
-    fn discard_until_eof(mut self) {
-        self.discard_input(None);
-    }
-
-    fn discard_input(&mut self, deadline: Option<Instant>) {
-        while deadline.is_none_or(|d| Instant::now() < d) && !self.shared.stopped() {
-            match self.stream.read(&mut self.scratch) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e) if retryable(&e) => {}
-                Err(_) => return,
-            }
-        }
-    }
-}
-
-fn put_head(
-    out: &mut BytesMut,
-    status: StatusCode,
-    content_type: &str,
-    extra: &[(&str, &[u8])],
-    framing: BodyKind,
-    version: Version,
-    keep: bool,
-) {
-    let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(2 + extra.len());
-    headers.push(("content-type", content_type.as_bytes()));
-    headers.push(("x-mock-llm", b"headwater"));
-    headers.extend_from_slice(extra);
-    let conn = if keep {
-        ClientConnection::KeepAlive
-    } else {
-        ClientConnection::Close
-    };
-    encode_response_head(status, &headers, framing, version, conn, out);
 }
 
 #[cfg(test)]

@@ -135,26 +135,15 @@ struct UpstreamArgs {
 /// `headwater upstream`: one in-process upstream until SIGTERM or SIGINT. Bad arguments exit 2,
 /// a failure to listen exits 1.
 fn upstream(args: &[String]) -> ExitCode {
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let a = match upstream_args(args) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("headwater upstream: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
     use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+    let a = match command_args("upstream", args, upstream_args) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
     // Handlers first: a signal sent as soon as the port answers must not kill the process.
-    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1, SIGUSR2])
-    {
+    let mut signals = match signals("upstream", &[SIGINT, SIGTERM, SIGUSR1, SIGUSR2]) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("headwater upstream: cannot install signal handlers: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let server = match UpstreamServer::start(&a.name, a.listen, a.behavior.clone()) {
         Ok(s) => s,
@@ -205,20 +194,39 @@ fn upstream(args: &[String]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn upstream_args(args: &[String]) -> Result<UpstreamArgs, String> {
-    let (mut listen, mut behavior, mut name, mut fault) = (None, None, None, None);
+/// A subcommand's arguments parsed by `parse`; `Err` with the exit code when they ask for help
+/// (the usage is printed, exit 0) or are bad (the error and the usage, exit 2).
+fn command_args<T>(
+    command: &str,
+    args: &[String],
+    parse: impl FnOnce(&[String]) -> Result<T, String>,
+) -> Result<T, ExitCode> {
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return Err(ExitCode::SUCCESS);
+    }
+    parse(args).map_err(|e| {
+        eprintln!("headwater {command}: {e}\n\n{USAGE}");
+        ExitCode::from(2)
+    })
+}
+
+/// The values of the options `keys` (`--key VALUE` or `--key=VALUE`) in `args`, in the order of
+/// `keys`, `None` where absent; an unknown argument, a missing value or a key given twice is an
+/// error.
+fn options<const N: usize>(
+    args: &[String],
+    keys: [&str; N],
+) -> Result<[Option<String>; N], String> {
+    let mut values: [Option<String>; N] = std::array::from_fn(|_| None);
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let (key, inline) = match arg.split_once('=') {
             Some((k, v)) if k.starts_with("--") => (k, Some(v.to_owned())),
             _ => (arg.as_str(), None),
         };
-        let slot = match key {
-            "--listen" => &mut listen,
-            "--behavior" => &mut behavior,
-            "--name" => &mut name,
-            "--fault" => &mut fault,
-            _ => return Err(format!("unknown argument {arg:?}")),
+        let Some(i) = keys.iter().position(|k| *k == key) else {
+            return Err(format!("unknown argument {arg:?}"));
         };
         let value = match inline {
             Some(v) => v,
@@ -227,10 +235,27 @@ fn upstream_args(args: &[String]) -> Result<UpstreamArgs, String> {
                 .cloned()
                 .ok_or_else(|| format!("{key} needs a value"))?,
         };
-        if slot.replace(value).is_some() {
+        if values[i].replace(value).is_some() {
             return Err(format!("{key} given twice"));
         }
     }
+    Ok(values)
+}
+
+/// Handlers for `sigs`; on failure, what was printed and the exit code (1).
+fn signals(
+    command: &str,
+    sigs: &[std::ffi::c_int],
+) -> Result<signal_hook::iterator::Signals, ExitCode> {
+    signal_hook::iterator::Signals::new(sigs).map_err(|e| {
+        eprintln!("headwater {command}: cannot install signal handlers: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+fn upstream_args(args: &[String]) -> Result<UpstreamArgs, String> {
+    let [listen, behavior, name, fault] =
+        options(args, ["--listen", "--behavior", "--name", "--fault"])?;
     let listen_text = listen.ok_or("--listen ADDR is required")?;
     let listen: SocketAddr = listen_text.parse().map_err(|_| {
         format!("invalid --listen {listen_text:?}: expected IP:port, e.g. 127.0.0.1:19101")
@@ -335,66 +360,18 @@ fn parse_behavior(text: &str, name: &str) -> Result<Behavior, String> {
     }
 }
 
-/// `headwater mock-llm`: one [`MockProvider`] until SIGTERM or SIGINT. Bad arguments exit 2, a
-/// failure to listen exits 1.
+/// `headwater mock-llm`: one [`MockProvider`](headwater_engine::llm_mock::MockProvider) until
+/// SIGTERM or SIGINT. Bad arguments exit 2, a failure to listen exits 1.
 fn mock_llm(args: &[String]) -> ExitCode {
     use headwater_engine::llm_mock::{self, MockProvider};
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let parsed = (|| -> Result<(SocketAddr, u64, llm_mock::Behavior), String> {
-        let (mut listen, mut latency, mut behavior) = (None, None, None);
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            let (key, inline) = match arg.split_once('=') {
-                Some((k, v)) if k.starts_with("--") => (k, Some(v.to_owned())),
-                _ => (arg.as_str(), None),
-            };
-            let slot = match key {
-                "--listen" => &mut listen,
-                "--latency" => &mut latency,
-                "--behavior" => &mut behavior,
-                _ => return Err(format!("unknown argument {arg:?}")),
-            };
-            let value = match inline {
-                Some(v) => v,
-                None => it.next().cloned().ok_or(format!("{key} needs a value"))?,
-            };
-            if slot.replace(value).is_some() {
-                return Err(format!("{key} given twice"));
-            }
-        }
-        let listen_text = listen.unwrap_or_else(|| "127.0.0.1:18990".to_owned());
-        let listen = listen_text
-            .parse()
-            .map_err(|_| format!("invalid --listen {listen_text:?}: expected IP:port"))?;
-        let latency = match latency {
-            Some(ms) => ms
-                .parse()
-                .map_err(|_| format!("invalid --latency {ms:?}: expected milliseconds"))?,
-            None => 0,
-        };
-        let behavior = match behavior {
-            Some(b) => llm_mock::Behavior::parse(&b)?,
-            None => llm_mock::Behavior::Normal,
-        };
-        Ok((listen, latency, behavior))
-    })();
-    let (listen, latency, behavior) = match parsed {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("headwater mock-llm: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
+    let (listen, latency, behavior) = match command_args("mock-llm", args, mock_llm_args) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    let mut signals = match signals("mock-llm", &[SIGINT, SIGTERM]) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("headwater mock-llm: cannot install signal handlers: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let mock = match MockProvider::start(listen) {
         Ok(m) => m,
@@ -428,4 +405,27 @@ fn mock_llm(args: &[String]) -> ExitCode {
     );
     mock.stop();
     ExitCode::SUCCESS
+}
+
+/// `headwater mock-llm` arguments: the address, the latency in milliseconds and the behavior.
+fn mock_llm_args(
+    args: &[String],
+) -> Result<(SocketAddr, u64, headwater_engine::llm_mock::Behavior), String> {
+    use headwater_engine::llm_mock::Behavior;
+    let [listen, latency, behavior] = options(args, ["--listen", "--latency", "--behavior"])?;
+    let listen_text = listen.unwrap_or_else(|| "127.0.0.1:18990".to_owned());
+    let listen = listen_text
+        .parse()
+        .map_err(|_| format!("invalid --listen {listen_text:?}: expected IP:port"))?;
+    let latency = match latency {
+        Some(ms) => ms
+            .parse()
+            .map_err(|_| format!("invalid --latency {ms:?}: expected milliseconds"))?,
+        None => 0,
+    };
+    let behavior = match behavior {
+        Some(b) => Behavior::parse(&b)?,
+        None => Behavior::Normal,
+    };
+    Ok((listen, latency, behavior))
 }

@@ -1,45 +1,36 @@
 //! In-process HTTP/1.1 upstream servers, for `headwater demo` and for integration tests.
 //!
-//! This module owns [`UpstreamServer`]: a small origin server built on plain `std::net` and OS
-//! threads (one accept thread per server, one thread per connection) so that it runs beside the
-//! proxy without touching its monoio runtime. Requests are read with the project's own codec
-//! (`headwater_http1`): keep-alive, pipelining, `Expect: 100-continue`, `Connection: close` and
-//! HTTP/1.0 are handled; request bodies are always streamed, never held whole. What a server
-//! answers is chosen by a [`Behavior`] (fixed body, echo, mirror, errors, stalls, resets,
-//! garbage, flaky, chunked, upgrade, slow), which can be changed while it runs.
+//! This module owns [`UpstreamServer`]: a small origin server and what it answers. How it runs
+//! (plain `std::net` and OS threads, one accept thread per server, one thread per connection, so
+//! that it runs beside the proxy without touching its monoio runtime; requests read with the
+//! project's own codec: keep-alive, pipelining, `Expect: 100-continue`, `Connection: close` and
+//! HTTP/1.0) is the plumbing of `crate::loopback_server`, which the mock LLM providers share.
+//! Request bodies are always streamed, never held whole. What a server answers is chosen by a
+//! [`Behavior`] (fixed body, echo, mirror, errors, stalls, resets, garbage, flaky, chunked,
+//! upgrade, slow), which can be changed while it runs.
 //!
 //! Every response carries `x-upstream: {name}` and is framed by `Content-Length`, or chunked
 //! where a behavior says so. A request whose head (or body framing) is invalid gets the codec's
 //! error status (400 for malformed requests) with `Connection: close`, and the connection closes.
 //!
-//! Stopping is prompt: the accept loop polls a nonblocking listener and connection sockets use
-//! short read/write timeouts, all checking one shared stop flag, so [`UpstreamServer::stop`] (or
-//! `Drop`) closes the listener and joins every thread within a few tens of milliseconds.
+//! Stopping is prompt: [`UpstreamServer::stop`] (or `Drop`) closes the listener and joins every
+//! thread within a few tens of milliseconds.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use headwater_http1::chunked::{encode_chunk, encode_chunk_header};
 use headwater_http1::{
-    encode_response_head, BodyDecoder, BodyKind, ClientConnection, Decoded, Limits, RequestHead,
-    RequestParser, CONTINUE_100,
+    encode_response_head, BodyDecoder, BodyKind, ClientConnection, Decoded, RequestHead,
 };
 use http::{Method, StatusCode, Version};
 
-/// How long a connection thread blocks in one read or write before it looks at the stop flag.
-const POLL: Duration = Duration::from_millis(20);
-/// How long the accept loop sleeps when no connection is waiting.
-const ACCEPT_POLL: Duration = Duration::from_millis(5);
-/// Bytes read from a socket at a time.
-const READ_CHUNK: usize = 64 * 1024;
-/// Longest time spent draining a client's input after our side has finished, so that closing
-/// does not reset the connection (and lose the last response) while the client still sends.
-const LINGER: Duration = Duration::from_millis(500);
+use crate::loopback_server::{self, lock, lossy, status_code, Fail, Server, Service, READ_CHUNK};
+
 /// What [`Behavior::Garbage`] sends instead of a response.
 const GARBAGE: &[u8] = b"\x00\xff\xfeSSH-2.0-not-http \x07\x1b[0m garbage\r\n\r\n\xde\xad\xbe\xef";
 
@@ -157,23 +148,17 @@ pub fn pattern(i: usize) -> u8 {
     b'a' + (i % 26) as u8
 }
 
-/// State shared by a server's handle, its accept thread and its connection threads.
+/// State shared by a server's handle and its connection threads.
 struct Shared {
     name: String,
     behavior: Mutex<Behavior>,
     /// xorshift64 state for [`Behavior::Flaky`].
     rng: Mutex<u64>,
-    stop: AtomicBool,
-    connections: AtomicU64,
     requests: AtomicU64,
     targets: Mutex<Vec<String>>,
 }
 
 impl Shared {
-    fn stopped(&self) -> bool {
-        self.stop.load(Ordering::Acquire)
-    }
-
     fn set_behavior(&self, b: Behavior) {
         // Hold the behavior lock while re-seeding so that no request sees the new behavior with
         // the old generator state.
@@ -196,6 +181,23 @@ impl Shared {
     }
 }
 
+impl Service for Shared {
+    fn base_headers<'a>(&'a self, content_type: &'a str) -> [(&'static str, &'a [u8]); 2] {
+        [
+            ("x-upstream", self.name.as_bytes()),
+            ("content-type", content_type.as_bytes()),
+        ]
+    }
+
+    fn codec_error(&self, e: &headwater_http1::Error) -> (&'static str, Vec<u8>) {
+        ("text/plain", format!("{}\n", e.detail()).into_bytes())
+    }
+
+    fn serve(conn: &mut Conn, head: RequestHead) -> Result<bool, Fail> {
+        conn.serve(head)
+    }
+}
+
 /// xorshift64 must not start at 0 (it would stay there).
 fn seed_state(seed: u64) -> u64 {
     if seed == 0 {
@@ -205,23 +207,17 @@ fn seed_state(seed: u64) -> u64 {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// An HTTP/1.1 origin server running on its own threads. Stops (closes its listener, ends its
 /// connection threads and joins them) on [`stop`](Self::stop) or drop.
 pub struct UpstreamServer {
-    shared: Arc<Shared>,
-    addr: SocketAddr,
-    accept: Option<JoinHandle<()>>,
+    server: Server<Shared>,
 }
 
 impl std::fmt::Debug for UpstreamServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamServer")
-            .field("name", &self.shared.name)
-            .field("addr", &self.addr)
+            .field("name", &self.name())
+            .field("addr", &self.addr())
             .finish_non_exhaustive()
     }
 }
@@ -236,296 +232,68 @@ impl UpstreamServer {
                 "an upstream name must not contain control characters",
             ));
         }
-        let listener = TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
         let rng = match behavior {
             Behavior::Flaky { seed, .. } => seed_state(seed),
             _ => seed_state(0),
         };
-        let shared = Arc::new(Shared {
+        let shared = Shared {
             name: name.to_owned(),
             behavior: Mutex::new(behavior),
             rng: Mutex::new(rng),
-            stop: AtomicBool::new(false),
-            connections: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             targets: Mutex::new(Vec::new()),
-        });
-        let for_thread = Arc::clone(&shared);
-        let accept = thread::Builder::new()
-            .name(format!("upstream-{name}"))
-            .spawn(move || accept_loop(listener, for_thread))?;
-        Ok(UpstreamServer {
-            shared,
-            addr,
-            accept: Some(accept),
-        })
+        };
+        let server = Server::start(addr, format!("upstream-{name}"), shared)?;
+        Ok(UpstreamServer { server })
     }
 
     /// The address the server listens on (with the actual port when bound to port 0).
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// The name given at start.
     pub fn name(&self) -> &str {
-        &self.shared.name
+        &self.server.service().name
     }
 
     /// Total TCP connections accepted so far.
     pub fn connections(&self) -> u64 {
-        self.shared.connections.load(Ordering::Acquire)
+        self.server.connections()
     }
 
     /// Total requests whose head was parsed so far.
     pub fn requests(&self) -> u64 {
-        self.shared.requests.load(Ordering::Acquire)
+        self.server.service().requests.load(Ordering::Acquire)
     }
 
     /// Request-targets seen so far, exactly as received, in the order their heads were parsed.
     pub fn targets(&self) -> Vec<String> {
-        lock(&self.shared.targets).clone()
+        lock(&self.server.service().targets).clone()
     }
 
     /// The current behavior.
     pub fn behavior(&self) -> Behavior {
-        lock(&self.shared.behavior).clone()
+        lock(&self.server.service().behavior).clone()
     }
 
     /// Changes the behavior for requests whose head is read from now on.
     pub fn set_behavior(&self, b: Behavior) {
-        self.shared.set_behavior(b);
+        self.server.service().set_behavior(b);
     }
 
     /// Stops the server: closes the listener and every connection, and joins all threads.
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        self.shared.stop.store(true, Ordering::Release);
-        if let Some(h) = self.accept.take() {
-            let _ = h.join();
-        }
+    pub fn stop(self) {
+        self.server.stop();
     }
 }
 
-impl Drop for UpstreamServer {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
-}
-
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    let mut conns: Vec<JoinHandle<()>> = Vec::new();
-    while !shared.stopped() {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                shared.connections.fetch_add(1, Ordering::AcqRel);
-                conns.retain(|h| !h.is_finished());
-                let for_conn = Arc::clone(&shared);
-                // On spawn failure the closure, and with it the stream, is dropped: the client
-                // sees the connection close.
-                if let Ok(h) = thread::Builder::new()
-                    .name(format!("upstream-{}-c", shared.name))
-                    .spawn(move || Conn::new(stream, for_conn).run())
-                {
-                    conns.push(h);
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            // WouldBlock when idle; anything else (EMFILE, ECONNABORTED) is retried after a pause.
-            Err(_) => thread::sleep(ACCEPT_POLL),
-        }
-    }
-    drop(listener);
-    for h in conns {
-        let _ = h.join();
-    }
-}
-
-/// Why serving a connection stopped early.
-enum Fail {
-    /// The server is stopping.
-    Stopped,
-    /// The peer closed in the middle of a message.
-    Eof,
-    /// A socket error.
-    Io,
-    /// The request is invalid: answer its status (if no response was started) and close.
-    Codec(headwater_http1::Error),
-    /// Reset the connection (linger 0 was set) and end.
-    Reset,
-}
-
-impl From<io::Error> for Fail {
-    fn from(_: io::Error) -> Self {
-        Fail::Io
-    }
-}
-
-fn retryable(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-    )
-}
-
-fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// One accepted connection and its read buffer.
-struct Conn {
-    stream: TcpStream,
-    shared: Arc<Shared>,
-    buf: BytesMut,
-    scratch: Vec<u8>,
-    parser: RequestParser,
-    /// A response head for the current request has been written.
-    started: bool,
-    /// A [`Behavior::Stall`] request was read: nothing is answered on this connection any more.
-    stalled: bool,
-}
+/// One accepted connection of an [`UpstreamServer`].
+type Conn = loopback_server::Conn<Shared>;
 
 impl Conn {
-    fn new(stream: TcpStream, shared: Arc<Shared>) -> Self {
-        Conn {
-            stream,
-            shared,
-            buf: BytesMut::with_capacity(READ_CHUNK),
-            scratch: vec![0; READ_CHUNK],
-            parser: RequestParser::new(Limits::default()),
-            started: false,
-            stalled: false,
-        }
-    }
-
-    fn run(mut self) {
-        let setup = self
-            .stream
-            .set_nonblocking(false)
-            .and_then(|()| self.stream.set_read_timeout(Some(POLL)))
-            .and_then(|()| self.stream.set_write_timeout(Some(POLL)));
-        if setup.is_err() {
-            return;
-        }
-        let _ = self.stream.set_nodelay(true);
-        loop {
-            let result = match self.next_head() {
-                Ok(Some(head)) => self.serve(head),
-                // The client closed between requests.
-                Ok(None) => Ok(false),
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(true) => {}
-                Ok(false) => return self.close_gracefully(),
-                Err(Fail::Codec(e)) if !self.stalled => {
-                    if !self.started {
-                        let _ = self.send_error(&e);
-                    }
-                    return self.close_gracefully();
-                }
-                Err(Fail::Codec(_)) => return self.discard_until_eof(),
-                Err(Fail::Stopped | Fail::Eof | Fail::Io | Fail::Reset) => return,
-            }
-        }
-    }
-
-    /// Reads until a request head is complete; `None` when the client closed first.
-    fn next_head(&mut self) -> Result<Option<RequestHead>, Fail> {
-        loop {
-            if let Some(head) = self.parser.parse(&mut self.buf).map_err(Fail::Codec)? {
-                return Ok(Some(head));
-            }
-            if !self.fill()? {
-                return Ok(None);
-            }
-        }
-    }
-
-    /// Reads more bytes into `buf`; false at EOF.
-    fn fill(&mut self) -> Result<bool, Fail> {
-        loop {
-            if self.shared.stopped() {
-                return Err(Fail::Stopped);
-            }
-            match self.stream.read(&mut self.scratch) {
-                Ok(0) => return Ok(false),
-                Ok(n) => {
-                    self.buf.extend_from_slice(&self.scratch[..n]);
-                    return Ok(true);
-                }
-                Err(e) if retryable(&e) => {}
-                Err(_) => return Err(Fail::Io),
-            }
-        }
-    }
-
-    fn write_all(&mut self, mut data: &[u8]) -> Result<(), Fail> {
-        while !data.is_empty() {
-            if self.shared.stopped() {
-                return Err(Fail::Stopped);
-            }
-            match self.stream.write(data) {
-                Ok(0) => return Err(Fail::Io),
-                Ok(n) => data = &data[n..],
-                Err(e) if retryable(&e) => {}
-                Err(_) => return Err(Fail::Io),
-            }
-        }
-        Ok(())
-    }
-
-    /// The next piece of the body `dec` decodes; EOF before its end is [`Fail::Eof`].
-    fn next_piece(&mut self, dec: &mut BodyDecoder) -> Result<Decoded, Fail> {
-        loop {
-            if let Some(d) = dec.decode(&mut self.buf).map_err(Fail::Codec)? {
-                return Ok(d);
-            }
-            if !self.fill()? {
-                return Err(Fail::Eof);
-            }
-        }
-    }
-
-    /// Reads the request body through `on_data` (sending `100 Continue` first when the client
-    /// waits for it) and returns its length.
-    fn read_body(
-        &mut self,
-        head: &RequestHead,
-        mut on_data: impl FnMut(&[u8]),
-    ) -> Result<u64, Fail> {
-        let kind = head.body_kind();
-        if head.expects_continue() && kind.has_body() {
-            self.write_all(CONTINUE_100)?;
-        }
-        let mut dec = BodyDecoder::new(kind);
-        let mut n = 0;
-        loop {
-            match self.next_piece(&mut dec)? {
-                Decoded::Data(b) => {
-                    n += b.len() as u64;
-                    on_data(&b);
-                }
-                Decoded::Trailers(_) => {}
-                Decoded::Done => return Ok(n),
-            }
-        }
-    }
-
-    /// Reads a request body without asking for it (no `100 Continue`) and drops it.
-    fn discard_body(&mut self, head: &RequestHead) -> Result<(), Fail> {
-        let mut dec = BodyDecoder::new(head.body_kind());
-        while !matches!(self.next_piece(&mut dec)?, Decoded::Done) {}
-        Ok(())
-    }
-
     fn serve(&mut self, head: RequestHead) -> Result<bool, Fail> {
-        self.started = false;
-        let shared = Arc::clone(&self.shared);
+        let shared = Arc::clone(&self.service);
         shared.requests.fetch_add(1, Ordering::AcqRel);
         lock(&shared.targets).push(lossy(head.target()));
         if self.stalled {
@@ -535,19 +303,19 @@ impl Conn {
         let behavior = lock(&shared.behavior).clone();
         match behavior {
             Behavior::Fixed { body } => {
-                self.read_body(&head, |_| {})?;
-                self.respond(&head, 200, "text/plain", &[], &body)
+                self.skip_body(&head)?;
+                self.respond(&head, 200, "text/plain", &[], &body, true)
             }
             Behavior::Echo => self.echo(&head),
             Behavior::Status(code) => {
-                self.read_body(&head, |_| {})?;
+                self.skip_body(&head)?;
                 let status = status_code(code);
                 let body = format!(
                     "{} {}\n",
                     status.as_str(),
                     status.canonical_reason().unwrap_or("")
                 );
-                self.respond(&head, code, "text/plain", &[], body.as_bytes())
+                self.respond(&head, code, "text/plain", &[], body.as_bytes(), true)
             }
             Behavior::Mirror => self.mirror(&head),
             Behavior::Stall => {
@@ -555,10 +323,7 @@ impl Conn {
                 self.discard_body(&head)?;
                 Ok(true)
             }
-            Behavior::Reset => {
-                socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO))?;
-                Err(Fail::Reset)
-            }
+            Behavior::Reset => self.reset(),
             Behavior::Garbage => {
                 self.started = true;
                 self.write_all(GARBAGE)?;
@@ -567,30 +332,33 @@ impl Conn {
             Behavior::Flaky {
                 fail_ratio, body, ..
             } => {
-                self.read_body(&head, |_| {})?;
+                self.skip_body(&head)?;
                 if shared.draw() < fail_ratio {
                     let body = format!("upstream {} failed\n", shared.name);
-                    self.respond(&head, 500, "text/plain", &[], body.as_bytes())
+                    self.respond(&head, 500, "text/plain", &[], body.as_bytes(), true)
                 } else {
-                    self.respond(&head, 200, "text/plain", &[], &body)
+                    self.respond(&head, 200, "text/plain", &[], &body, true)
                 }
             }
             Behavior::Chunked { len, chunk } => self.chunked(&head, len, chunk.max(1)),
             Behavior::UpgradeEcho => self.upgrade_echo(&head),
             Behavior::Slow { delay, body } => {
-                self.read_body(&head, |_| {})?;
+                self.skip_body(&head)?;
                 self.sleep(delay)?;
-                self.respond(&head, 200, "text/plain", &[], &body)
+                self.respond(&head, 200, "text/plain", &[], &body, true)
             }
         }
     }
 
     fn echo(&mut self, head: &RequestHead) -> Result<bool, Fail> {
         let mut hash = Fnv1a64::new();
-        let len = self.read_body(head, |d| hash.update(d))?;
+        let len = self.read_body(head, |d| {
+            hash.update(d);
+            Ok(())
+        })?;
         let headers: Vec<[String; 2]> = head.headers().map(|(n, v)| [lossy(n), lossy(v)]).collect();
         let doc = serde_json::json!({
-            "upstream": self.shared.name,
+            "upstream": self.service.name,
             "method": head.method().as_str(),
             "path": lossy(head.target()),
             "headers": headers,
@@ -598,18 +366,16 @@ impl Conn {
             "body_sha": hash.hex(),
         });
         let body = serde_json::to_vec(&doc).unwrap_or_default();
-        self.respond(head, 200, "application/json", &[], &body)
+        self.respond(head, 200, "application/json", &[], &body, true)
     }
 
     fn mirror(&mut self, head: &RequestHead) -> Result<bool, Fail> {
         let kind = head.body_kind();
         if head.method() == Method::HEAD {
-            self.read_body(head, |_| {})?;
-            return self.respond(head, 200, "application/octet-stream", &[], b"");
+            self.skip_body(head)?;
+            return self.respond(head, 200, "application/octet-stream", &[], b"", true);
         }
-        if head.expects_continue() && kind.has_body() {
-            self.write_all(CONTINUE_100)?;
-        }
+        self.continue_if_expected(head)?;
         let framing = match kind {
             BodyKind::Chunked => BodyKind::Chunked,
             BodyKind::Length(n) => BodyKind::Length(n),
@@ -655,7 +421,7 @@ impl Conn {
     }
 
     fn chunked(&mut self, head: &RequestHead, len: usize, chunk: usize) -> Result<bool, Fail> {
-        self.read_body(head, |_| {})?;
+        self.skip_body(head)?;
         if head.version() == Version::HTTP_10 {
             let body: Vec<u8> = (0..len).map(pattern).collect();
             let sum = fnv1a64_hex(&body);
@@ -665,6 +431,7 @@ impl Conn {
                 "application/octet-stream",
                 &[("x-checksum", sum.as_bytes())],
                 &body,
+                true,
             );
         }
         let keep = head.keep_alive();
@@ -712,13 +479,14 @@ impl Conn {
 
     fn upgrade_echo(&mut self, head: &RequestHead) -> Result<bool, Fail> {
         if !head.is_websocket_upgrade() {
-            self.read_body(head, |_| {})?;
+            self.skip_body(head)?;
             return self.respond(
                 head,
                 426,
                 "text/plain",
                 &[("upgrade", b"websocket")],
                 b"upgrade required: websocket\n",
+                true,
             );
         }
         let accept = head.header("sec-websocket-key").unwrap_or_default();
@@ -726,7 +494,7 @@ impl Conn {
         encode_response_head(
             StatusCode::SWITCHING_PROTOCOLS,
             &[
-                ("x-upstream", self.shared.name.as_bytes()),
+                ("x-upstream", self.service.name.as_bytes()),
                 ("upgrade", b"websocket"),
                 ("sec-websocket-accept", accept),
             ],
@@ -749,124 +517,4 @@ impl Conn {
             }
         }
     }
-
-    /// Writes a whole response with a `Content-Length` body (none for HEAD, 1xx, 204, 304).
-    fn respond(
-        &mut self,
-        req: &RequestHead,
-        code: u16,
-        content_type: &str,
-        extra: &[(&str, &[u8])],
-        body: &[u8],
-    ) -> Result<bool, Fail> {
-        let status = status_code(code);
-        let keep = req.keep_alive();
-        let (framing, body) = if status.is_informational() || status == StatusCode::NO_CONTENT {
-            (BodyKind::None, &[][..])
-        } else if status == StatusCode::NOT_MODIFIED {
-            (BodyKind::Length(0), &[][..])
-        } else {
-            (BodyKind::Length(body.len() as u64), body)
-        };
-        let mut out = BytesMut::with_capacity(256 + body.len());
-        self.put_head(
-            &mut out,
-            status,
-            content_type,
-            extra,
-            framing,
-            req.version(),
-            keep,
-        );
-        if req.method() != Method::HEAD {
-            out.extend_from_slice(body);
-        }
-        self.started = true;
-        self.write_all(&out)?;
-        Ok(keep)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn put_head(
-        &self,
-        out: &mut BytesMut,
-        status: StatusCode,
-        content_type: &str,
-        extra: &[(&str, &[u8])],
-        framing: BodyKind,
-        version: Version,
-        keep: bool,
-    ) {
-        let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(2 + extra.len());
-        headers.push(("x-upstream", self.shared.name.as_bytes()));
-        headers.push(("content-type", content_type.as_bytes()));
-        headers.extend_from_slice(extra);
-        let conn = if keep {
-            ClientConnection::KeepAlive
-        } else {
-            ClientConnection::Close
-        };
-        encode_response_head(status, &headers, framing, version, conn, out);
-    }
-
-    /// Answers an invalid request with the codec's status and `Connection: close`.
-    fn send_error(&mut self, e: &headwater_http1::Error) -> Result<(), Fail> {
-        let body = format!("{}\n", e.detail());
-        let mut out = BytesMut::with_capacity(256);
-        self.put_head(
-            &mut out,
-            e.status(),
-            "text/plain",
-            &[],
-            BodyKind::Length(body.len() as u64),
-            Version::HTTP_11,
-            false,
-        );
-        out.extend_from_slice(body.as_bytes());
-        self.started = true;
-        self.write_all(&out)
-    }
-
-    /// Sleeps `d`, waking regularly to notice a stop.
-    fn sleep(&self, d: Duration) -> Result<(), Fail> {
-        let until = Instant::now() + d;
-        loop {
-            if self.shared.stopped() {
-                return Err(Fail::Stopped);
-            }
-            let now = Instant::now();
-            if now >= until {
-                return Ok(());
-            }
-            thread::sleep((until - now).min(POLL));
-        }
-    }
-
-    /// Half-closes, then reads (and drops) what the client still sends for a while, so that
-    /// the close does not turn into a reset that destroys the last response in flight.
-    fn close_gracefully(mut self) {
-        let _ = self.stream.shutdown(Shutdown::Write);
-        self.discard_input(Some(Instant::now() + LINGER));
-    }
-
-    /// Drops all input until the client closes or the server stops (a stalled connection).
-    fn discard_until_eof(mut self) {
-        self.discard_input(None);
-    }
-
-    /// Reads and drops input until the client closes, the server stops or `deadline` passes.
-    fn discard_input(&mut self, deadline: Option<Instant>) {
-        while deadline.is_none_or(|d| Instant::now() < d) && !self.shared.stopped() {
-            match self.stream.read(&mut self.scratch) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e) if retryable(&e) => {}
-                Err(_) => return,
-            }
-        }
-    }
-}
-
-fn status_code(code: u16) -> StatusCode {
-    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }

@@ -7,6 +7,8 @@
 //! io_uring cases are skipped (with a note on stderr) where io_uring cannot be set up; set
 //! `HEADWATER_REQUIRE_IO_URING=1` to make that a failure instead.
 
+mod common;
+
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
@@ -19,13 +21,15 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
+use common::certs::Ca;
+use common::drivers::{block_on, each_driver};
 use headwater_engine::{
-    llm::client::{ClientError, ClientErrorKind, ClientSettings, ProviderClient},
-    runtime::{build_runtime, io_uring_usable, DriverKind},
+    llm::client::{ClientError, ClientErrorKind, ClientSettings, ProviderClient, ProviderResponse},
+    runtime::DriverKind,
     tls::{
         rustls::{
             self,
-            pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer},
+            pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer},
         },
         ClientTlsConfig, PemSource, RootSource, TlsConnector,
     },
@@ -33,7 +37,6 @@ use headwater_engine::{
 use headwater_http1::{BodyDecoder, Decoded, Limits, RequestParser};
 use headwater_llm::{ErrorKind, Origin, UpstreamRequest};
 use http::{HeaderMap, HeaderValue, Method};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
 /// Deadline where an answer is expected.
 const LONG: Duration = Duration::from_secs(10);
@@ -44,45 +47,6 @@ const SECRET: &str = "sk-test-secret-1234567890";
 
 // ---------------------------------------------------------------------------------------------
 // Drivers
-
-fn require_io_uring() -> bool {
-    std::env::var_os("HEADWATER_REQUIRE_IO_URING").is_some_and(|v| v != "0")
-}
-
-fn drivers(test: &str) -> Vec<DriverKind> {
-    let mut kinds = vec![DriverKind::Epoll];
-    match io_uring_usable() {
-        Ok(()) => kinds.insert(0, DriverKind::IoUring),
-        Err(reason) => {
-            assert!(
-                !require_io_uring(),
-                "io_uring required but unusable: {reason}"
-            );
-            eprintln!("note: skipping the io_uring part of {test}: {reason}");
-        }
-    }
-    kinds
-}
-
-/// Runs `fut` on a `kind` runtime; a test that hangs fails after a minute instead.
-fn block_on<F: std::future::Future>(kind: DriverKind, fut: F) -> F::Output {
-    let mut rt = build_runtime(kind, 256).expect("build runtime");
-    rt.block_on(async move {
-        assert_eq!(DriverKind::current(), kind);
-        match monoio::time::timeout(Duration::from_secs(60), fut).await {
-            Ok(out) => out,
-            Err(_) => panic!("the test did not finish within 60 s under {kind}"),
-        }
-    })
-}
-
-/// Runs `test(kind)` under every usable driver.
-fn each_driver(name: &str, test: impl Fn(DriverKind)) {
-    for kind in drivers(name) {
-        eprintln!("{name}: {kind}");
-        test(kind);
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // In-process servers
@@ -247,6 +211,11 @@ impl Server {
         self.addr.to_string()
     }
 
+    /// The authority `localhost:{port}`.
+    fn localhost(&self) -> String {
+        format!("localhost:{}", self.addr.port())
+    }
+
     fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
     }
@@ -272,6 +241,21 @@ fn answer_all(response: &'static [u8]) -> impl Fn(Peer) + Send + Sync + 'static 
     }
 }
 
+/// A handler that reads one request, sends `response` and waits for the client to close.
+fn send_then_wait(response: &'static [u8]) -> impl Fn(Peer) + Send + Sync + 'static {
+    move |mut peer: Peer| {
+        if peer.request().is_some() {
+            peer.send(response);
+            peer.wait_for_close();
+        }
+    }
+}
+
+/// A handler that reads one request and closes without answering.
+fn hang_up(mut peer: Peer) {
+    peer.request();
+}
+
 const OK_JSON: &[u8] =
     b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-request-id: r1\r\ncontent-length: 11\r\n\r\n{\"ok\":true}";
 
@@ -287,11 +271,63 @@ fn settings() -> ClientSettings {
     }
 }
 
+/// A client with the default settings, trusting the system's roots.
 fn client() -> ProviderClient {
+    client_with(settings())
+}
+
+fn client_with(settings: ClientSettings) -> ProviderClient {
     ProviderClient::new(
-        settings(),
+        settings,
         TlsConnector::new(&ClientTlsConfig::default()).unwrap(),
     )
+}
+
+/// A plain server running `handler`, a client with the default settings, and a request to the
+/// server.
+fn plain(
+    handler: impl Fn(Peer) + Send + Sync + 'static,
+) -> (Server, ProviderClient, UpstreamRequest) {
+    plain_with(settings(), handler)
+}
+
+/// Like [`plain`], with a client with `settings`.
+fn plain_with(
+    settings: ClientSettings,
+    handler: impl Fn(Peer) + Send + Sync + 'static,
+) -> (Server, ProviderClient, UpstreamRequest) {
+    let server = Server::plain(handler);
+    let req = request(&server.authority(), false);
+    (server, client_with(settings), req)
+}
+
+/// Sends `req` twice: each answer comes on a fresh connection and leaves none idle.
+fn assert_not_pooled(
+    kind: DriverKind,
+    server: &Server,
+    client: &ProviderClient,
+    req: &UpstreamRequest,
+) {
+    block_on(kind, async {
+        for _ in 0..2 {
+            let resp = client.send(req, LONG).await.unwrap();
+            assert!(!resp.reused_connection());
+            resp.read_all(LONG, 1024).await.unwrap();
+            assert_eq!(client.idle_connections(), 0);
+        }
+    });
+    assert_eq!(server.accepted(), 2);
+}
+
+/// Sends `req` and reads the whole answer (up to 1 KiB).
+async fn fetch(client: &ProviderClient, req: &UpstreamRequest) -> Bytes {
+    let resp = client.send(req, LONG).await.unwrap();
+    resp.read_all(LONG, 1024).await.unwrap()
+}
+
+/// The next piece of the body (`None` at its end).
+async fn next_chunk(resp: &mut ProviderResponse) -> Option<Bytes> {
+    resp.chunk(LONG).await.unwrap()
 }
 
 fn request(authority: &str, tls: bool) -> UpstreamRequest {
@@ -330,15 +366,23 @@ fn expect_error(
     e
 }
 
+/// Checks what a client of the gateway would be told: a `kind` error from the gateway that
+/// names no address.
+fn assert_told(e: &ClientError, kind: ErrorKind) {
+    let llm = e.to_llm_error();
+    assert_eq!(llm.kind, kind);
+    assert_eq!(llm.origin, Origin::Gateway);
+    assert!(!llm.message.contains("127.0.0.1"), "{}", llm.message);
+    assert!(!llm.message.contains("no-such-host"), "{}", llm.message);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Framing
 
 #[test]
 fn content_length_response_and_the_request_on_the_wire() {
     each_driver("content_length_response", |kind| {
-        let server = Server::plain(answer_all(OK_JSON));
-        let client = client();
-        let req = request(&server.authority(), false);
+        let (server, client, req) = plain(answer_all(OK_JSON));
         let body = block_on(kind, async {
             let resp = client.send(&req, LONG).await.unwrap();
             assert_eq!(resp.status, 200);
@@ -375,9 +419,7 @@ fn content_length_response_and_the_request_on_the_wire() {
 #[test]
 fn caller_headers_win_over_the_defaults() {
     each_driver("caller_headers_win", |kind| {
-        let server = Server::plain(answer_all(OK_JSON));
-        let client = client();
-        let mut req = request(&server.authority(), false);
+        let (server, client, mut req) = plain(answer_all(OK_JSON));
         req.headers
             .insert("user-agent", HeaderValue::from_static("custom/1"));
         req.headers
@@ -385,8 +427,7 @@ fn caller_headers_win_over_the_defaults() {
         req.headers
             .insert("connection", HeaderValue::from_static("close"));
         block_on(kind, async {
-            let resp = client.send(&req, LONG).await.unwrap();
-            resp.read_all(LONG, 1024).await.unwrap();
+            fetch(&client, &req).await;
         });
         let head = &server.requests()[0].head;
         assert!(head.contains("user-agent: custom/1\r\n"), "{head}");
@@ -402,11 +443,9 @@ fn caller_headers_win_over_the_defaults() {
 #[test]
 fn chunked_response_with_trailers_then_reuse() {
     each_driver("chunked_response", |kind| {
-        let server = Server::plain(answer_all(
+        let (server, client, req) = plain(answer_all(
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nx-checksum: 1\r\n\r\n",
         ));
-        let client = client();
-        let req = request(&server.authority(), false);
         block_on(kind, async {
             for i in 0..2 {
                 let resp = client.send(&req, LONG).await.unwrap();
@@ -422,11 +461,9 @@ fn chunked_response_with_trailers_then_reuse() {
 #[test]
 fn interim_responses_are_skipped() {
     each_driver("interim_responses", |kind| {
-        let server = Server::plain(answer_all(
+        let (_server, client, req) = plain(answer_all(
             b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok",
         ));
-        let client = client();
-        let req = request(&server.authority(), false);
         block_on(kind, async {
             let resp = client.send(&req, LONG).await.unwrap();
             assert_eq!(resp.status, 201);
@@ -439,15 +476,13 @@ fn interim_responses_are_skipped() {
 #[test]
 fn bodiless_response_frees_the_connection_at_once() {
     each_driver("bodiless_response", |kind| {
-        let server = Server::plain(answer_all(b"HTTP/1.1 204 No Content\r\n\r\n"));
-        let client = client();
-        let req = request(&server.authority(), false);
+        let (_server, client, req) = plain(answer_all(b"HTTP/1.1 204 No Content\r\n\r\n"));
         block_on(kind, async {
             let mut resp = client.send(&req, LONG).await.unwrap();
             assert_eq!(resp.status, 204);
             assert!(resp.is_finished());
             assert_eq!(client.idle_connections(), 1);
-            assert_eq!(resp.chunk(LONG).await.unwrap(), None);
+            assert_eq!(next_chunk(&mut resp).await, None);
         });
     });
 }
@@ -460,7 +495,7 @@ fn chunks_arrive_before_the_body_ends() {
     each_driver("streaming", |kind| {
         let (go_tx, go_rx) = mpsc::channel::<()>();
         let go_rx = Mutex::new(go_rx);
-        let server = Server::plain(move |mut peer: Peer| {
+        let (_server, client, req) = plain(move |mut peer: Peer| {
             if peer.request().is_none() {
                 return;
             }
@@ -475,23 +510,21 @@ fn chunks_arrive_before_the_body_ends() {
             peer.send(b"0\r\n\r\n");
             peer.request();
         });
-        let client = client();
-        let req = request(&server.authority(), false);
         block_on(kind, async {
             let mut resp = client.send(&req, LONG).await.unwrap();
             assert_eq!(
-                resp.chunk(LONG).await.unwrap().as_deref(),
+                next_chunk(&mut resp).await.as_deref(),
                 Some(&b"data: 1\n\n"[..])
             );
             assert_eq!(client.idle_connections(), 0);
             go_tx.send(()).unwrap();
             let mut rest = Vec::new();
-            while let Some(c) = resp.chunk(LONG).await.unwrap() {
+            while let Some(c) = next_chunk(&mut resp).await {
                 rest.extend_from_slice(&c);
             }
             assert_eq!(rest, b"data: 2\n\n");
             assert!(resp.is_finished());
-            assert_eq!(resp.chunk(LONG).await.unwrap(), None);
+            assert_eq!(next_chunk(&mut resp).await, None);
             assert_eq!(client.idle_connections(), 1);
         });
     });
@@ -500,15 +533,13 @@ fn chunks_arrive_before_the_body_ends() {
 #[test]
 fn close_delimited_body_ends_at_eof_and_is_not_pooled() {
     each_driver("close_delimited", |kind| {
-        let server = Server::plain(|mut peer: Peer| {
+        let (_server, client, req) = plain(|mut peer: Peer| {
             if peer.request().is_some() {
                 peer.send(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nfirst ");
                 thread::sleep(Duration::from_millis(50));
                 peer.send(b"second");
             }
         });
-        let client = client();
-        let req = request(&server.authority(), false);
         block_on(kind, async {
             let resp = client.send(&req, LONG).await.unwrap();
             assert_eq!(
@@ -526,9 +557,7 @@ fn close_delimited_body_ends_at_eof_and_is_not_pooled() {
 #[test]
 fn keep_alive_reuses_one_connection() {
     each_driver("keep_alive", |kind| {
-        let server = Server::plain(answer_all(OK_JSON));
-        let client = client();
-        let req = request(&server.authority(), false);
+        let (server, client, req) = plain(answer_all(OK_JSON));
         block_on(kind, async {
             for i in 0..3 {
                 let resp = client.send(&req, LONG).await.unwrap();
@@ -547,9 +576,7 @@ fn keep_alive_reuses_one_connection() {
 #[test]
 fn concurrent_requests_use_separate_connections_and_both_are_pooled() {
     each_driver("concurrent", |kind| {
-        let server = Server::plain(answer_all(OK_JSON));
-        let client = client();
-        let req = request(&server.authority(), false);
+        let (server, client, req) = plain(answer_all(OK_JSON));
         block_on(kind, async {
             let a = client.send(&req, LONG).await.unwrap();
             let b = client.send(&req, LONG).await.unwrap();
@@ -566,31 +593,19 @@ fn connection_close_response_is_not_pooled() {
     each_driver("connection_close", |kind| {
         // The server would serve a second request on the same connection: only the header
         // tells the client not to reuse it.
-        let server = Server::plain(answer_all(
+        let (server, client, req) = plain(answer_all(
             b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok",
         ));
-        let client = client();
-        let req = request(&server.authority(), false);
-        block_on(kind, async {
-            for _ in 0..2 {
-                let resp = client.send(&req, LONG).await.unwrap();
-                assert!(!resp.reused_connection());
-                resp.read_all(LONG, 1024).await.unwrap();
-                assert_eq!(client.idle_connections(), 0);
-            }
-        });
-        assert_eq!(server.accepted(), 2);
+        assert_not_pooled(kind, &server, &client, &req);
     });
 }
 
 #[test]
 fn http10_response_without_keep_alive_is_not_pooled() {
     each_driver("http10", |kind| {
-        let server = Server::plain(answer_all(
+        let (_server, client, req) = plain(answer_all(
             b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok",
         ));
-        let client = client();
-        let req = request(&server.authority(), false);
         block_on(kind, async {
             let resp = client.send(&req, LONG).await.unwrap();
             assert_eq!(resp.version, http::Version::HTTP_10);
@@ -604,9 +619,9 @@ fn http10_response_without_keep_alive_is_not_pooled() {
 fn dropped_response_closes_its_connection() {
     each_driver("dropped_response", |kind| {
         let closed = Arc::new(AtomicBool::new(false));
-        let server = {
+        let (_server, client, req) = {
             let closed = closed.clone();
-            Server::plain(move |mut peer: Peer| {
+            plain(move |mut peer: Peer| {
                 if peer.request().is_none() {
                     return;
                 }
@@ -616,14 +631,9 @@ fn dropped_response_closes_its_connection() {
                 closed.store(true, Ordering::SeqCst);
             })
         };
-        let client = client();
-        let req = request(&server.authority(), false);
         block_on(kind, async {
             let mut resp = client.send(&req, LONG).await.unwrap();
-            assert_eq!(
-                resp.chunk(LONG).await.unwrap().as_deref(),
-                Some(&b"abc"[..])
-            );
+            assert_eq!(next_chunk(&mut resp).await.as_deref(), Some(&b"abc"[..]));
             drop(resp);
             assert_eq!(client.idle_connections(), 0);
             let start = Instant::now();
@@ -651,7 +661,7 @@ fn pooled_connection_reset_by_the_server_is_replaced_transparently() {
 /// The server answers one request per connection with a keep-alive response and then closes
 /// (or resets) the connection; the second request finds the pooled connection dead.
 fn stale_pooled(kind: DriverKind, reset: bool) {
-    let server = Server::plain(move |mut peer: Peer| {
+    let (server, client, req) = plain(move |mut peer: Peer| {
         if peer.request().is_some() {
             peer.send(OK_JSON);
             thread::sleep(Duration::from_millis(20));
@@ -660,11 +670,8 @@ fn stale_pooled(kind: DriverKind, reset: bool) {
             }
         }
     });
-    let client = client();
-    let req = request(&server.authority(), false);
     block_on(kind, async {
-        let resp = client.send(&req, LONG).await.unwrap();
-        resp.read_all(LONG, 1024).await.unwrap();
+        fetch(&client, &req).await;
         assert_eq!(client.idle_connections(), 1);
         monoio::time::sleep(Duration::from_millis(200)).await;
         let resp = client.send(&req, LONG).await.unwrap();
@@ -683,41 +690,29 @@ fn stale_pooled(kind: DriverKind, reset: bool) {
 #[test]
 fn pooling_disabled_keeps_nothing() {
     each_driver("pooling_disabled", |kind| {
-        let server = Server::plain(answer_all(OK_JSON));
-        let client = ProviderClient::new(
+        let (server, client, req) = plain_with(
             ClientSettings {
                 max_idle_per_host: 0,
                 ..settings()
             },
-            TlsConnector::new(&ClientTlsConfig::default()).unwrap(),
+            answer_all(OK_JSON),
         );
-        let req = request(&server.authority(), false);
-        block_on(kind, async {
-            for _ in 0..2 {
-                let resp = client.send(&req, LONG).await.unwrap();
-                resp.read_all(LONG, 1024).await.unwrap();
-                assert_eq!(client.idle_connections(), 0);
-            }
-        });
-        assert_eq!(server.accepted(), 2);
+        assert_not_pooled(kind, &server, &client, &req);
     });
 }
 
 #[test]
 fn idle_pooled_connections_expire() {
     each_driver("idle_expiry", |kind| {
-        let server = Server::plain(answer_all(OK_JSON));
-        let client = ProviderClient::new(
+        let (server, client, req) = plain_with(
             ClientSettings {
                 idle_timeout: Duration::from_millis(100),
                 ..settings()
             },
-            TlsConnector::new(&ClientTlsConfig::default()).unwrap(),
+            answer_all(OK_JSON),
         );
-        let req = request(&server.authority(), false);
         block_on(kind, async {
-            let resp = client.send(&req, LONG).await.unwrap();
-            resp.read_all(LONG, 1024).await.unwrap();
+            fetch(&client, &req).await;
             assert_eq!(client.idle_connections(), 1);
             monoio::time::sleep(Duration::from_millis(150)).await;
             assert_eq!(client.sweep(), 1);
@@ -736,13 +731,11 @@ fn idle_pooled_connections_expire() {
 #[test]
 fn head_timeout_when_the_server_stalls() {
     each_driver("head_timeout", |kind| {
-        let server = Server::plain(|mut peer: Peer| {
+        let (server, client, req) = plain(|mut peer: Peer| {
             if peer.request().is_some() {
                 peer.wait_for_close();
             }
         });
-        let client = client();
-        let req = request(&server.authority(), false);
         block_on(kind, async {
             let start = Instant::now();
             let e = expect_error(client.send(&req, SHORT).await, ClientErrorKind::HeadTimeout);
@@ -750,9 +743,7 @@ fn head_timeout_when_the_server_stalls() {
             assert!(waited >= SHORT && waited < LONG, "{waited:?}");
             assert!(e.retryable() && e.is_timeout());
             assert_eq!(e.authority(), server.authority());
-            let llm = e.to_llm_error();
-            assert_eq!(llm.kind, ErrorKind::Timeout);
-            assert_eq!(llm.origin, Origin::Gateway);
+            assert_told(&e, ErrorKind::Timeout);
             assert_eq!(client.idle_connections(), 0);
         });
     });
@@ -761,20 +752,12 @@ fn head_timeout_when_the_server_stalls() {
 #[test]
 fn idle_timeout_mid_body() {
     each_driver("idle_timeout", |kind| {
-        let server = Server::plain(|mut peer: Peer| {
-            if peer.request().is_some() {
-                peer.send(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc");
-                peer.wait_for_close();
-            }
-        });
-        let client = client();
-        let req = request(&server.authority(), false);
+        let (_server, client, req) = plain(send_then_wait(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc",
+        ));
         block_on(kind, async {
             let mut resp = client.send(&req, LONG).await.unwrap();
-            assert_eq!(
-                resp.chunk(LONG).await.unwrap().as_deref(),
-                Some(&b"abc"[..])
-            );
+            assert_eq!(next_chunk(&mut resp).await.as_deref(), Some(&b"abc"[..]));
             let e = expect_error(resp.chunk(SHORT).await, ClientErrorKind::IdleTimeout);
             assert!(e.retryable() && e.is_timeout());
             // The error sticks; the connection is gone.
@@ -788,22 +771,18 @@ fn idle_timeout_mid_body() {
 #[test]
 fn reset_mid_body_is_an_error() {
     each_driver("reset_mid_body", |kind| {
-        let server = Server::plain(|mut peer: Peer| {
+        let (_server, client, req) = plain(|mut peer: Peer| {
             if peer.request().is_some() {
                 peer.send(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789");
                 thread::sleep(Duration::from_millis(50));
                 peer.reset();
             }
         });
-        let client = client();
-        let req = request(&server.authority(), false);
         block_on(kind, async {
             let resp = client.send(&req, LONG).await.unwrap();
             let e = expect_error(resp.read_all(LONG, 1024).await, ClientErrorKind::Reset);
             assert!(e.retryable());
-            let llm = e.to_llm_error();
-            assert_eq!(llm.kind, ErrorKind::ProviderError);
-            assert_eq!(llm.origin, Origin::Gateway);
+            assert_told(&e, ErrorKind::ProviderError);
             assert_eq!(client.idle_connections(), 0);
         });
     });
@@ -812,19 +791,14 @@ fn reset_mid_body_is_an_error() {
 #[test]
 fn close_mid_chunked_body_is_an_error() {
     each_driver("close_mid_chunked", |kind| {
-        let server = Server::plain(|mut peer: Peer| {
+        let (_server, client, req) = plain(|mut peer: Peer| {
             if peer.request().is_some() {
                 peer.send(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n");
             }
         });
-        let client = client();
-        let req = request(&server.authority(), false);
         block_on(kind, async {
             let mut resp = client.send(&req, LONG).await.unwrap();
-            assert_eq!(
-                resp.chunk(LONG).await.unwrap().as_deref(),
-                Some(&b"hello"[..])
-            );
+            assert_eq!(next_chunk(&mut resp).await.as_deref(), Some(&b"hello"[..]));
             expect_error(resp.chunk(LONG).await, ClientErrorKind::Reset);
         });
     });
@@ -833,11 +807,7 @@ fn close_mid_chunked_body_is_an_error() {
 #[test]
 fn close_before_the_head_on_a_fresh_connection_is_an_error() {
     each_driver("close_before_head", |kind| {
-        let server = Server::plain(|mut peer: Peer| {
-            peer.request();
-        });
-        let client = client();
-        let req = request(&server.authority(), false);
+        let (server, client, req) = plain(hang_up);
         block_on(kind, async {
             expect_error(client.send(&req, LONG).await, ClientErrorKind::Reset);
         });
@@ -864,14 +834,7 @@ fn garbage_is_a_protocol_error() {
                 false,
             ),
         ] {
-            let server = Server::plain(move |mut peer: Peer| {
-                if peer.request().is_some() {
-                    peer.send(response);
-                    peer.wait_for_close();
-                }
-            });
-            let client = client();
-            let req = request(&server.authority(), false);
+            let (_server, client, req) = plain(send_then_wait(response));
             block_on(kind, async {
                 let e = if in_head {
                     expect_error(client.send(&req, LONG).await, ClientErrorKind::Protocol)
@@ -901,12 +864,7 @@ fn connection_refused_is_a_retryable_transport_error() {
             assert!(e.retryable() && !e.is_timeout());
             assert_eq!(e.peer(), Some(addr));
             assert!(!e.kind().request_may_have_been_sent());
-            let llm = e.to_llm_error();
-            assert_eq!(llm.kind, headwater_llm::router::transport_error("").kind);
-            assert_eq!(llm.origin, headwater_llm::Origin::Gateway);
-            // What may reach a client names no address.
-            assert!(!llm.message.contains("127.0.0.1"), "{}", llm.message);
-            assert!(!llm.message.contains("no-such-host"), "{}", llm.message);
+            assert_told(&e, headwater_llm::router::transport_error("").kind);
         });
     });
 }
@@ -942,14 +900,7 @@ fn read_all_over_the_limit_is_too_large() {
                 100,
             ),
         ] {
-            let server = Server::plain(move |mut peer: Peer| {
-                if peer.request().is_some() {
-                    peer.send(response);
-                    peer.wait_for_close();
-                }
-            });
-            let client = client();
-            let req = request(&server.authority(), false);
+            let (_server, client, req) = plain(send_then_wait(response));
             block_on(kind, async {
                 let resp = client.send(&req, LONG).await.unwrap();
                 let e = expect_error(resp.read_all(LONG, limit).await, ClientErrorKind::TooLarge);
@@ -958,9 +909,7 @@ fn read_all_over_the_limit_is_too_large() {
             });
         }
         // Exactly at the limit is fine.
-        let server = Server::plain(answer_all(OK_JSON));
-        let client = client();
-        let req = request(&server.authority(), false);
+        let (_server, client, req) = plain(answer_all(OK_JSON));
         block_on(kind, async {
             let resp = client.send(&req, LONG).await.unwrap();
             assert_eq!(resp.read_all(LONG, 11).await.unwrap().len(), 11);
@@ -978,11 +927,10 @@ fn localhost_is_resolved() {
         let client = client();
         // `localhost` may resolve to ::1 first, where nothing listens: the next address is
         // tried.
-        let req = request(&format!("localhost:{}", server.addr.port()), false);
+        let req = request(&server.localhost(), false);
         block_on(kind, async {
             for _ in 0..2 {
-                let resp = client.send(&req, LONG).await.unwrap();
-                resp.read_all(LONG, 1024).await.unwrap();
+                fetch(&client, &req).await;
             }
             assert_eq!(client.resolver().cached_names(), 1);
         });
@@ -998,23 +946,15 @@ fn localhost_is_resolved() {
 #[test]
 fn unresolvable_name_is_a_dns_error() {
     each_driver("unresolvable", |kind| {
-        let client = ProviderClient::new(
-            ClientSettings {
-                connect_timeout: Duration::from_secs(3),
-                ..settings()
-            },
-            TlsConnector::new(&ClientTlsConfig::default()).unwrap(),
-        );
+        let client = client_with(ClientSettings {
+            connect_timeout: Duration::from_secs(3),
+            ..settings()
+        });
         let req = request("no-such-host.invalid:80", false);
         block_on(kind, async {
             let e = expect_error(client.send(&req, LONG).await, ClientErrorKind::Dns);
             assert!(e.retryable());
-            let llm = e.to_llm_error();
-            assert_eq!(llm.kind, headwater_llm::router::transport_error("").kind);
-            assert_eq!(llm.origin, headwater_llm::Origin::Gateway);
-            // What may reach a client names no address.
-            assert!(!llm.message.contains("127.0.0.1"), "{}", llm.message);
-            assert!(!llm.message.contains("no-such-host"), "{}", llm.message);
+            assert_told(&e, headwater_llm::router::transport_error("").kind);
         });
     });
 }
@@ -1022,39 +962,18 @@ fn unresolvable_name_is_a_dns_error() {
 // ---------------------------------------------------------------------------------------------
 // HTTPS
 
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
 impl Ca {
-    fn new() -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "Headwater Client Test CA");
-        let cert = params.self_signed(&key).unwrap();
-        Ca { cert, key }
-    }
-
     /// A server configuration with a certificate for `names`, issued by this CA.
     fn server_config(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
-        let key = KeyPair::generate().unwrap();
-        let params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        let chain: Vec<CertificateDer<'static>> = vec![cert.der().clone()];
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let leaf = self.issue(names, false);
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key_der));
         let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
-        .with_single_cert(chain, key)
+        .with_single_cert(vec![leaf.der], key)
         .unwrap();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Arc::new(config)
@@ -1063,26 +982,27 @@ impl Ca {
     /// A client trusting only this CA.
     fn client(&self) -> ProviderClient {
         let connector = TlsConnector::new(&ClientTlsConfig::with_roots(RootSource::CustomCa(
-            PemSource::inline("test CA", self.cert.pem()),
+            PemSource::inline("test CA", self.pem()),
         )))
         .unwrap();
         ProviderClient::new(settings(), connector)
     }
 }
 
+/// The CA of the HTTPS tests.
+fn test_ca() -> Ca {
+    Ca::new("Headwater Client Test CA")
+}
+
 #[test]
 fn https_with_a_custom_ca_and_reuse() {
-    let ca = Ca::new();
+    let ca = test_ca();
     let config = ca.server_config(&["localhost", "127.0.0.1"]);
     each_driver("https", |kind| {
         let server = Server::tls(config.clone(), answer_all(OK_JSON));
         let client = ca.client();
         block_on(kind, async {
-            for authority in [
-                format!("localhost:{}", server.addr.port()),
-                format!("localhost:{}", server.addr.port()),
-                server.authority(),
-            ] {
+            for authority in [server.localhost(), server.localhost(), server.authority()] {
                 let req = request(&authority, true);
                 let resp = client.send(&req, LONG).await.unwrap();
                 assert_eq!(resp.status, 200);
@@ -1103,7 +1023,7 @@ fn https_with_a_custom_ca_and_reuse() {
 
 #[test]
 fn https_streaming_and_stale_pooled_session() {
-    let ca = Ca::new();
+    let ca = test_ca();
     let config = ca.server_config(&["localhost"]);
     each_driver("https_stream", |kind| {
         // One response per connection, then a close without close_notify.
@@ -1116,20 +1036,14 @@ fn https_streaming_and_stale_pooled_session() {
             }
         });
         let client = ca.client();
-        let req = request(&format!("localhost:{}", server.addr.port()), true);
+        let req = request(&server.localhost(), true);
         block_on(kind, async {
             for _ in 0..2 {
                 let mut resp = client.send(&req, LONG).await.unwrap();
                 assert!(!resp.reused_connection());
-                assert_eq!(
-                    resp.chunk(LONG).await.unwrap().as_deref(),
-                    Some(&b"abc"[..])
-                );
-                assert_eq!(
-                    resp.chunk(LONG).await.unwrap().as_deref(),
-                    Some(&b"def"[..])
-                );
-                assert_eq!(resp.chunk(LONG).await.unwrap(), None);
+                assert_eq!(next_chunk(&mut resp).await.as_deref(), Some(&b"abc"[..]));
+                assert_eq!(next_chunk(&mut resp).await.as_deref(), Some(&b"def"[..]));
+                assert_eq!(next_chunk(&mut resp).await, None);
                 assert_eq!(client.idle_connections(), 1);
                 monoio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -1140,14 +1054,12 @@ fn https_streaming_and_stale_pooled_session() {
 
 #[test]
 fn https_name_mismatch_is_not_retryable() {
-    let ca = Ca::new();
+    let ca = test_ca();
     let config = ca.server_config(&["provider.example"]);
     each_driver("https_mismatch", |kind| {
-        let server = Server::tls(config.clone(), |mut peer: Peer| {
-            peer.request();
-        });
+        let server = Server::tls(config.clone(), hang_up);
         let client = ca.client();
-        let req = request(&format!("localhost:{}", server.addr.port()), true);
+        let req = request(&server.localhost(), true);
         block_on(kind, async {
             let e = expect_error(client.send(&req, LONG).await, ClientErrorKind::Tls);
             assert!(!e.retryable(), "{e}");
@@ -1160,15 +1072,13 @@ fn https_name_mismatch_is_not_retryable() {
 
 #[test]
 fn https_untrusted_ca_is_not_retryable() {
-    let ca = Ca::new();
-    let other = Ca::new();
+    let ca = test_ca();
+    let other = test_ca();
     let config = ca.server_config(&["localhost"]);
     each_driver("https_untrusted", |kind| {
-        let server = Server::tls(config.clone(), |mut peer: Peer| {
-            peer.request();
-        });
+        let server = Server::tls(config.clone(), hang_up);
         let client = other.client();
-        let req = request(&format!("localhost:{}", server.addr.port()), true);
+        let req = request(&server.localhost(), true);
         block_on(kind, async {
             let e = expect_error(client.send(&req, LONG).await, ClientErrorKind::Tls);
             assert!(!e.retryable(), "{e}");
@@ -1184,7 +1094,7 @@ fn https_to_a_plain_server_is_a_retryable_tls_error() {
                 b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
             );
         });
-        let client = Ca::new().client();
+        let client = test_ca().client();
         let req = request(&server.authority(), true);
         block_on(kind, async {
             let e = expect_error(client.send(&req, LONG).await, ClientErrorKind::Tls);

@@ -28,10 +28,7 @@ fn mock() -> MockProvider {
 
 /// A gateway with one LLM route and `llm` as its `[llm]` tables.
 fn gateway(llm: &str) -> Server {
-    let toml = format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 2\nadmin = \"127.0.0.1:0\"\n\n[[route]]\nname = \"ai\"\nmatch = {{ path_prefix = \"/v1/\" }}\nllm = true\n\n{llm}\n"
-    );
-    common::start(&toml)
+    common::start_llm(llm)
 }
 
 fn addr(s: &Server) -> SocketAddr {
@@ -295,12 +292,18 @@ fn a_deployment_that_is_down_is_skipped_and_ejected() {
     for i in 0..6 {
         let r = post(a, "/v1/chat/completions", "", &chat("m", &format!("n{i}")));
         assert_eq!(r.status(), 200, "request {i}: {}", r.text());
-        assert_eq!(r.json()["choices"][0]["message"]["content"], format!("echo: n{i}"));
+        assert_eq!(
+            r.json()["choices"][0]["message"]["content"],
+            format!("echo: n{i}")
+        );
     }
     let (_, status) = admin(gw.admin_addr().unwrap(), "GET", "/status");
     let status: Value = serde_json::from_str(&status).unwrap();
     let deps = status["llm"]["deployments"].as_array().unwrap();
-    let dead_dep = deps.iter().find(|d| d["deployment"] == "openai/dead").unwrap();
+    let dead_dep = deps
+        .iter()
+        .find(|d| d["deployment"] == "openai/dead")
+        .unwrap();
     assert_eq!(dead_dep["state"], "ejected", "{dead_dep}");
     // Once ejected it is not tried: the last requests went straight to the live one.
     let (_, metrics) = admin(gw.admin_addr().unwrap(), "GET", "/metrics");
@@ -340,20 +343,36 @@ fn a_deployment_answering_garbage_to_its_canary_is_taken_out() {
         let (_, status) = admin(admin_addr, "GET", "/status");
         let status: Value = serde_json::from_str(&status).unwrap();
         let deps = status["llm"]["deployments"].as_array().unwrap().clone();
-        let liar_state = deps.iter().find(|d| d["deployment"] == "openai/liar").unwrap()["state"].clone();
-        let honest_state = deps.iter().find(|d| d["deployment"] == "openai/honest").unwrap()["state"].clone();
+        let liar_state = deps
+            .iter()
+            .find(|d| d["deployment"] == "openai/liar")
+            .unwrap()["state"]
+            .clone();
+        let honest_state = deps
+            .iter()
+            .find(|d| d["deployment"] == "openai/honest")
+            .unwrap()["state"]
+            .clone();
         if liar_state == "canary_failing" {
             assert_eq!(honest_state, "healthy");
             break;
         }
-        assert!(Instant::now() < deadline, "liar still {liar_state}: {status}");
+        assert!(
+            Instant::now() < deadline,
+            "liar still {liar_state}: {status}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // Client traffic (which the liar would answer normally) now goes to the honest one only,
     // although the liar has 1000 times its weight.
     liar.clear_requests();
     for i in 0..5 {
-        let r = post(addr(&gw), "/v1/chat/completions", "", &chat("m", &format!("q{i}")));
+        let r = post(
+            addr(&gw),
+            "/v1/chat/completions",
+            "",
+            &chat("m", &format!("q{i}")),
+        );
         assert_eq!(r.status(), 200, "{}", r.text());
     }
     let liar_client_requests = liar
@@ -385,17 +404,37 @@ fn virtual_keys_authenticate_and_budgets_stop_spending() {
     let r = post(a, "/v1/chat/completions", "", &chat("m", "hi"));
     assert_eq!(r.status(), 401);
     assert_eq!(r.json()["error"]["code"], "missing_api_key");
-    let r = post(a, "/v1/messages", "", &json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}));
+    let r = post(
+        a,
+        "/v1/messages",
+        "",
+        &json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}),
+    );
     assert_eq!(r.status(), 401);
     assert_eq!(r.json()["type"], "error");
     // A wrong key.
-    let r = post(a, "/v1/chat/completions", "Authorization: Bearer sk-nope\r\n", &chat("m", "hi"));
+    let r = post(
+        a,
+        "/v1/chat/completions",
+        "Authorization: Bearer sk-nope\r\n",
+        &chat("m", "hi"),
+    );
     assert_eq!(r.status(), 401);
     assert_eq!(r.json()["error"]["code"], "invalid_api_key");
     // The first request spends more than the tiny budget; the next is refused.
-    let r = post(a, "/v1/chat/completions", "Authorization: Bearer sk-team\r\n", &chat("m", "hi"));
+    let r = post(
+        a,
+        "/v1/chat/completions",
+        "Authorization: Bearer sk-team\r\n",
+        &chat("m", "hi"),
+    );
     assert_eq!(r.status(), 200, "{}", r.text());
-    let r = post(a, "/v1/chat/completions", "Authorization: Bearer sk-team\r\n", &chat("m", "hi"));
+    let r = post(
+        a,
+        "/v1/chat/completions",
+        "Authorization: Bearer sk-team\r\n",
+        &chat("m", "hi"),
+    );
     assert_eq!(r.status(), 429, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "budget_exceeded");
     // Anthropic clients authenticate with x-api-key.
@@ -429,10 +468,20 @@ fn models_embeddings_and_bad_requests() {
     assert_eq!(r.status(), 200);
     let v = r.json();
     assert_eq!(v["object"], "list");
-    let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["chat", "embed"]);
 
-    let r = post(a, "/v1/embeddings", "", &json!({"model": "embed", "input": ["one two", "three"]}));
+    let r = post(
+        a,
+        "/v1/embeddings",
+        "",
+        &json!({"model": "embed", "input": ["one two", "three"]}),
+    );
     assert_eq!(r.status(), 200, "{}", r.text());
     let v = r.json();
     assert_eq!(v["object"], "list");

@@ -202,6 +202,57 @@ fn tool_defs() -> [(&'static str, &'static str, Value); 2] {
     ]
 }
 
+/// The declared tools in OpenAI's format (requests and what OpenAI-family providers receive).
+fn openai_tools() -> Value {
+    tool_defs()
+        .into_iter()
+        .map(|(name, description, parameters)| {
+            json!({"type": "function", "function": {
+                "name": name, "description": description, "parameters": parameters,
+            }})
+        })
+        .collect()
+}
+
+/// The declared tools in Anthropic's format.
+fn anthropic_tools() -> Value {
+    tool_defs()
+        .into_iter()
+        .map(|(name, description, schema)| {
+            json!({"name": name, "description": description, "input_schema": schema})
+        })
+        .collect()
+}
+
+/// The OpenAI-format conversation of `shape`: `call_id` names the history's tool call;
+/// `tool_name`: the tool message names its function (as Mistral wants).
+fn openai_messages(shape: Shape, call_id: &str, tool_name: bool) -> Vec<Value> {
+    let mut messages = vec![json!({"role": "system", "content": SYSTEM})];
+    match shape {
+        Shape::Text => messages.push(json!({"role": "user", "content": USER_TEXT})),
+        Shape::Tools => {
+            messages.push(json!({"role": "user", "content": HISTORY_QUESTION}));
+            messages.push(json!({
+                "role": "assistant",
+                "content": HISTORY_ASSISTANT,
+                "tool_calls": [{
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": HISTORY_ARGS},
+                }],
+            }));
+            let mut tool =
+                json!({"role": "tool", "tool_call_id": call_id, "content": HISTORY_RESULT});
+            if tool_name {
+                tool["name"] = json!("get_weather");
+            }
+            messages.push(tool);
+            messages.push(json!({"role": "user", "content": TOOL_TURN}));
+        }
+    }
+    messages
+}
+
 // ---------------------------------------------------------------------------------------------
 // Gateway and client
 // ---------------------------------------------------------------------------------------------
@@ -235,10 +286,7 @@ fn llm_config(mock: SocketAddr) -> String {
 
 /// A gateway with one LLM route and `llm` as its `[llm]` tables.
 fn gateway(llm: &str) -> Server {
-    let toml = format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 2\nadmin = \"127.0.0.1:0\"\n\n[[route]]\nname = \"ai\"\nmatch = {{ path_prefix = \"/v1/\" }}\nllm = true\n\n{llm}\n"
-    );
-    common::start(&toml)
+    common::start_llm(llm)
 }
 
 fn addr(s: &Server) -> SocketAddr {
@@ -414,44 +462,15 @@ impl Report {
 
 /// `stream`: `None` not streamed, `Some(include_usage)` streamed.
 fn openai_request(p: &Provider, shape: Shape, stream: Option<bool>) -> Value {
-    let mut messages = vec![json!({"role": "system", "content": SYSTEM})];
-    match shape {
-        Shape::Text => messages.push(json!({"role": "user", "content": USER_TEXT})),
-        Shape::Tools => {
-            messages.push(json!({"role": "user", "content": HISTORY_QUESTION}));
-            messages.push(json!({
-                "role": "assistant",
-                "content": HISTORY_ASSISTANT,
-                "tool_calls": [{
-                    "id": "call_prev1",
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": HISTORY_ARGS},
-                }],
-            }));
-            messages.push(
-                json!({"role": "tool", "tool_call_id": "call_prev1", "content": HISTORY_RESULT}),
-            );
-            messages.push(json!({"role": "user", "content": TOOL_TURN}));
-        }
-    }
     let mut r = json!({
         "model": p.alias,
-        "messages": messages,
+        "messages": openai_messages(shape, history_call_id(Ingress::OpenAi), false),
         "max_completion_tokens": MAX_TOKENS,
         "temperature": TEMPERATURE,
         "stop": [STOP],
     });
     if shape == Shape::Tools {
-        r["tools"] = Value::from(
-            tool_defs()
-                .into_iter()
-                .map(|(name, description, parameters)| {
-                    json!({"type": "function", "function": {
-                        "name": name, "description": description, "parameters": parameters,
-                    }})
-                })
-                .collect::<Vec<_>>(),
-        );
+        r["tools"] = openai_tools();
         r["tool_choice"] = json!("auto");
         r["parallel_tool_calls"] = json!(true);
     }
@@ -489,20 +508,21 @@ fn anthropic_request(p: &Provider, shape: Shape, stream: bool) -> Value {
         "stop_sequences": [STOP],
     });
     if shape == Shape::Tools {
-        r["tools"] = Value::from(
-            tool_defs()
-                .into_iter()
-                .map(|(name, description, schema)| {
-                    json!({"name": name, "description": description, "input_schema": schema})
-                })
-                .collect::<Vec<_>>(),
-        );
+        r["tools"] = anthropic_tools();
         r["tool_choice"] = json!({"type": "auto"});
     }
     if stream {
         r["stream"] = json!(true);
     }
     r
+}
+
+/// A [`Shape::Text`] request in `ingress`'s format (streamed: an OpenAI one asks for usage).
+fn text_request(ingress: Ingress, p: &Provider, stream: bool) -> Value {
+    match ingress {
+        Ingress::OpenAi => openai_request(p, Shape::Text, stream.then_some(true)),
+        Ingress::Anthropic => anthropic_request(p, Shape::Text, stream),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -541,30 +561,8 @@ fn openai_family_body(
     stream: bool,
     call_id: &str,
 ) -> Value {
-    let mut messages = vec![json!({"role": "system", "content": SYSTEM})];
-    match shape {
-        Shape::Text => messages.push(json!({"role": "user", "content": USER_TEXT})),
-        Shape::Tools => {
-            messages.push(json!({"role": "user", "content": HISTORY_QUESTION}));
-            messages.push(json!({
-                "role": "assistant",
-                "content": HISTORY_ASSISTANT,
-                "tool_calls": [{
-                    "id": call_id,
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": HISTORY_ARGS},
-                }],
-            }));
-            let mut tool =
-                json!({"role": "tool", "tool_call_id": call_id, "content": HISTORY_RESULT});
-            if p.kind == Kind::Mistral {
-                // Mistral wants the function's name on tool messages.
-                tool["name"] = json!("get_weather");
-            }
-            messages.push(tool);
-            messages.push(json!({"role": "user", "content": TOOL_TURN}));
-        }
-    }
+    // Mistral wants the function's name on tool messages.
+    let messages = openai_messages(shape, call_id, p.kind == Kind::Mistral);
     let mut b = json!({
         "messages": messages,
         "temperature": TEMPERATURE,
@@ -587,16 +585,7 @@ fn openai_family_body(
         }
     }
     if shape == Shape::Tools {
-        b["tools"] = Value::from(
-            tool_defs()
-                .into_iter()
-                .map(|(name, description, parameters)| {
-                    json!({"type": "function", "function": {
-                        "name": name, "description": description, "parameters": parameters,
-                    }})
-                })
-                .collect::<Vec<_>>(),
-        );
+        b["tools"] = openai_tools();
         b["tool_choice"] = json!("auto");
         if ingress == Ingress::OpenAi {
             b["parallel_tool_calls"] = json!(true);
@@ -635,14 +624,7 @@ fn anthropic_body(ingress: Ingress, shape: Shape, stream: bool) -> Value {
         b["stream"] = json!(true);
     }
     if shape == Shape::Tools {
-        b["tools"] = Value::from(
-            tool_defs()
-                .into_iter()
-                .map(|(name, description, schema)| {
-                    json!({"name": name, "description": description, "input_schema": schema})
-                })
-                .collect::<Vec<_>>(),
-        );
+        b["tools"] = anthropic_tools();
         b["tool_choice"] = json!({"type": "auto"});
     }
     b
@@ -792,8 +774,11 @@ fn check_upstream(
 // What the client must receive
 // ---------------------------------------------------------------------------------------------
 
-/// Checks a tool-call id the client sees: the provider's own when it gave one.
-fn check_call_id(c: &mut Cell, p: &Provider, what: &str, i: usize, id: &str) {
+/// Checks the id of the client's tool call `i`, at `what` in `v`: a non-empty string, the
+/// provider's own when it gave one; returns it.
+fn check_call_id(c: &mut Cell, p: &Provider, what: &str, i: usize, v: &Value) -> String {
+    let id = c.nonempty_str(what, v);
+    let id = id.as_str();
     let ok = match p.kind {
         Kind::Anthropic => id.starts_with("toolu_mock") && id.ends_with(&format!("x{i}")),
         Kind::Gemini => !id.is_empty(),
@@ -814,6 +799,7 @@ fn check_call_id(c: &mut Cell, p: &Provider, what: &str, i: usize, id: &str) {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
         id,
     );
+    id.to_owned()
 }
 
 fn response_json(c: &mut Cell, r: &Response) -> Option<Value> {
@@ -836,9 +822,24 @@ fn response_json(c: &mut Cell, r: &Response) -> Option<Value> {
     }
 }
 
+/// Checks a streamed answer's status and content type; false (the rest is not worth checking)
+/// unless the status is 200.
+fn check_stream_head(c: &mut Cell, r: &Response) -> bool {
+    c.eq("status", r.status(), 200);
+    if r.status() != 200 {
+        c.fail(format!("body: {}", r.text()));
+        return false;
+    }
+    c.eq(
+        "content-type",
+        r.header("content-type").as_deref(),
+        Some("text/event-stream"),
+    );
+    true
+}
+
 fn check_openai_completion(c: &mut Cell, p: &Provider, shape: Shape, r: &Response) {
     let Some(v) = response_json(c, r) else { return };
-    let (prompt, completion) = expected_usage(shape);
     c.nonempty_str("id", &v["id"]);
     c.is(&v["object"], &json!("chat.completion"), "object");
     c.check(
@@ -871,9 +872,7 @@ fn check_openai_completion(c: &mut Cell, p: &Provider, shape: Shape, r: &Respons
             let mut ids = BTreeSet::new();
             for (i, (call, name)) in calls.iter().zip(CALLS).enumerate() {
                 let what = format!("message.tool_calls[{i}]");
-                let id = c.nonempty_str(&format!("{what}.id"), &call["id"]);
-                check_call_id(c, p, &format!("{what}.id"), i, &id);
-                ids.insert(id);
+                ids.insert(check_call_id(c, p, &format!("{what}.id"), i, &call["id"]));
                 c.is(&call["type"], &json!("function"), &format!("{what}.type"));
                 c.is(
                     &call["function"]["name"],
@@ -896,18 +895,24 @@ fn check_openai_completion(c: &mut Cell, p: &Provider, shape: Shape, r: &Respons
             c.is(&ch["finish_reason"], &json!("tool_calls"), "finish_reason");
         }
     }
+    check_openai_usage(c, &v["usage"], shape);
+}
+
+/// Checks an OpenAI `usage` object against what the mock counts for `shape`.
+fn check_openai_usage(c: &mut Cell, usage: &Value, shape: Shape) {
+    let (prompt, completion) = expected_usage(shape);
     c.is(
-        &v["usage"]["prompt_tokens"],
+        &usage["prompt_tokens"],
         &json!(prompt),
         "usage.prompt_tokens",
     );
     c.is(
-        &v["usage"]["completion_tokens"],
+        &usage["completion_tokens"],
         &json!(completion),
         "usage.completion_tokens",
     );
     c.is(
-        &v["usage"]["total_tokens"],
+        &usage["total_tokens"],
         &json!(prompt + completion),
         "usage.total_tokens",
     );
@@ -953,17 +958,9 @@ fn check_openai_stream(
     include_usage: bool,
     r: &Response,
 ) {
-    let (prompt, completion) = expected_usage(shape);
-    c.eq("status", r.status(), 200);
-    if r.status() != 200 {
-        c.fail(format!("body: {}", r.text()));
+    if !check_stream_head(c, r) {
         return;
     }
-    c.eq(
-        "content-type",
-        r.header("content-type").as_deref(),
-        Some("text/event-stream"),
-    );
     let body = r.text();
     let events = parse_sse(&body);
     c.check(
@@ -1050,21 +1047,7 @@ fn check_openai_stream(
                 format!("{:?}", chunks.last()),
             );
             if let Some(u) = usage_chunks.first() {
-                c.is(
-                    &u["usage"]["prompt_tokens"],
-                    &json!(prompt),
-                    "usage.prompt_tokens",
-                );
-                c.is(
-                    &u["usage"]["completion_tokens"],
-                    &json!(completion),
-                    "usage.completion_tokens",
-                );
-                c.is(
-                    &u["usage"]["total_tokens"],
-                    &json!(prompt + completion),
-                    "usage.total_tokens",
-                );
+                check_openai_usage(c, &u["usage"], shape);
             }
         }
     }
@@ -1164,9 +1147,7 @@ fn check_openai_stream(
             let mut ids = BTreeSet::new();
             for (i, first) in &starts {
                 let what = format!("first delta of call {i}");
-                let id = c.nonempty_str(&format!("{what}.id"), &first["id"]);
-                check_call_id(c, p, &format!("{what}.id"), *i, &id);
-                ids.insert(id);
+                ids.insert(check_call_id(c, p, &format!("{what}.id"), *i, &first["id"]));
                 c.is(&first["type"], &json!("function"), &format!("{what}.type"));
                 c.is(
                     &first["function"]["name"],
@@ -1178,6 +1159,26 @@ fn check_openai_stream(
             check_argument_pieces(c, p, "arguments deltas", &pieces_by_call(&args));
         }
     }
+}
+
+/// Checks Anthropic `tool_use` blocks: one per call of [`CALLS`], in order, with distinct ids
+/// and `input`; `what(i)` names block `i`.
+fn check_tool_use_blocks(
+    c: &mut Cell,
+    p: &Provider,
+    blocks: &[Value],
+    what: impl Fn(usize) -> String,
+    input: &Value,
+) {
+    let mut ids = BTreeSet::new();
+    for (i, (b, name)) in blocks.iter().zip(CALLS).enumerate() {
+        let what = what(i);
+        c.is(&b["type"], &json!("tool_use"), &format!("{what}.type"));
+        ids.insert(check_call_id(c, p, &format!("{what}.id"), i, &b["id"]));
+        c.is(&b["name"], &json!(name), &format!("{what}.name"));
+        c.is(&b["input"], input, &format!("{what}.input"));
+    }
+    c.eq("tool_use ids distinct", ids.len(), blocks.len());
 }
 
 fn check_anthropic_message(c: &mut Cell, p: &Provider, shape: Shape, r: &Response) {
@@ -1200,21 +1201,13 @@ fn check_anthropic_message(c: &mut Cell, p: &Provider, shape: Shape, r: &Respons
         }
         Shape::Tools => {
             c.eq("content: two tool_use blocks", blocks.len(), CALLS.len());
-            let mut ids = BTreeSet::new();
-            for (i, (b, name)) in blocks.iter().zip(CALLS).enumerate() {
-                let what = format!("content[{i}]");
-                c.is(&b["type"], &json!("tool_use"), &format!("{what}.type"));
-                let id = c.nonempty_str(&format!("{what}.id"), &b["id"]);
-                check_call_id(c, p, &format!("{what}.id"), i, &id);
-                ids.insert(id);
-                c.is(&b["name"], &json!(name), &format!("{what}.name"));
-                c.is(
-                    &b["input"],
-                    &tool_arguments(),
-                    &format!("{what}.input (an object)"),
-                );
-            }
-            c.eq("tool_use ids distinct", ids.len(), blocks.len());
+            check_tool_use_blocks(
+                c,
+                p,
+                &blocks,
+                |i| format!("content[{i}]"),
+                &tool_arguments(),
+            );
             c.is(&v["stop_reason"], &json!("tool_use"), "stop_reason");
         }
     }
@@ -1232,16 +1225,9 @@ fn check_anthropic_message(c: &mut Cell, p: &Provider, shape: Shape, r: &Respons
 
 fn check_anthropic_stream(c: &mut Cell, p: &Provider, shape: Shape, r: &Response) {
     let (prompt, completion) = expected_usage(shape);
-    c.eq("status", r.status(), 200);
-    if r.status() != 200 {
-        c.fail(format!("body: {}", r.text()));
+    if !check_stream_head(c, r) {
         return;
     }
-    c.eq(
-        "content-type",
-        r.header("content-type").as_deref(),
-        Some("text/event-stream"),
-    );
     let body = r.text();
     let mut events: Vec<(String, Value)> = Vec::new();
     for e in parse_sse(&body) {
@@ -1369,17 +1355,8 @@ fn check_anthropic_stream(c: &mut Cell, p: &Provider, shape: Shape, r: &Response
         }
         Shape::Tools => {
             c.eq("content blocks: two tool_use", blocks.len(), CALLS.len());
-            let mut ids = BTreeSet::new();
-            for (i, (b, name)) in blocks.iter().zip(CALLS).enumerate() {
-                let what = format!("content_block_start {i}.content_block");
-                c.is(&b["type"], &json!("tool_use"), &format!("{what}.type"));
-                let id = c.nonempty_str(&format!("{what}.id"), &b["id"]);
-                check_call_id(c, p, &format!("{what}.id"), i, &id);
-                ids.insert(id);
-                c.is(&b["name"], &json!(name), &format!("{what}.name"));
-                c.is(&b["input"], &json!({}), &format!("{what}.input"));
-            }
-            c.eq("tool_use ids distinct", ids.len(), blocks.len());
+            let what = |i| format!("content_block_start {i}.content_block");
+            check_tool_use_blocks(c, p, &blocks, what, &json!({}));
             c.eq("text deltas", text, String::new());
             check_argument_pieces(c, p, "input_json_delta partial_json", &tool_pieces);
         }
@@ -1460,75 +1437,76 @@ fn cell_name(ingress: Ingress, p: &Provider, stream: Option<bool>, shape: Shape)
 // The matrix
 // ---------------------------------------------------------------------------------------------
 
+/// Runs `cells` (one test at a time) against a gateway in front of one mock, with its address,
+/// then fails with every mismatch reported, under `what`.
+fn matrix(what: &str, cells: impl FnOnce(&MockProvider, SocketAddr, &mut Report)) {
+    let _s = serial();
+    let m = mock();
+    let gw = gateway(&llm_config(m.addr()));
+    let mut report = Report::default();
+    cells(&m, addr(&gw), &mut report);
+    gw.shutdown();
+    m.stop();
+    report.finish(what);
+}
+
 /// OpenAI Chat Completions clients against every provider: not streamed, streamed with and
 /// without `stream_options.include_usage`; plain text and two parallel tool calls.
 #[test]
 fn openai_ingress_matrix() {
-    let _s = serial();
-    let m = mock();
-    let gw = gateway(&llm_config(m.addr()));
-    let a = addr(&gw);
-    let mut report = Report::default();
-    for p in &PROVIDERS {
-        for shape in [Shape::Text, Shape::Tools] {
-            for stream in [None, Some(true), Some(false)] {
-                let mut c = Cell::new(cell_name(Ingress::OpenAi, p, stream, shape));
-                m.clear_requests();
-                let r = post(a, Ingress::OpenAi, &openai_request(p, shape, stream));
-                match stream {
-                    None => check_openai_completion(&mut c, p, shape, &r),
-                    Some(u) => check_openai_stream(&mut c, p, shape, u, &r),
+    matrix("OpenAI ingress", |m, a, report| {
+        for p in &PROVIDERS {
+            for shape in [Shape::Text, Shape::Tools] {
+                for stream in [None, Some(true), Some(false)] {
+                    let mut c = Cell::new(cell_name(Ingress::OpenAi, p, stream, shape));
+                    m.clear_requests();
+                    let r = post(a, Ingress::OpenAi, &openai_request(p, shape, stream));
+                    match stream {
+                        None => check_openai_completion(&mut c, p, shape, &r),
+                        Some(u) => check_openai_stream(&mut c, p, shape, u, &r),
+                    }
+                    check_upstream(
+                        &mut c,
+                        p,
+                        Ingress::OpenAi,
+                        shape,
+                        stream.is_some(),
+                        &m.requests(),
+                    );
+                    report.add(c);
                 }
-                check_upstream(
-                    &mut c,
-                    p,
-                    Ingress::OpenAi,
-                    shape,
-                    stream.is_some(),
-                    &m.requests(),
-                );
-                report.add(c);
             }
         }
-    }
-    gw.shutdown();
-    m.stop();
-    report.finish("OpenAI ingress");
+    });
 }
 
 /// Anthropic Messages clients against every provider: not streamed and streamed; plain text
 /// and two parallel tool calls.
 #[test]
 fn anthropic_ingress_matrix() {
-    let _s = serial();
-    let m = mock();
-    let gw = gateway(&llm_config(m.addr()));
-    let a = addr(&gw);
-    let mut report = Report::default();
-    for p in &PROVIDERS {
-        for shape in [Shape::Text, Shape::Tools] {
-            for stream in [false, true] {
-                let mut c = Cell::new(cell_name(
-                    Ingress::Anthropic,
-                    p,
-                    stream.then_some(true),
-                    shape,
-                ));
-                m.clear_requests();
-                let r = post(a, Ingress::Anthropic, &anthropic_request(p, shape, stream));
-                if stream {
-                    check_anthropic_stream(&mut c, p, shape, &r);
-                } else {
-                    check_anthropic_message(&mut c, p, shape, &r);
+    matrix("Anthropic ingress", |m, a, report| {
+        for p in &PROVIDERS {
+            for shape in [Shape::Text, Shape::Tools] {
+                for stream in [false, true] {
+                    let mut c = Cell::new(cell_name(
+                        Ingress::Anthropic,
+                        p,
+                        stream.then_some(true),
+                        shape,
+                    ));
+                    m.clear_requests();
+                    let r = post(a, Ingress::Anthropic, &anthropic_request(p, shape, stream));
+                    if stream {
+                        check_anthropic_stream(&mut c, p, shape, &r);
+                    } else {
+                        check_anthropic_message(&mut c, p, shape, &r);
+                    }
+                    check_upstream(&mut c, p, Ingress::Anthropic, shape, stream, &m.requests());
+                    report.add(c);
                 }
-                check_upstream(&mut c, p, Ingress::Anthropic, shape, stream, &m.requests());
-                report.add(c);
             }
         }
-    }
-    gw.shutdown();
-    m.stop();
-    report.finish("Anthropic ingress");
+    });
 }
 
 /// A 400 from any provider (in its own error format) reaches an OpenAI client as the OpenAI
@@ -1536,81 +1514,71 @@ fn anthropic_ingress_matrix() {
 /// 400, streamed or not (nothing was streamed yet), and is not retried.
 #[test]
 fn provider_400_reaches_clients_in_their_format() {
-    let _s = serial();
-    let m = mock();
-    let gw = gateway(&llm_config(m.addr()));
-    let a = addr(&gw);
-    m.set(Behavior::Status {
-        code: 400,
-        retry_after: None,
-    });
-    let message = "mock: HTTP 400 Bad Request";
-    let mut report = Report::default();
-    for p in &PROVIDERS {
-        for ingress in [Ingress::OpenAi, Ingress::Anthropic] {
-            for stream in [false, true] {
-                let mut c = Cell::new(format!(
-                    "{ingress:?} → {}, {}, provider 400",
-                    p.config,
-                    if stream { "streamed" } else { "not streamed" }
-                ));
-                m.clear_requests();
-                let req = match ingress {
-                    Ingress::OpenAi => openai_request(p, Shape::Text, stream.then_some(true)),
-                    Ingress::Anthropic => anthropic_request(p, Shape::Text, stream),
-                };
-                let r = post(a, ingress, &req);
-                c.eq("status", r.status(), 400);
-                c.eq(
-                    "content-type",
-                    r.header("content-type").as_deref(),
-                    Some("application/json"),
-                );
-                match serde_json::from_slice::<Value>(&r.body) {
-                    Err(e) => c.fail(format!("body is not JSON ({e}): {}", r.text())),
-                    Ok(v) => match ingress {
-                        Ingress::OpenAi => {
-                            let e = &v["error"];
-                            c.is(&e["message"], &json!(message), "error.message");
-                            c.is(&e["type"], &json!("invalid_request_error"), "error.type");
-                            c.check(
-                                "error.param: present, null or a string",
-                                e.get("param").is_some_and(|p| p.is_null() || p.is_string()),
-                                e,
-                            );
-                            c.check(
-                                "error.code: present, null or a string",
-                                e.get("code").is_some_and(|p| p.is_null() || p.is_string()),
-                                e,
-                            );
-                            c.check(
-                                "only `error` at the top level",
-                                v.as_object().is_some_and(|o| o.len() == 1),
+    matrix("provider 400", |m, a, report| {
+        m.set(Behavior::Status {
+            code: 400,
+            retry_after: None,
+        });
+        let message = "mock: HTTP 400 Bad Request";
+        for p in &PROVIDERS {
+            for ingress in [Ingress::OpenAi, Ingress::Anthropic] {
+                for stream in [false, true] {
+                    let mut c = Cell::new(format!(
+                        "{ingress:?} → {}, {}, provider 400",
+                        p.config,
+                        if stream { "streamed" } else { "not streamed" }
+                    ));
+                    m.clear_requests();
+                    let r = post(a, ingress, &text_request(ingress, p, stream));
+                    c.eq("status", r.status(), 400);
+                    c.eq(
+                        "content-type",
+                        r.header("content-type").as_deref(),
+                        Some("application/json"),
+                    );
+                    match serde_json::from_slice::<Value>(&r.body) {
+                        Err(e) => c.fail(format!("body is not JSON ({e}): {}", r.text())),
+                        Ok(v) => match ingress {
+                            Ingress::OpenAi => {
+                                let e = &v["error"];
+                                c.is(&e["message"], &json!(message), "error.message");
+                                c.is(&e["type"], &json!("invalid_request_error"), "error.type");
+                                c.check(
+                                    "error.param: present, null or a string",
+                                    e.get("param").is_some_and(|p| p.is_null() || p.is_string()),
+                                    e,
+                                );
+                                c.check(
+                                    "error.code: present, null or a string",
+                                    e.get("code").is_some_and(|p| p.is_null() || p.is_string()),
+                                    e,
+                                );
+                                c.check(
+                                    "only `error` at the top level",
+                                    v.as_object().is_some_and(|o| o.len() == 1),
+                                    &v,
+                                );
+                            }
+                            Ingress::Anthropic => c.json(
+                                "body",
                                 &v,
-                            );
-                        }
-                        Ingress::Anthropic => c.json(
-                            "body",
-                            &v,
-                            &json!({"type": "error", "error": {
-                                "type": "invalid_request_error", "message": message,
-                            }}),
-                        ),
-                    },
+                                &json!({"type": "error", "error": {
+                                    "type": "invalid_request_error", "message": message,
+                                }}),
+                            ),
+                        },
+                    }
+                    let sent = m.requests();
+                    c.eq("upstream requests (a 400 is not retried)", sent.len(), 1);
+                    if let Some(r) = sent.first() {
+                        c.eq("upstream path", r.path.clone(), upstream_path(p, stream));
+                    }
+                    report.add(c);
                 }
-                let sent = m.requests();
-                c.eq("upstream requests (a 400 is not retried)", sent.len(), 1);
-                if let Some(r) = sent.first() {
-                    c.eq("upstream path", r.path.clone(), upstream_path(p, stream));
-                }
-                report.add(c);
             }
         }
-    }
-    m.set(Behavior::Normal);
-    gw.shutdown();
-    m.stop();
-    report.finish("provider 400");
+        m.set(Behavior::Normal);
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1708,11 +1676,7 @@ fn mistral_usage_from_its_last_chunk() {
             "[[llm.model]]\nname = \"m-mistral\"\n[[llm.model.deployment]]\nprovider = \"mistral\"\nmodel = \"mistral-up\"\nbase_url = \"http://{stub}/v1\"\napi_key = \"sk-up-mistral\"\n\n[[llm.key]]\nname = \"matrix\"\nkey = \"{CLIENT_KEY}\"\n"
         ));
         let p = &PROVIDERS[4];
-        let req = match ingress {
-            Ingress::OpenAi => openai_request(p, Shape::Text, Some(true)),
-            Ingress::Anthropic => anthropic_request(p, Shape::Text, true),
-        };
-        let r = post(addr(&gw), ingress, &req);
+        let r = post(addr(&gw), ingress, &text_request(ingress, p, true));
         let sent: Value = serde_json::from_slice(&upstream.join().unwrap()).unwrap();
         assert!(sent.get("stream_options").is_none(), "{sent}");
         assert_eq!(r.status(), 200, "{}", r.text());

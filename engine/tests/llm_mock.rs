@@ -3,16 +3,16 @@
 //! `include_usage`), embeddings and model lists, every fault behavior (set on the handle and by
 //! magic word), latency, keep-alive, recorded requests, counters and prompt stops.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+mod common;
+
+use std::io::{ErrorKind, Read};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use common::raw::{Client, Resp};
 use headwater_engine::llm_mock::{
     Behavior, Endpoint, MockProvider, DEFAULT_PREFIX, TOOL_ARGUMENTS,
 };
-use headwater_http1::{BodyDecoder, Decoded, Limits, ResponseParser};
 use http::Method;
 use serde_json::{json, Value};
 
@@ -20,36 +20,7 @@ fn start() -> MockProvider {
     MockProvider::start("127.0.0.1:0".parse().unwrap()).unwrap()
 }
 
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    /// The body ended as its framing says (false: the connection closed first).
-    complete: bool,
-    /// From sending the request to the response head.
-    head_after: Duration,
-    /// From sending the request to the end of the body.
-    total: Duration,
-}
-
 impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
     /// SSE events as (event name, data).
     fn events(&self) -> Vec<(Option<String>, String)> {
         let text = self.text().replace("\r\n", "\n");
@@ -80,24 +51,9 @@ impl Resp {
     }
 }
 
-struct Client {
-    stream: TcpStream,
-    buf: BytesMut,
-}
-
 impl Client {
-    fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        Client {
-            stream,
-            buf: BytesMut::new(),
-        }
-    }
-
-    fn send(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) {
+    /// Sends a request: `content-length` for POST, `headers` as given.
+    fn send_request(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) {
         let mut req = format!("{method} {path} HTTP/1.1\r\nhost: mock\r\n");
         for (n, v) in headers {
             req.push_str(&format!("{n}: {v}\r\n"));
@@ -108,74 +64,19 @@ impl Client {
         req.push_str("\r\n");
         let mut bytes = req.into_bytes();
         bytes.extend_from_slice(body);
-        self.stream.write_all(&bytes).unwrap();
-    }
-
-    /// Reads more bytes; false at EOF or reset.
-    fn fill(&mut self) -> bool {
-        let mut tmp = [0u8; 65536];
-        match self.stream.read(&mut tmp) {
-            Ok(0) => false,
-            Ok(n) => {
-                self.buf.extend_from_slice(&tmp[..n]);
-                true
-            }
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => false,
-            Err(e) => panic!("read: {e}"),
-        }
-    }
-
-    fn response(&mut self, method: &Method, sent: Instant) -> Resp {
-        let mut parser = ResponseParser::new(Limits::default());
-        let head = loop {
-            if let Some(h) = parser.parse(&mut self.buf).unwrap() {
-                break h;
-            }
-            assert!(self.fill(), "EOF before a response head");
-        };
-        let head_after = sent.elapsed();
-        let mut dec = BodyDecoder::new(head.body_kind(method));
-        let mut body = Vec::new();
-        let complete = loop {
-            match dec.decode(&mut self.buf).unwrap() {
-                Some(Decoded::Data(b)) => body.extend_from_slice(&b),
-                Some(Decoded::Trailers(_)) => {}
-                Some(Decoded::Done) => break true,
-                None => {
-                    if !self.fill() {
-                        break dec.eof().is_ok();
-                    }
-                }
-            }
-        };
-        Resp {
-            status: head.status().as_u16(),
-            headers: head
-                .headers()
-                .map(|(n, v)| {
-                    (
-                        String::from_utf8_lossy(n).into_owned(),
-                        String::from_utf8_lossy(v).into_owned(),
-                    )
-                })
-                .collect(),
-            body,
-            complete,
-            head_after,
-            total: sent.elapsed(),
-        }
+        self.send(&bytes);
     }
 
     fn post(&mut self, path: &str, headers: &[(&str, &str)], body: &Value) -> Resp {
         let sent = Instant::now();
-        self.send("POST", path, headers, body.to_string().as_bytes());
-        self.response(&Method::POST, sent)
+        self.send_request("POST", path, headers, body.to_string().as_bytes());
+        self.response_since(&Method::POST, sent)
     }
 
     fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Resp {
         let sent = Instant::now();
-        self.send("GET", path, headers, b"");
-        self.response(&Method::GET, sent)
+        self.send_request("GET", path, headers, b"");
+        self.response_since(&Method::GET, sent)
     }
 
     /// Whether the server closed (or reset) the connection without sending anything.
@@ -236,17 +137,20 @@ fn with_tools(mut v: Value, tools: Value) -> Value {
     v
 }
 
-/// The text an OpenAI stream carries, and its content deltas.
-fn openai_stream_text(chunks: &[Value]) -> (String, usize) {
+/// The text a stream's chunks carry at `pointer` (the non-empty pieces, joined), and how many
+/// pieces.
+fn stream_text(chunks: &[Value], pointer: &str) -> (String, usize) {
     let deltas: Vec<&str> = chunks
         .iter()
-        .filter_map(|c| {
-            c.pointer("/choices/0/delta/content")
-                .and_then(Value::as_str)
-        })
+        .filter_map(|c| c.pointer(pointer).and_then(Value::as_str))
         .filter(|t| !t.is_empty())
         .collect();
     (deltas.concat(), deltas.len())
+}
+
+/// The text an OpenAI stream carries, and its content deltas.
+fn openai_stream_text(chunks: &[Value]) -> (String, usize) {
+    stream_text(chunks, "/choices/0/delta/content")
 }
 
 fn anthropic_stream_text(r: &Resp) -> (String, usize) {
@@ -260,15 +164,7 @@ fn anthropic_stream_text(r: &Resp) -> (String, usize) {
 }
 
 fn gemini_stream_text(chunks: &[Value]) -> (String, usize) {
-    let deltas: Vec<&str> = chunks
-        .iter()
-        .filter_map(|c| {
-            c.pointer("/candidates/0/content/parts/0/text")
-                .and_then(Value::as_str)
-        })
-        .filter(|t| !t.is_empty())
-        .collect();
-    (deltas.concat(), deltas.len())
+    stream_text(chunks, "/candidates/0/content/parts/0/text")
 }
 
 // --- OpenAI family ----------------------------------------------------------------------------
@@ -887,12 +783,12 @@ fn unknown_paths_and_bad_bodies() {
     let r = c.get("/v1/chat/completions", &[]);
     assert_eq!(r.status, 404, "chat needs POST");
     let sent = Instant::now();
-    c.send("POST", OPENAI, &[], b"{not json");
-    let r = c.response(&Method::POST, sent);
+    c.send_request("POST", OPENAI, &[], b"{not json");
+    let r = c.response_since(&Method::POST, sent);
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error"]["type"], "invalid_request_error");
-    c.send("POST", ANTHROPIC, &[], b"[1]");
-    let r = c.response(&Method::POST, sent);
+    c.send_request("POST", ANTHROPIC, &[], b"[1]");
+    let r = c.response_since(&Method::POST, sent);
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["type"], "error");
     assert_eq!(r.json()["error"]["type"], "invalid_request_error");
@@ -962,7 +858,7 @@ fn stall_and_reset() {
     c.stream
         .set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
-    c.send(
+    c.send_request(
         "POST",
         OPENAI,
         &[],
@@ -979,7 +875,7 @@ fn stall_and_reset() {
     // Per request by magic word; the next request on another connection is fine.
     mock.set(Behavior::Normal);
     let mut c = Client::connect(mock.addr());
-    c.send(
+    c.send_request(
         "POST",
         OPENAI,
         &[],
@@ -988,7 +884,7 @@ fn stall_and_reset() {
     assert!(c.closed_silently());
     mock.set(Behavior::Reset);
     let mut c = Client::connect(mock.addr());
-    c.send(
+    c.send_request(
         "POST",
         ANTHROPIC,
         ANTHROPIC_HEADERS,
@@ -1004,7 +900,7 @@ fn stall_and_reset() {
     // Stopping is prompt even with a stalled connection open.
     mock.set(Behavior::Stall);
     let mut c = Client::connect(mock.addr());
-    c.send(
+    c.send_request(
         "POST",
         OPENAI,
         &[],

@@ -154,40 +154,44 @@ fn official_python_sdks_against_the_gateway() {
     let ge = format!("http://{}/v1beta", gemini.addr());
     let dn = format!("http://{}/v1", down.addr());
 
-    // The fault checks (magic words: 429s, 400s, broken streams) go to their own aliases, so
-    // the health and rate-limit state they leave does not touch the others.
-    let llm = [
-        model("gpt", "", &deployment("openai", "gpt-4o-mini", &oa)),
-        model("claude", "", &deployment("anthropic", "claude-x", &an)),
-        model("gem", "", &deployment("gemini", "gemini-2.0-flash", &ge)),
-        model(
-            "embed",
-            "",
-            &deployment("openai", "text-embedding-3-small", &oa),
-        ),
-        model(
-            "fb",
-            "fallbacks = [\"claude\"]\n",
-            &deployment("openai", "always-503", &dn),
-        ),
-        model("faulty-gpt", "", &deployment("openai", "faulty", &oa)),
-        model("faulty-claude", "", &deployment("anthropic", "faulty", &an)),
-        model("faulty-gem", "", &deployment("gemini", "faulty", &ge)),
-        model("limited-gpt", "", &deployment("openai", "limited", &oa)),
-        model(
-            "limited-claude",
-            "",
-            &deployment("anthropic", "limited", &an),
-        ),
-        model("limited-gem", "", &deployment("gemini", "limited", &ge)),
-    ]
-    .concat();
-    let toml = format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 2\nadmin = \"127.0.0.1:0\"\n\n\
-         [[route]]\nname = \"ai\"\nmatch = {{ path_prefix = \"/v1/\" }}\nllm = true\n\n\
-         [[llm.key]]\nname = \"sdk\"\nkey = \"{KEY}\"\n\n{llm}"
-    );
-    let gw = common::start(&toml);
+    // Per egress format: the alias, the provider, the upstream model and the mock.
+    let egress = [
+        ("gpt", "openai", "gpt-4o-mini", &oa),
+        ("claude", "anthropic", "claude-x", &an),
+        ("gem", "gemini", "gemini-2.0-flash", &ge),
+    ];
+    let mut llm: Vec<String> = egress
+        .iter()
+        .map(|(alias, provider, upstream, base)| {
+            model(alias, "", &deployment(provider, upstream, base))
+        })
+        .collect();
+    llm.push(model(
+        "embed",
+        "",
+        &deployment("openai", "text-embedding-3-small", &oa),
+    ));
+    llm.push(model(
+        "fb",
+        "fallbacks = [\"claude\"]\n",
+        &deployment("openai", "always-503", &dn),
+    ));
+    // The fault checks (magic words: 429s, 400s, broken streams) go to their own aliases
+    // (`faulty-gpt`, `limited-claude`, ...), so the health and rate-limit state they leave does
+    // not touch the others.
+    for kind in ["faulty", "limited"] {
+        llm.extend(egress.iter().map(|(alias, provider, _, base)| {
+            model(
+                &format!("{kind}-{alias}"),
+                "",
+                &deployment(provider, kind, base),
+            )
+        }));
+    }
+    let llm = llm.concat();
+    let gw = common::start_llm(&format!(
+        "[[llm.key]]\nname = \"sdk\"\nkey = \"{KEY}\"\n\n{llm}"
+    ));
     let base = format!("http://{}", gw.listen_addrs()[0]);
 
     let script = root.join("tests/sdk/sdk_checks.py");

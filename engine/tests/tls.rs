@@ -4,6 +4,8 @@
 //! io_uring cases are skipped (with a note on stderr) where io_uring cannot be set up; set
 //! `HEADWATER_REQUIRE_IO_URING=1` to make that a failure instead.
 
+mod common;
+
 use std::{
     io::{Read, Write},
     net::SocketAddr,
@@ -17,13 +19,14 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
+use common::certs::{Ca, Leaf};
+use common::drivers::{block_on, each_driver};
 use headwater_engine::{
     io::{read_timeout, write_all_timeout, write_vectored_all_timeout, BytesVec, ReadOutcome},
-    runtime::{build_runtime, io_uring_usable, DriverKind},
     tls::{
         rustls::{
             self,
-            pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName},
+            pki_types::{pem::PemObject, PrivateKeyDer, ServerName},
             CertificateError, ProtocolVersion,
         },
         CertKey, ClientTlsConfig, ConfigProblem, PemSource, RootSource, ServerTlsConfig,
@@ -35,7 +38,6 @@ use monoio::{
     io::{AsyncReadRent, AsyncReadRentExt, AsyncWriteRent, AsyncWriteRentExt},
     net::{TcpListener, TcpStream},
 };
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
 /// Handshake deadline where the handshake is expected to succeed.
 const HANDSHAKE: Duration = Duration::from_secs(10);
@@ -44,46 +46,6 @@ const LONG: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------------
 // Drivers
-
-fn require_io_uring() -> bool {
-    std::env::var_os("HEADWATER_REQUIRE_IO_URING").is_some_and(|v| v != "0")
-}
-
-fn drivers(test: &str) -> Vec<DriverKind> {
-    let mut kinds = vec![DriverKind::Epoll];
-    match io_uring_usable() {
-        Ok(()) => kinds.insert(0, DriverKind::IoUring),
-        Err(reason) => {
-            assert!(
-                !require_io_uring(),
-                "io_uring required but unusable: {reason}"
-            );
-            eprintln!("note: skipping the io_uring part of {test}: {reason}");
-        }
-    }
-    kinds
-}
-
-/// Runs `fut` on a `kind` runtime; a test that hangs fails after a minute instead (unless a
-/// blocking call holds the thread).
-fn block_on<F: std::future::Future>(kind: DriverKind, fut: F) -> F::Output {
-    let mut rt = build_runtime(kind, 256).expect("build runtime");
-    rt.block_on(async move {
-        assert_eq!(DriverKind::current(), kind);
-        match monoio::time::timeout(Duration::from_secs(60), fut).await {
-            Ok(out) => out,
-            Err(_) => panic!("the test did not finish within 60 s under {kind}"),
-        }
-    })
-}
-
-/// Runs `test(kind)` under every usable driver.
-fn each_driver(name: &str, test: impl Fn(DriverKind)) {
-    for kind in drivers(name) {
-        eprintln!("{name}: {kind}");
-        test(kind);
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Certificates
@@ -117,58 +79,6 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-/// An issued certificate and its key.
-struct Leaf {
-    cert_pem: String,
-    key_pem: String,
-    der: CertificateDer<'static>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let cert = params.self_signed(&key).unwrap();
-        Ca { cert, key }
-    }
-
-    fn pem(&self) -> String {
-        self.cert.pem()
-    }
-
-    fn der(&self) -> CertificateDer<'static> {
-        self.cert.der().clone()
-    }
-
-    /// A leaf for `names` (DNS names or IP addresses); `expired`: valid only in 2020.
-    fn issue(&self, names: &[&str], expired: bool) -> Leaf {
-        let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, names.first().copied().unwrap_or("leaf"));
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2020, 12, 31);
-        }
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            der: cert.der().clone(),
-        }
     }
 }
 

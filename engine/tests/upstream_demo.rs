@@ -1,6 +1,8 @@
 //! The in-process demo/test upstream servers: every behavior, keep-alive, pipelining, streamed
 //! uploads, 100-continue, HTTP/1.0 and prompt stops, driven by plain std TcpStream clients.
 
+mod common;
+
 use std::{
     io::{ErrorKind, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
@@ -9,10 +11,10 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
+use common::raw::{Client, Resp};
 use headwater_engine::upstream_demo::{fnv1a64_hex, pattern, Behavior, Fnv1a64, UpstreamServer};
-use headwater_http1::{BodyDecoder, Decoded, Limits, ResponseParser};
+use headwater_http1::{Limits, ResponseParser};
 use http::Method;
-use serde_json::Value;
 
 fn local() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
@@ -28,95 +30,7 @@ fn fixed(body: &'static str) -> Behavior {
     }
 }
 
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    trailers: Vec<u8>,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap()
-    }
-}
-
-struct Client {
-    stream: TcpStream,
-    buf: BytesMut,
-}
-
 impl Client {
-    fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        Client {
-            stream,
-            buf: BytesMut::new(),
-        }
-    }
-
-    fn send(&mut self, data: &[u8]) {
-        self.stream.write_all(data).unwrap();
-    }
-
-    /// Reads more bytes; false at EOF.
-    fn fill(&mut self) -> bool {
-        let mut tmp = [0u8; 65536];
-        let n = self.stream.read(&mut tmp).unwrap();
-        self.buf.extend_from_slice(&tmp[..n]);
-        n > 0
-    }
-
-    /// Reads one response (an interim 1xx counts as one) to a request with `method`.
-    fn response(&mut self, method: &Method) -> Resp {
-        let mut parser = ResponseParser::new(Limits::default());
-        let head = loop {
-            if let Some(h) = parser.parse(&mut self.buf).unwrap() {
-                break h;
-            }
-            assert!(self.fill(), "EOF before a response head");
-        };
-        let mut dec = BodyDecoder::new(head.body_kind(method));
-        let (mut body, mut trailers) = (Vec::new(), Vec::new());
-        loop {
-            match dec.decode(&mut self.buf).unwrap() {
-                Some(Decoded::Data(b)) => body.extend_from_slice(&b),
-                Some(Decoded::Trailers(t)) => trailers.extend_from_slice(&t),
-                Some(Decoded::Done) => break,
-                None => {
-                    if !self.fill() {
-                        dec.eof().unwrap();
-                    }
-                }
-            }
-        }
-        Resp {
-            status: head.status().as_u16(),
-            headers: head
-                .headers()
-                .map(|(n, v)| {
-                    (
-                        String::from_utf8_lossy(n).into_owned(),
-                        String::from_utf8_lossy(v).into_owned(),
-                    )
-                })
-                .collect(),
-            body,
-            trailers,
-        }
-    }
-
     fn get(&mut self, path: &str) -> Resp {
         self.send(format!("GET {path} HTTP/1.1\r\nhost: up\r\n\r\n").as_bytes());
         self.response(&Method::GET)

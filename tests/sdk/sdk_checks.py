@@ -44,32 +44,21 @@ TIMEOUT = 30.0
 oai = openai.OpenAI(base_url=f"{BASE}/v1", api_key=KEY, max_retries=0, timeout=TIMEOUT)
 ant = anthropic.Anthropic(base_url=BASE, api_key=KEY, max_retries=0, timeout=TIMEOUT)
 
+TOOL_SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "n": {"type": "integer"}},
+    "required": ["city"],
+}
+TOOLS_ANTHROPIC = [
+    {"name": name, "description": f"mock tool {name}", "input_schema": TOOL_SCHEMA}
+    for name in ("get_weather", "get_time")
+]
 TOOLS_OPENAI = [
     {
         "type": "function",
-        "function": {
-            "name": name,
-            "description": f"mock tool {name}",
-            "parameters": {
-                "type": "object",
-                "properties": {"city": {"type": "string"}, "n": {"type": "integer"}},
-                "required": ["city"],
-            },
-        },
+        "function": {"name": t["name"], "description": t["description"], "parameters": t["input_schema"]},
     }
-    for name in ("get_weather", "get_time")
-]
-TOOLS_ANTHROPIC = [
-    {
-        "name": name,
-        "description": f"mock tool {name}",
-        "input_schema": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}, "n": {"type": "integer"}},
-            "required": ["city"],
-        },
-    }
-    for name in ("get_weather", "get_time")
+    for t in TOOLS_ANTHROPIC
 ]
 # What the mock's tool calls carry (llm_mock::TOOL_ARGUMENTS).
 TOOL_ARGS = {"city": "Paris", "n": 1}
@@ -113,6 +102,45 @@ def expect_raises(exc_type, fn):
             f"{type(e).__module__}.{type(e).__name__}: {e}"
         ) from e
     raise AssertionError(f"expected {exc_type.__name__}, got a result: {result!r}")
+
+
+def openai_error(exc_type, model, text, **kwargs):
+    """The exc_type error a chat completion of `model` for one user message `text` raises."""
+    return expect_raises(exc_type, lambda: oai.chat.completions.create(model=model, messages=user(text), **kwargs))
+
+
+def openai_stream_error(stream, on_chunk=lambda chunk: None):
+    """Reads `stream` (passing each chunk to on_chunk), which must end in a plain openai.APIError
+    (not a status error: the HTTP status was 200) with a message in its body; returns it."""
+    try:
+        for chunk in stream:
+            on_chunk(chunk)
+    except openai.APIStatusError as e:
+        raise AssertionError(f"expected a plain APIError, got a status error: {e!r}") from e
+    except openai.APIError as e:
+        assert isinstance(e.body, dict) and e.body.get("message"), e.body
+        return e
+    raise AssertionError("the stream ended without an error")
+
+
+def anthropic_error(exc_type, model, text):
+    """The exc_type error a message of `model` (max_tokens 10) for one user message `text` raises."""
+    return expect_raises(exc_type, lambda: ant.messages.create(model=model, max_tokens=10, messages=user(text)))
+
+
+def anthropic_stream_error(model, text):
+    """Streams `model`'s answer to one user message `text`, which must end, after at least one
+    token, in an anthropic.APIStatusError built from an `event: error`; returns it."""
+    got = []
+    try:
+        with ant.messages.stream(model=model, max_tokens=100, messages=user(text)) as s:
+            for t in s.text_stream:
+                got.append(t)
+    except anthropic.APIStatusError as e:
+        assert got, "no token before the error"
+        assert isinstance(e.body, dict) and e.body.get("type") == "error", e.body
+        return e
+    raise AssertionError(f"the stream ended without an error: {got}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -445,9 +473,7 @@ def openai_error_wrong_key():
 
 @check
 def openai_error_unknown_model():
-    e = expect_raises(
-        openai.NotFoundError, lambda: oai.chat.completions.create(model="no-such-model", messages=user("hi"))
-    )
+    e = openai_error(openai.NotFoundError, "no-such-model", "hi")
     assert e.status_code == 404, e.status_code
     assert e.param == "model", e.body
 
@@ -456,9 +482,7 @@ def openai_error_unknown_model():
 def openai_error_unknown_model_error_body():
     # OpenAI answers an unknown model with 404 and
     # {"error": {"type": "invalid_request_error", "code": "model_not_found", ...}}.
-    e = expect_raises(
-        openai.NotFoundError, lambda: oai.chat.completions.create(model="no-such-model", messages=user("hi"))
-    )
+    e = openai_error(openai.NotFoundError, "no-such-model", "hi")
     assert (e.type, e.code) == ("invalid_request_error", "model_not_found"), e.body
 
 
@@ -470,37 +494,27 @@ def openai_error_unknown_embedding_model():
 
 @check
 def openai_error_provider_400():
-    e = expect_raises(
-        openai.BadRequestError, lambda: oai.chat.completions.create(model="faulty-gpt", messages=user("mock:status:400"))
-    )
+    e = openai_error(openai.BadRequestError, "faulty-gpt", "mock:status:400")
     assert e.status_code == 400, e.status_code
     assert isinstance(e.message, str) and e.message, e
 
 
 @check
 def openai_error_provider_400_anthropic_egress():
-    expect_raises(
-        openai.BadRequestError,
-        lambda: oai.chat.completions.create(model="faulty-claude", messages=user("mock:status:400")),
-    )
+    openai_error(openai.BadRequestError, "faulty-claude", "mock:status:400")
 
 
 @check
 def openai_error_rate_limited():
     started = time.monotonic()
-    e = expect_raises(
-        openai.RateLimitError, lambda: oai.chat.completions.create(model="limited-gpt", messages=user("mock:status:429:1"))
-    )
+    e = openai_error(openai.RateLimitError, "limited-gpt", "mock:status:429:1")
     assert e.status_code == 429, e.status_code
     assert time.monotonic() - started < 15, "took too long"
 
 
 @check
 def openai_error_rate_limited_stream():
-    e = expect_raises(
-        openai.RateLimitError,
-        lambda: oai.chat.completions.create(model="limited-gem", messages=user("mock:status:429:1"), stream=True),
-    )
+    e = openai_error(openai.RateLimitError, "limited-gem", "mock:status:429:1", stream=True)
     assert e.status_code == 429, e.status_code
 
 
@@ -516,21 +530,17 @@ def openai_broken_stream(model):
     error: the HTTP status was 200) after yielding the text received so far."""
     stream = oai.chat.completions.create(model=model, messages=user("mock:fail-after:2 a b c d e f"), stream=True)
     got = []
-    try:
-        for chunk in stream:
-            for choice in chunk.choices:
-                if choice.delta.content:
-                    got.append(choice.delta.content)
-                assert choice.finish_reason is None, f"a broken stream finished: {choice}"
-    except openai.APIStatusError as e:
-        raise AssertionError(f"expected a plain APIError, got a status error: {e!r}") from e
-    except openai.APIError as e:
-        assert got, "no token before the error"
-        assert "".join(got) == "echo: mock:fail-after:2"[: len("".join(got))], got
-        assert isinstance(e.message, str) and e.message, e
-        assert isinstance(e.body, dict) and e.body.get("message"), e.body
-        return
-    raise AssertionError(f"the broken stream ended without an error: {got}")
+
+    def on_chunk(chunk):
+        for choice in chunk.choices:
+            if choice.delta.content:
+                got.append(choice.delta.content)
+            assert choice.finish_reason is None, f"a broken stream finished: {choice}"
+
+    e = openai_stream_error(stream, on_chunk)
+    assert got, "no token before the error"
+    assert "".join(got) == "echo: mock:fail-after:2"[: len("".join(got))], got
+    assert isinstance(e.message, str) and e.message, e
 
 
 @check
@@ -551,16 +561,9 @@ def openai_error_stream_broken_gemini_egress():
 @check
 def openai_error_stream_provider_error_event():
     # The provider's own in-stream error event (mock:mid-stream-error), translated.
-    stream = oai.chat.completions.create(model="faulty-claude", messages=user("mock:mid-stream-error x y z"), stream=True)
-    try:
-        for _ in stream:
-            pass
-    except openai.APIStatusError as e:
-        raise AssertionError(f"expected a plain APIError, got a status error: {e!r}") from e
-    except openai.APIError as e:
-        assert isinstance(e.body, dict) and e.body.get("message"), e.body
-        return
-    raise AssertionError("the stream ended without an error")
+    openai_stream_error(
+        oai.chat.completions.create(model="faulty-claude", messages=user("mock:mid-stream-error x y z"), stream=True)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -753,10 +756,7 @@ def anthropic_error_wrong_key():
 
 @check
 def anthropic_error_unknown_model():
-    e = expect_raises(
-        anthropic.NotFoundError,
-        lambda: ant.messages.create(model="no-such-model", max_tokens=10, messages=user("hi")),
-    )
+    e = anthropic_error(anthropic.NotFoundError, "no-such-model", "hi")
     assert e.status_code == 404, e.status_code
     assert e.body["type"] == "error" and e.body["error"]["message"], e.body
 
@@ -765,28 +765,19 @@ def anthropic_error_unknown_model():
 def anthropic_error_unknown_model_error_type():
     # Anthropic answers a 404 with the error type "not_found_error" (the SDK's
     # anthropic.types.NotFoundErrorObject).
-    e = expect_raises(
-        anthropic.NotFoundError,
-        lambda: ant.messages.create(model="no-such-model", max_tokens=10, messages=user("hi")),
-    )
+    e = anthropic_error(anthropic.NotFoundError, "no-such-model", "hi")
     assert e.body["error"]["type"] == "not_found_error", e.body
 
 
 @check
 def anthropic_error_provider_400():
-    e = expect_raises(
-        anthropic.BadRequestError,
-        lambda: ant.messages.create(model="faulty-claude", max_tokens=10, messages=user("mock:status:400")),
-    )
+    e = anthropic_error(anthropic.BadRequestError, "faulty-claude", "mock:status:400")
     assert e.body["error"]["type"] == "invalid_request_error", e.body
 
 
 @check
 def anthropic_error_provider_400_gemini_egress():
-    expect_raises(
-        anthropic.BadRequestError,
-        lambda: ant.messages.create(model="faulty-gem", max_tokens=10, messages=user("mock:status:400")),
-    )
+    anthropic_error(anthropic.BadRequestError, "faulty-gem", "mock:status:400")
 
 
 @check
@@ -801,10 +792,7 @@ def anthropic_error_missing_max_tokens():
 
 @check
 def anthropic_error_rate_limited():
-    e = expect_raises(
-        anthropic.RateLimitError,
-        lambda: ant.messages.create(model="limited-claude", max_tokens=10, messages=user("mock:status:429:1")),
-    )
+    e = anthropic_error(anthropic.RateLimitError, "limited-claude", "mock:status:429:1")
     assert e.status_code == 429, e.status_code
     assert e.body["error"]["type"] == "rate_limit_error", e.body
 
@@ -813,32 +801,15 @@ def anthropic_error_rate_limited():
 def anthropic_error_stream_broken():
     """After the first token the gateway ends the stream with `event: error`; the SDK raises it
     as a status error built from that event (the HTTP status was 200: anthropic.APIStatusError)."""
-    got = []
-    try:
-        with ant.messages.stream(model="faulty-gpt", max_tokens=100, messages=user("mock:fail-after:2 a b c")) as s:
-            for t in s.text_stream:
-                got.append(t)
-    except anthropic.APIStatusError as e:
-        assert got, "no token before the error"
-        assert isinstance(e.body, dict) and e.body.get("type") == "error", e.body
-        assert e.body["error"]["type"] and e.body["error"]["message"], e.body
-        return
-    raise AssertionError(f"the broken stream ended without an error: {got}")
+    e = anthropic_stream_error("faulty-gpt", "mock:fail-after:2 a b c")
+    assert e.body["error"]["type"] and e.body["error"]["message"], e.body
 
 
 @check
 def anthropic_error_stream_provider_error_event():
     # Anthropic's own `event: error` (overloaded_error) after two tokens, passed through.
-    got = []
-    try:
-        with ant.messages.stream(model="faulty-claude", max_tokens=100, messages=user("mock:mid-stream-error x y")) as s:
-            for t in s.text_stream:
-                got.append(t)
-    except anthropic.APIStatusError as e:
-        assert got, "no token before the error"
-        assert e.body["type"] == "error" and e.body["error"]["type"] == "overloaded_error", e.body
-        return
-    raise AssertionError(f"the stream ended without an error: {got}")
+    e = anthropic_stream_error("faulty-claude", "mock:mid-stream-error x y")
+    assert e.body["error"]["type"] == "overloaded_error", e.body
 
 
 @check

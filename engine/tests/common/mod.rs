@@ -1,6 +1,12 @@
 //! Shared helpers for the engine's integration tests: start a gateway from TOML on loopback, and
-//! a raw-socket HTTP/1.1 client that parses responses with the project's codec.
+//! a raw-socket HTTP/1.1 client that parses responses with the project's codec; in submodules,
+//! running under each monoio driver ([`drivers`]), a test CA ([`certs`]), and a raw client for
+//! the in-process test servers ([`raw`]).
 #![allow(dead_code)]
+
+pub mod certs;
+pub mod drivers;
+pub mod raw;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -16,6 +22,14 @@ use http::Method;
 pub fn start(toml: &str) -> Server {
     let config = config::parse(toml, "test.toml").unwrap_or_else(|e| panic!("{e}"));
     Server::start(config, None).expect("gateway starts")
+}
+
+/// Starts a gateway with one LLM route (`/v1/`, `llm = true`), two shards and an admin
+/// listener; `llm` holds its `[llm]` tables.
+pub fn start_llm(llm: &str) -> Server {
+    start(&format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 2\nadmin = \"127.0.0.1:0\"\n\n[[route]]\nname = \"ai\"\nmatch = {{ path_prefix = \"/v1/\" }}\nllm = true\n\n{llm}\n"
+    ))
 }
 
 /// Starts a gateway from a config file (so that reload re-reads it).
