@@ -18,6 +18,14 @@
 //!
 //! Do not drop these futures half-way either (for instance inside another `timeout`): that
 //! reintroduces the problem they solve. Put the deadline in `dur` instead.
+//!
+//! A canceller costs an `Rc` and a hash table, so a connection keeps one per direction for its
+//! whole life ([`Cancellers`]) and passes it to [`read_until`], [`write_all_until`] and
+//! [`write_vectored_all_until`]; after a cancel the used one is replaced by a fresh one. The
+//! directions are separate so that a timed-out read never cancels a write in flight on the same
+//! stream (and the other way round). [`read_timeout`], [`write_all_timeout`] and
+//! [`write_vectored_all_timeout`] are the same operations with a canceller of their own, for
+//! one-off use.
 
 use std::{
     fmt,
@@ -35,6 +43,20 @@ use monoio::{
     io::{CancelableAsyncReadRent, CancelableAsyncWriteRent, Canceller},
     net::{TcpListener, TcpStream},
 };
+
+/// The cancellers of one stream, one per direction, kept for as long as the stream lives.
+///
+/// An operation registers with the canceller it is given and deregisters when it completes, so
+/// a canceller that was not used to cancel serves any number of later operations. When a
+/// deadline cancels an operation, the helpers of this module replace the canceller with a fresh
+/// one (a cancelled canceller refuses every later operation).
+#[derive(Default)]
+pub struct Cancellers {
+    /// For reads.
+    pub read: Canceller,
+    /// For writes.
+    pub write: Canceller,
+}
 
 /// Spare capacity reserved by [`read_timeout`] when the buffer has none.
 pub const MIN_READ_SPARE: usize = 8 * 1024;
@@ -121,8 +143,8 @@ fn is_cancelled(e: &io::Error) -> bool {
 /// `canceller` (which is replaced by a fresh one) and still awaits it. Returns the operation's
 /// output and whether the deadline fired.
 ///
-/// A canceller that was not used to cancel serves the next operation too: callers make one per
-/// call, not one per operation of their retry loops.
+/// A canceller that was not used to cancel serves the next operation too: connections keep
+/// theirs ([`Cancellers`]) rather than making one per operation.
 async fn until_deadline<F: Future, D: Future<Output = ()>>(
     op: F,
     mut deadline: Pin<&mut D>,
@@ -158,7 +180,7 @@ pub async fn read_timeout<T: CancelableAsyncReadRent>(
     buf: BytesMut,
     dur: Duration,
 ) -> (ReadOutcome, BytesMut) {
-    read_until(io, buf, monoio::time::sleep(dur)).await
+    read_until(io, buf, monoio::time::sleep(dur), &mut Canceller::new()).await
 }
 
 /// Writes all of `buf` within `dur` (one deadline for the whole buffer).
@@ -167,17 +189,26 @@ pub async fn read_timeout<T: CancelableAsyncReadRent>(
 /// written again (continue from `written`), though usually a peer that stops reading is dropped.
 pub async fn write_all_timeout<T: CancelableAsyncWriteRent, B: IoBuf>(
     io: &mut T,
-    mut buf: B,
+    buf: B,
     dur: Duration,
+) -> (Result<(), WriteError>, B) {
+    write_all_until(io, buf, monoio::time::sleep(dur), &mut Canceller::new()).await
+}
+
+/// Writes all of `buf` (as [`write_all_timeout`]) until `stop` resolves, through `canceller`
+/// (the stream's write canceller, see [`Cancellers`]).
+pub async fn write_all_until<T: CancelableAsyncWriteRent, B: IoBuf, S: Future<Output = ()>>(
+    io: &mut T,
+    mut buf: B,
+    stop: S,
+    canceller: &mut Canceller,
 ) -> (Result<(), WriteError>, B) {
     let total = buf.bytes_init();
     let mut written = 0;
-    let mut deadline = pin!(monoio::time::sleep(dur));
-    let mut canceller = Canceller::new();
+    let mut stop = pin!(stop);
     while written < total {
         let write = io.cancelable_write(buf.slice(written..total), canceller.handle());
-        let ((res, slice), timed_out) =
-            until_deadline(write, deadline.as_mut(), &mut canceller).await;
+        let ((res, slice), timed_out) = until_deadline(write, stop.as_mut(), canceller).await;
         buf = slice.into_inner();
         if let Err(e) = after_write(res, timed_out, &mut written, total) {
             return (Err(e), buf);
@@ -223,20 +254,29 @@ fn after_write(
 /// [`WriteError::written`] tells how far a failed write got.
 pub async fn write_vectored_all_timeout<T: CancelableAsyncWriteRent>(
     io: &mut T,
-    mut bufs: BytesVec,
+    bufs: BytesVec,
     dur: Duration,
+) -> (Result<(), WriteError>, BytesVec) {
+    write_vectored_all_until(io, bufs, monoio::time::sleep(dur), &mut Canceller::new()).await
+}
+
+/// Writes all of `bufs` (as [`write_vectored_all_timeout`]) until `stop` resolves, through
+/// `canceller` (the stream's write canceller, see [`Cancellers`]).
+pub async fn write_vectored_all_until<T: CancelableAsyncWriteRent, S: Future<Output = ()>>(
+    io: &mut T,
+    mut bufs: BytesVec,
+    stop: S,
+    canceller: &mut Canceller,
 ) -> (Result<(), WriteError>, BytesVec) {
     if bufs.consumed != 0 {
         bufs.set_consumed(0);
     }
     let total = bufs.total_len();
     let mut written = 0;
-    let mut deadline = pin!(monoio::time::sleep(dur));
-    let mut canceller = Canceller::new();
+    let mut stop = pin!(stop);
     while written < total {
         let write = io.cancelable_writev(bufs, canceller.handle());
-        let ((res, returned), timed_out) =
-            until_deadline(write, deadline.as_mut(), &mut canceller).await;
+        let ((res, returned), timed_out) = until_deadline(write, stop.as_mut(), canceller).await;
         bufs = returned;
         let step = after_write(res, timed_out, &mut written, total);
         bufs.set_consumed(written);
@@ -406,22 +446,23 @@ unsafe impl IoVecBuf for BytesVec {
 
 /// Reads once into the spare capacity of `buf` (as [`read_timeout`]) until `stop` resolves,
 /// whatever `stop` is: a timer raced with a shutdown signal, for instance. When `stop` fires
-/// first the read is cancelled and awaited, and the outcome is [`ReadOutcome::TimedOut`]
-/// unless data won the race.
+/// first the read is cancelled through `canceller` (the stream's read canceller, see
+/// [`Cancellers`]) and awaited, and the outcome is [`ReadOutcome::TimedOut`] unless data won the
+/// race.
 pub async fn read_until<T: CancelableAsyncReadRent, S: Future<Output = ()>>(
     io: &mut T,
     mut buf: BytesMut,
     stop: S,
+    canceller: &mut Canceller,
 ) -> (ReadOutcome, BytesMut) {
     if buf.len() == buf.capacity() {
         buf.reserve(MIN_READ_SPARE);
     }
     let mut stop = pin!(stop);
-    let mut canceller = Canceller::new();
     loop {
         let (begin, end) = (buf.len(), buf.capacity());
         let read = io.cancelable_read(buf.slice_mut(begin..end), canceller.handle());
-        let ((res, slice), stopped) = until_deadline(read, stop.as_mut(), &mut canceller).await;
+        let ((res, slice), stopped) = until_deadline(read, stop.as_mut(), canceller).await;
         buf = slice.into_inner();
         return match res {
             Ok(n) => (ReadOutcome::Read(n), buf),

@@ -25,7 +25,9 @@ use headwater_http1::{
     RequestParser, ResponseEdits, ResponseHead, ResponseParser, CONTINUE_100,
 };
 use http::{Method, StatusCode, Version};
-use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, CancelableAsyncWriteRent, Splitable};
+use monoio::io::{
+    AsyncWriteRent, CancelableAsyncReadRent, CancelableAsyncWriteRent, Canceller, Splitable,
+};
 use monoio::net::TcpStream;
 
 use super::pool::UpstreamConn;
@@ -34,7 +36,7 @@ use super::upstreams::{Refusal, Unavailable};
 use super::{Generation, Shard};
 use crate::access_log::Entry;
 use crate::config::{ClusterConfig, HashKey, PathMatch};
-use crate::io::{read_timeout, read_until, write_all_timeout, BytesVec, ReadOutcome};
+use crate::io::{read_until, write_all_until, BytesVec, Cancellers, ReadOutcome};
 use crate::metrics::TimeoutKind;
 use crate::metrics::{ClusterId, Unavailability};
 
@@ -60,8 +62,19 @@ const MAX_TRIED: usize = 16;
 /// How often a queued request (`queue = {...}`) looks for an endpoint that came back.
 const QUEUE_POLL: Duration = Duration::from_millis(10);
 
+/// A client connection: its socket and the cancellers of its timed reads and writes, kept for
+/// the connection's life.
+struct ClientConn {
+    stream: TcpStream,
+    cancel: Cancellers,
+}
+
 /// Serves one client connection until it closes, errs, or the shard drains.
-pub(crate) async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
+pub(crate) async fn serve(shard: Rc<Shard>, client: TcpStream, peer: SocketAddr) {
+    let mut client = ClientConn {
+        stream: client,
+        cancel: Cancellers::default(),
+    };
     shard.active.set(shard.active.get() + 1);
     shard.metrics().connection_opened();
     let mut rbuf = BytesMut::with_capacity(IDLE_READ_CAPACITY);
@@ -157,7 +170,7 @@ enum HeadEnd {
 async fn read_head(
     shard: &Shard,
     generation: &Generation,
-    client: &mut TcpStream,
+    client: &mut ClientConn,
     rbuf: &mut BytesMut,
     head: &mut RequestHead,
     first: bool,
@@ -176,7 +189,10 @@ async fn read_head(
         }
         let buf = std::mem::take(rbuf);
         let (outcome, buf) = match deadline {
-            Some(d) => read_timeout(client, buf, d.saturating_duration_since(Instant::now())).await,
+            Some(d) => {
+                let stop = monoio::time::sleep(d.saturating_duration_since(Instant::now()));
+                read_until(&mut client.stream, buf, stop, &mut client.cancel.read).await
+            }
             None => {
                 // Waiting for the first byte of a request: the connection is idle, and a drain
                 // ends the wait at once.
@@ -190,7 +206,7 @@ async fn read_head(
                     return Err(HeadEnd::Closed);
                 }
                 let stop = race(monoio::time::sleep(wait), shard.drain.wait());
-                read_until(client, buf, stop).await
+                read_until(&mut client.stream, buf, stop, &mut client.cancel.read).await
             }
         };
         *rbuf = buf;
@@ -259,7 +275,7 @@ struct Record {
 async fn handle(
     shard: &Rc<Shard>,
     generation: &Generation,
-    client: &mut TcpStream,
+    client: &mut ClientConn,
     peer: SocketAddr,
     rbuf: &mut BytesMut,
     wbuf: &mut BytesMut,
@@ -379,7 +395,7 @@ async fn handle(
 /// Writes the gateway's own answer for `failure`.
 #[allow(clippy::too_many_arguments)]
 async fn answer(
-    client: &mut TcpStream,
+    client: &mut ClientConn,
     wbuf: &mut BytesMut,
     record: &Record,
     failure: Failure,
@@ -417,12 +433,14 @@ async fn answer(
 }
 
 /// Writes `wbuf` to the client; returns whether it all went out.
-async fn flush_client(client: &mut TcpStream, wbuf: &mut BytesMut, timeout: Duration) -> bool {
+async fn flush_client(client: &mut ClientConn, wbuf: &mut BytesMut, timeout: Duration) -> bool {
     if wbuf.is_empty() {
         return true;
     }
     let data = std::mem::take(wbuf);
-    let (res, mut data) = write_all_timeout(client, data, timeout).await;
+    let stop = monoio::time::sleep(timeout);
+    let (res, mut data) =
+        write_all_until(&mut client.stream, data, stop, &mut client.cancel.write).await;
     data.clear();
     *wbuf = data;
     res.is_ok()
@@ -442,7 +460,7 @@ async fn exchange(
     shard: &Rc<Shard>,
     generation: &Generation,
     route_index: usize,
-    client: &mut TcpStream,
+    client: &mut ClientConn,
     peer: SocketAddr,
     rbuf: &mut BytesMut,
     wbuf: &mut BytesMut,
@@ -713,10 +731,10 @@ async fn exchange(
                 let mut dec = BodyDecoder::new(body_kind);
                 let mut head_buf = std::mem::take(&mut ubuf);
                 let pumped = pump(
-                    client,
+                    (&mut client.stream, &mut client.cancel.read),
                     rbuf,
                     &mut dec,
-                    &mut conn.stream,
+                    (&mut conn.stream, &mut conn.cancel.write),
                     framing,
                     &mut head_buf,
                     server.timeouts.client_body,
@@ -897,13 +915,14 @@ async fn exchange(
     let UpstreamConn {
         stream: ustream,
         rbuf: urbuf,
+        cancel: ucancel,
         ..
     } = &mut upstream;
     let pumped = pump(
-        ustream,
+        (ustream, &mut ucancel.read),
         urbuf,
         &mut dec,
-        client,
+        (&mut client.stream, &mut client.cancel.write),
         down,
         wbuf,
         timeouts.upstream_idle,
@@ -1475,7 +1494,8 @@ async fn send_whole(
     reused: bool,
     timeout: Duration,
 ) -> Result<Attempt, Outcome> {
-    let (res, _) = write_all_timeout(&mut conn.stream, bytes, timeout).await;
+    let stop = monoio::time::sleep(timeout);
+    let (res, _) = write_all_until(&mut conn.stream, bytes, stop, &mut conn.cancel.write).await;
     if let Err(e) = res {
         return if reused && !e.is_timeout() {
             Ok(Attempt::Stale)
@@ -1511,12 +1531,8 @@ async fn read_response_head(
             conn.rbuf.reserve(BODY_READ_SPARE);
         }
         let buf = std::mem::take(&mut conn.rbuf);
-        let (outcome, buf) = read_timeout(
-            &mut conn.stream,
-            buf,
-            deadline.saturating_duration_since(Instant::now()),
-        )
-        .await;
+        let stop = monoio::time::sleep(deadline.saturating_duration_since(Instant::now()));
+        let (outcome, buf) = read_until(&mut conn.stream, buf, stop, &mut conn.cancel.read).await;
         conn.rbuf = buf;
         match outcome {
             ReadOutcome::Read(0) | ReadOutcome::Err(_) => {
@@ -1543,13 +1559,14 @@ enum PumpError {
 
 /// Moves one message body from `src` (bytes already read are in `sbuf`) to `dst`, decoding with
 /// `dec` and re-framing as `out`. `wbuf` may hold bytes to send first (a head); they are
-/// coalesced with the first body bytes. Returns the body bytes written.
+/// coalesced with the first body bytes. Returns the body bytes written. Each stream comes with
+/// the canceller of the direction it is used in.
 #[allow(clippy::too_many_arguments)]
 async fn pump<R, W>(
-    src: &mut R,
+    (src, src_cancel): (&mut R, &mut Canceller),
     sbuf: &mut BytesMut,
     dec: &mut BodyDecoder,
-    dst: &mut W,
+    (dst, dst_cancel): (&mut W, &mut Canceller),
     out: BodyKind,
     wbuf: &mut BytesMut,
     read_timeout_dur: Duration,
@@ -1576,8 +1593,9 @@ where
                     if chunked_out {
                         parts.push(Bytes::from_static(chunked::CRLF));
                     }
+                    let stop = monoio::time::sleep(write_timeout);
                     let (res, _) =
-                        crate::io::write_vectored_all_timeout(dst, parts, write_timeout).await;
+                        crate::io::write_vectored_all_until(dst, parts, stop, dst_cancel).await;
                     res.map_err(|_| PumpError::WriteFailed)?;
                 } else {
                     wbuf.put_slice(&data);
@@ -1585,7 +1603,7 @@ where
                         wbuf.put_slice(chunked::CRLF);
                     }
                     if wbuf.len() >= WRITE_HIGH_WATER {
-                        write_out(dst, wbuf, write_timeout).await?;
+                        write_out(dst, dst_cancel, wbuf, write_timeout).await?;
                     }
                 }
             }
@@ -1600,17 +1618,18 @@ where
                         None => wbuf.put_slice(chunked::LAST_CHUNK),
                     }
                 }
-                write_out(dst, wbuf, write_timeout).await?;
+                write_out(dst, dst_cancel, wbuf, write_timeout).await?;
                 return Ok(written);
             }
             None => {
                 // Need more input: send what we have, then read.
-                write_out(dst, wbuf, write_timeout).await?;
+                write_out(dst, dst_cancel, wbuf, write_timeout).await?;
                 if sbuf.capacity() - sbuf.len() < 4096 {
                     sbuf.reserve(BODY_READ_SPARE);
                 }
                 let buf = std::mem::take(sbuf);
-                let (outcome, buf) = read_timeout(src, buf, read_timeout_dur).await;
+                let stop = monoio::time::sleep(read_timeout_dur);
+                let (outcome, buf) = read_until(src, buf, stop, src_cancel).await;
                 *sbuf = buf;
                 match outcome {
                     ReadOutcome::Read(0) => {
@@ -1627,6 +1646,7 @@ where
 
 async fn write_out<W: CancelableAsyncWriteRent>(
     dst: &mut W,
+    canceller: &mut Canceller,
     wbuf: &mut BytesMut,
     timeout: Duration,
 ) -> Result<(), PumpError> {
@@ -1634,41 +1654,64 @@ async fn write_out<W: CancelableAsyncWriteRent>(
         return Ok(());
     }
     let data = std::mem::take(wbuf);
-    let (res, mut data) = write_all_timeout(dst, data, timeout).await;
+    let stop = monoio::time::sleep(timeout);
+    let (res, mut data) = write_all_until(dst, data, stop, canceller).await;
     data.clear();
     *wbuf = data;
     res.map_err(|_| PumpError::WriteFailed)
 }
 
 /// Relays bytes both ways between an upgraded client connection and its upstream until both
-/// directions have closed or one stays idle longer than `idle`.
+/// directions have closed or one stays idle longer than `idle`. Each relay reads and writes
+/// with the cancellers of its own directions, so one direction's timeout leaves the other's
+/// operation alone.
 async fn tunnel(
-    client: TcpStream,
+    client: ClientConn,
     upstream: UpstreamConn,
     pending_client: BytesMut,
     idle: Duration,
 ) {
+    let ClientConn {
+        stream: client,
+        cancel: mut ccancel,
+    } = client;
     let UpstreamConn {
         stream,
         rbuf: pending_upstream,
+        cancel: mut ucancel,
         ..
     } = upstream;
     let (mut cr, mut cw) = client.into_split();
     let (mut ur, mut uw) = stream.into_split();
-    let up = relay(&mut cr, &mut uw, pending_client, idle);
-    let down = relay(&mut ur, &mut cw, pending_upstream, idle);
+    let up = relay(
+        (&mut cr, &mut ccancel.read),
+        (&mut uw, &mut ucancel.write),
+        pending_client,
+        idle,
+    );
+    let down = relay(
+        (&mut ur, &mut ucancel.read),
+        (&mut cw, &mut ccancel.write),
+        pending_upstream,
+        idle,
+    );
     monoio::join!(up, down);
 }
 
-async fn relay<R, W>(src: &mut R, dst: &mut W, mut buf: BytesMut, idle: Duration)
-where
+async fn relay<R, W>(
+    (src, src_cancel): (&mut R, &mut Canceller),
+    (dst, dst_cancel): (&mut W, &mut Canceller),
+    mut buf: BytesMut,
+    idle: Duration,
+) where
     R: CancelableAsyncReadRent,
     W: CancelableAsyncWriteRent + AsyncWriteRent,
 {
     loop {
         if !buf.is_empty() {
             let data = std::mem::take(&mut buf);
-            let (res, mut data) = write_all_timeout(dst, data, idle).await;
+            let stop = monoio::time::sleep(idle);
+            let (res, mut data) = write_all_until(dst, data, stop, dst_cancel).await;
             if res.is_err() {
                 break;
             }
@@ -1678,7 +1721,8 @@ where
         if buf.capacity() < 4096 {
             buf.reserve(16 * 1024);
         }
-        let (outcome, b) = read_timeout(src, buf, idle).await;
+        let stop = monoio::time::sleep(idle);
+        let (outcome, b) = read_until(src, buf, stop, src_cancel).await;
         buf = b;
         match outcome {
             ReadOutcome::Read(0) | ReadOutcome::TimedOut | ReadOutcome::Err(_) => break,

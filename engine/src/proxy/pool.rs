@@ -15,11 +15,14 @@ use bytes::BytesMut;
 use monoio::net::TcpStream;
 
 use crate::config::PoolConfig;
+use crate::io::Cancellers;
 
-/// An upstream connection with its read buffer.
+/// An upstream connection with its read buffer and its cancellers.
 pub struct UpstreamConn {
     /// The socket.
     pub stream: TcpStream,
+    /// The cancellers of its timed reads and writes ([`crate::io`]), kept with it.
+    pub cancel: Cancellers,
     /// The endpoint it is connected to.
     pub addr: SocketAddr,
     /// Bytes read from the upstream and not consumed yet.
@@ -40,6 +43,7 @@ impl UpstreamConn {
         let now = Instant::now();
         UpstreamConn {
             stream,
+            cancel: Cancellers::default(),
             addr,
             // What the response-head read wants free, so a new connection does not grow it.
             rbuf: BytesMut::with_capacity(super::conn::BODY_READ_SPARE),
