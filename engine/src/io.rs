@@ -19,12 +19,25 @@
 //! Do not drop these futures half-way either (for instance inside another `timeout`): that
 //! reintroduces the problem they solve. Put the deadline in `dur` instead.
 //!
-//! A canceller costs an `Rc` and a hash table, so a connection keeps one per direction for its
-//! whole life ([`Cancellers`]) and passes it to [`read_until`], [`write_all_until`] and
-//! [`write_vectored_all_until`]; after a cancel the used one is replaced by a fresh one. The
-//! directions are separate so that a timed-out read never cancels a write in flight on the same
-//! stream (and the other way round). [`read_timeout`], [`write_all_timeout`] and
-//! [`write_vectored_all_timeout`] are the same operations with a canceller of their own, for
+//! # Kept per connection: cancellers and a timer
+//!
+//! A canceller costs an `Rc` and a hash table, and a monoio timer (`Sleep`) a timer-wheel entry
+//! and half a kilobyte of future state. So a connection keeps both for its whole life and lends
+//! them to each operation ([`read_until`], [`write_all_until`], [`write_vectored_all_until`]):
+//!
+//! - [`Cancellers`], one per direction, so that a timed-out read never cancels a write in flight
+//!   on the same stream (and the other way round). After a cancel the used canceller is replaced
+//!   by a fresh one.
+//! - one pinned timer ([`timer`]) per task, re-armed by each operation's [`Deadline`]
+//!   (`Sleep::reset`), and only once the operation has to wait: an operation that completes
+//!   at once reads no clock and touches no timer. A `Sleep` keeps the waker of the task that
+//!   first polled it until it fires, so a timer must stay with one task (a client connection's
+//!   task, not a pooled upstream connection that serves one task after another), and
+//!   operations that run at the same time (the two directions of a tunnel, the two tries of a
+//!   hedged request) need a timer each.
+//!
+//! [`read_timeout`], [`write_all_timeout`], [`write_vectored_all_timeout`] and
+//! [`accept_timeout`] are the same operations with a canceller and a timer of their own, for
 //! one-off use.
 
 use std::{
@@ -33,8 +46,8 @@ use std::{
     io,
     net::SocketAddr,
     pin::{pin, Pin},
-    task::Poll,
-    time::Duration,
+    task::{Context, Poll},
+    time::{Duration, Instant},
 };
 
 use bytes::{Bytes, BytesMut};
@@ -42,6 +55,7 @@ use monoio::{
     buf::{IoBuf, IoBufMut, IoVecBuf},
     io::{CancelableAsyncReadRent, CancelableAsyncWriteRent, Canceller},
     net::{TcpListener, TcpStream},
+    time::Sleep,
 };
 
 /// The cancellers of one stream, one per direction, kept for as long as the stream lives.
@@ -56,6 +70,87 @@ pub struct Cancellers {
     pub read: Canceller,
     /// For writes.
     pub write: Canceller,
+}
+
+/// A timer for [`Deadline`]s, not armed yet. Pin it where it stays for the task's life (e.g.
+/// `std::pin::pin!(io::timer())` in the connection's task) and lend it to one deadline after
+/// another.
+pub fn timer() -> Sleep {
+    // Never polled before a deadline resets it, so the deadline given here does not matter.
+    monoio::time::sleep(Duration::MAX)
+}
+
+/// A deadline kept by a reusable timer ([`timer`]): the `stop` of [`read_until`],
+/// [`write_all_until`] and [`write_vectored_all_until`].
+///
+/// It arms the timer (`Sleep::reset`) when it is first polled, which those helpers do only once
+/// their operation has to wait, so an operation that completes at once costs no clock read and
+/// no timer work. A deadline made with [`after`](Self::after) therefore runs from the first
+/// wait of the operation (or of the loop that awaits it more than once, e.g. a head read over
+/// several reads), not from its creation; both are the same moment up to the time of the
+/// system calls that did not wait.
+///
+/// Dropped unfired, it leaves the timer armed: the next deadline re-arms it, and if the old
+/// deadline passes first, the task is woken once for nothing.
+pub struct Deadline<'a> {
+    timer: Pin<&'a mut Sleep>,
+    when: When,
+    armed: bool,
+}
+
+/// When a [`Deadline`] passes.
+#[derive(Clone, Copy)]
+enum When {
+    /// This long after it is armed.
+    After(Duration),
+    /// At this instant.
+    At(Instant),
+}
+
+impl<'a> Deadline<'a> {
+    /// Passes `dur` after it is armed (see the type's documentation).
+    pub fn after(timer: Pin<&'a mut Sleep>, dur: Duration) -> Self {
+        Deadline {
+            timer,
+            when: When::After(dur),
+            armed: false,
+        }
+    }
+
+    /// Passes at `at`.
+    pub fn at(timer: Pin<&'a mut Sleep>, at: Instant) -> Self {
+        Deadline {
+            timer,
+            when: When::At(at),
+            armed: false,
+        }
+    }
+}
+
+/// Beyond this, a deadline is as far as `monoio::time::sleep` takes a duration that `Instant`
+/// cannot represent: about 30 years.
+const FAR_FUTURE: Duration = Duration::from_secs(86400 * 365 * 30);
+
+impl Future for Deadline<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        if !this.armed {
+            let at = match this.when {
+                When::After(dur) => {
+                    let now = Instant::now();
+                    now.checked_add(dur).unwrap_or(now + FAR_FUTURE)
+                }
+                When::At(at) => at,
+            };
+            this.timer
+                .as_mut()
+                .reset(monoio::time::Instant::from_std(at));
+            this.armed = true;
+        }
+        this.timer.as_mut().poll(cx)
+    }
 }
 
 /// Spare capacity reserved by [`read_timeout`] when the buffer has none.

@@ -14,6 +14,7 @@
 
 use std::cell::Cell;
 use std::net::SocketAddr;
+use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -29,6 +30,7 @@ use monoio::io::{
     AsyncWriteRent, CancelableAsyncReadRent, CancelableAsyncWriteRent, Canceller, Splitable,
 };
 use monoio::net::TcpStream;
+use monoio::time::Sleep;
 
 use super::pool::UpstreamConn;
 use super::reply::{write_failure, Failure};
@@ -36,7 +38,7 @@ use super::upstreams::{Refusal, Unavailable};
 use super::{Generation, Shard};
 use crate::access_log::Entry;
 use crate::config::{ClusterConfig, HashKey, PathMatch};
-use crate::io::{read_until, write_all_until, BytesVec, Cancellers, ReadOutcome};
+use crate::io::{read_until, write_all_until, BytesVec, Cancellers, Deadline, ReadOutcome};
 use crate::metrics::TimeoutKind;
 use crate::metrics::{ClusterId, Unavailability};
 
@@ -62,18 +64,22 @@ const MAX_TRIED: usize = 16;
 /// How often a queued request (`queue = {...}`) looks for an endpoint that came back.
 const QUEUE_POLL: Duration = Duration::from_millis(10);
 
-/// A client connection: its socket and the cancellers of its timed reads and writes, kept for
-/// the connection's life.
-struct ClientConn {
+/// A client connection: its socket, the cancellers of its timed reads and writes, and the
+/// timer of its task, all kept for the connection's life ([`crate::io`]). Its requests' upstream
+/// reads and writes run in the same task, one at a time, and use the same timer.
+struct ClientConn<'t> {
     stream: TcpStream,
     cancel: Cancellers,
+    timer: Pin<&'t mut Sleep>,
 }
 
 /// Serves one client connection until it closes, errs, or the shard drains.
 pub(crate) async fn serve(shard: Rc<Shard>, client: TcpStream, peer: SocketAddr) {
+    let timer = pin!(crate::io::timer());
     let mut client = ClientConn {
         stream: client,
         cancel: Cancellers::default(),
+        timer,
     };
     shard.active.set(shard.active.get() + 1);
     shard.metrics().connection_opened();
@@ -170,7 +176,7 @@ enum HeadEnd {
 async fn read_head(
     shard: &Shard,
     generation: &Generation,
-    client: &mut ClientConn,
+    client: &mut ClientConn<'_>,
     rbuf: &mut BytesMut,
     head: &mut RequestHead,
     first: bool,
@@ -190,7 +196,7 @@ async fn read_head(
         let buf = std::mem::take(rbuf);
         let (outcome, buf) = match deadline {
             Some(d) => {
-                let stop = monoio::time::sleep(d.saturating_duration_since(Instant::now()));
+                let stop = Deadline::at(client.timer.as_mut(), d);
                 read_until(&mut client.stream, buf, stop, &mut client.cancel.read).await
             }
             None => {
@@ -205,7 +211,10 @@ async fn read_head(
                     *rbuf = buf;
                     return Err(HeadEnd::Closed);
                 }
-                let stop = race(monoio::time::sleep(wait), shard.drain.wait());
+                let stop = race(
+                    Deadline::after(client.timer.as_mut(), wait),
+                    shard.drain.wait(),
+                );
                 read_until(&mut client.stream, buf, stop, &mut client.cancel.read).await
             }
         };
@@ -275,7 +284,7 @@ struct Record {
 async fn handle(
     shard: &Rc<Shard>,
     generation: &Generation,
-    client: &mut ClientConn,
+    client: &mut ClientConn<'_>,
     peer: SocketAddr,
     rbuf: &mut BytesMut,
     wbuf: &mut BytesMut,
@@ -395,7 +404,7 @@ async fn handle(
 /// Writes the gateway's own answer for `failure`.
 #[allow(clippy::too_many_arguments)]
 async fn answer(
-    client: &mut ClientConn,
+    client: &mut ClientConn<'_>,
     wbuf: &mut BytesMut,
     record: &Record,
     failure: Failure,
@@ -433,12 +442,12 @@ async fn answer(
 }
 
 /// Writes `wbuf` to the client; returns whether it all went out.
-async fn flush_client(client: &mut ClientConn, wbuf: &mut BytesMut, timeout: Duration) -> bool {
+async fn flush_client(client: &mut ClientConn<'_>, wbuf: &mut BytesMut, timeout: Duration) -> bool {
     if wbuf.is_empty() {
         return true;
     }
     let data = std::mem::take(wbuf);
-    let stop = monoio::time::sleep(timeout);
+    let stop = Deadline::after(client.timer.as_mut(), timeout);
     let (res, mut data) =
         write_all_until(&mut client.stream, data, stop, &mut client.cancel.write).await;
     data.clear();
@@ -460,7 +469,7 @@ async fn exchange(
     shard: &Rc<Shard>,
     generation: &Generation,
     route_index: usize,
-    client: &mut ClientConn,
+    client: &mut ClientConn<'_>,
     peer: SocketAddr,
     rbuf: &mut BytesMut,
     wbuf: &mut BytesMut,
@@ -662,7 +671,10 @@ async fn exchange(
         }
 
         let attempt = match (&replay, hedge_after) {
-            (Some(bytes), None) => send_whole(&mut conn, bytes.clone(), reused, per_try).await,
+            (Some(bytes), None) => {
+                let timer = client.timer.as_mut();
+                send_whole(&mut conn, bytes.clone(), reused, per_try, timer).await
+            }
             (Some(bytes), Some(after)) => {
                 let first = Try {
                     endpoint: ei,
@@ -684,6 +696,7 @@ async fn exchange(
                     per_try,
                     after,
                     timeouts.connect,
+                    client.timer.as_mut(),
                 ))
                 .await;
                 match raced {
@@ -739,6 +752,7 @@ async fn exchange(
                     &mut head_buf,
                     server.timeouts.client_body,
                     timeouts.upstream_idle,
+                    client.timer.as_mut(),
                 )
                 .await;
                 match pumped {
@@ -754,7 +768,7 @@ async fn exchange(
                         return Err(Failure::UpstreamReset);
                     }
                 }
-                read_response_head(&mut conn, false, per_try).await
+                read_response_head(&mut conn, false, per_try, client.timer.as_mut()).await
             }
         };
         let (failure, retryable) = match attempt {
@@ -858,7 +872,8 @@ async fn exchange(
                 return Ok(Next::Close);
             }
         }
-        response = match read_response_head(&mut upstream, false, timeouts.upstream_idle).await {
+        let (idle, timer) = (timeouts.upstream_idle, client.timer.as_mut());
+        response = match read_response_head(&mut upstream, false, idle, timer).await {
             Ok(Attempt::Response(r)) => r,
             Ok(Attempt::Stale) | Err(_) => return Err(Failure::UpstreamReset),
         };
@@ -927,6 +942,7 @@ async fn exchange(
         wbuf,
         timeouts.upstream_idle,
         server.timeouts.client_body,
+        client.timer.as_mut(),
     )
     .await;
     match pumped {
@@ -1086,8 +1102,15 @@ async fn hedged<'a>(
     per_try: Duration,
     after: Duration,
     connect_timeout: Duration,
+    timer: Pin<&mut Sleep>,
 ) -> Raced<'a> {
-    let mut first_try = std::pin::pin!(send_whole(conn, bytes.clone(), first.reused, per_try));
+    let mut first_try = pin!(send_whole(
+        conn,
+        bytes.clone(),
+        first.reused,
+        per_try,
+        timer
+    ));
     monoio::select! {
         answered = &mut first_try => return Raced::First { attempt: answered, hedge: None },
         _ = monoio::time::sleep(after) => {}
@@ -1130,10 +1153,12 @@ async fn hedged<'a>(
             })?;
         conn.requests += 1;
         let sent_at = Instant::now();
-        let answered = send_whole(&mut conn, bytes.clone(), reused, per_try).await;
+        // The first try is still waiting, on the task's timer: the hedge needs one of its own.
+        let timer = pin!(crate::io::timer());
+        let answered = send_whole(&mut conn, bytes.clone(), reused, per_try, timer).await;
         Ok((conn, sent_at, answered))
     };
-    let mut hedge = std::pin::pin!(hedge);
+    let mut hedge = pin!(hedge);
     // Records a hedge that came to nothing (its connection, if any, is dropped: closed).
     let mut hedge_failed =
         |result: Result<(UpstreamConn, Instant, Result<Attempt, Outcome>), Option<Outcome>>| {
@@ -1493,8 +1518,9 @@ async fn send_whole(
     bytes: Bytes,
     reused: bool,
     timeout: Duration,
+    mut timer: Pin<&mut Sleep>,
 ) -> Result<Attempt, Outcome> {
-    let stop = monoio::time::sleep(timeout);
+    let stop = Deadline::after(timer.as_mut(), timeout);
     let (res, _) = write_all_until(&mut conn.stream, bytes, stop, &mut conn.cancel.write).await;
     if let Err(e) = res {
         return if reused && !e.is_timeout() {
@@ -1505,16 +1531,18 @@ async fn send_whole(
             Err(Outcome::Reset)
         };
     }
-    read_response_head(conn, reused, timeout).await
+    read_response_head(conn, reused, timeout, timer).await
 }
 
-/// Reads one response head from `conn` within `timeout` (one deadline for the whole head).
+/// Reads one response head from `conn` within `timeout` (one deadline for the whole head, kept
+/// by `timer`).
 async fn read_response_head(
     conn: &mut UpstreamConn,
     reused: bool,
     timeout: Duration,
+    timer: Pin<&mut Sleep>,
 ) -> Result<Attempt, Outcome> {
-    let deadline = Instant::now() + timeout;
+    let mut deadline = Deadline::after(timer, timeout);
     let mut parser = ResponseParser::new(headwater_http1::Limits::default());
     let mut got_any = !conn.rbuf.is_empty();
     loop {
@@ -1531,7 +1559,7 @@ async fn read_response_head(
             conn.rbuf.reserve(BODY_READ_SPARE);
         }
         let buf = std::mem::take(&mut conn.rbuf);
-        let stop = monoio::time::sleep(deadline.saturating_duration_since(Instant::now()));
+        let stop = &mut deadline;
         let (outcome, buf) = read_until(&mut conn.stream, buf, stop, &mut conn.cancel.read).await;
         conn.rbuf = buf;
         match outcome {
@@ -1560,7 +1588,8 @@ enum PumpError {
 /// Moves one message body from `src` (bytes already read are in `sbuf`) to `dst`, decoding with
 /// `dec` and re-framing as `out`. `wbuf` may hold bytes to send first (a head); they are
 /// coalesced with the first body bytes. Returns the body bytes written. Each stream comes with
-/// the canceller of the direction it is used in.
+/// the canceller of the direction it is used in; `timer` keeps the deadline of each read and
+/// write.
 #[allow(clippy::too_many_arguments)]
 async fn pump<R, W>(
     (src, src_cancel): (&mut R, &mut Canceller),
@@ -1571,6 +1600,7 @@ async fn pump<R, W>(
     wbuf: &mut BytesMut,
     read_timeout_dur: Duration,
     write_timeout: Duration,
+    mut timer: Pin<&mut Sleep>,
 ) -> Result<u64, PumpError>
 where
     R: CancelableAsyncReadRent,
@@ -1593,7 +1623,7 @@ where
                     if chunked_out {
                         parts.push(Bytes::from_static(chunked::CRLF));
                     }
-                    let stop = monoio::time::sleep(write_timeout);
+                    let stop = Deadline::after(timer.as_mut(), write_timeout);
                     let (res, _) =
                         crate::io::write_vectored_all_until(dst, parts, stop, dst_cancel).await;
                     res.map_err(|_| PumpError::WriteFailed)?;
@@ -1603,7 +1633,7 @@ where
                         wbuf.put_slice(chunked::CRLF);
                     }
                     if wbuf.len() >= WRITE_HIGH_WATER {
-                        write_out(dst, dst_cancel, wbuf, write_timeout).await?;
+                        write_out(dst, dst_cancel, timer.as_mut(), wbuf, write_timeout).await?;
                     }
                 }
             }
@@ -1618,17 +1648,17 @@ where
                         None => wbuf.put_slice(chunked::LAST_CHUNK),
                     }
                 }
-                write_out(dst, dst_cancel, wbuf, write_timeout).await?;
+                write_out(dst, dst_cancel, timer.as_mut(), wbuf, write_timeout).await?;
                 return Ok(written);
             }
             None => {
                 // Need more input: send what we have, then read.
-                write_out(dst, dst_cancel, wbuf, write_timeout).await?;
+                write_out(dst, dst_cancel, timer.as_mut(), wbuf, write_timeout).await?;
                 if sbuf.capacity() - sbuf.len() < 4096 {
                     sbuf.reserve(BODY_READ_SPARE);
                 }
                 let buf = std::mem::take(sbuf);
-                let stop = monoio::time::sleep(read_timeout_dur);
+                let stop = Deadline::after(timer.as_mut(), read_timeout_dur);
                 let (outcome, buf) = read_until(src, buf, stop, src_cancel).await;
                 *sbuf = buf;
                 match outcome {
@@ -1647,6 +1677,7 @@ where
 async fn write_out<W: CancelableAsyncWriteRent>(
     dst: &mut W,
     canceller: &mut Canceller,
+    timer: Pin<&mut Sleep>,
     wbuf: &mut BytesMut,
     timeout: Duration,
 ) -> Result<(), PumpError> {
@@ -1654,7 +1685,7 @@ async fn write_out<W: CancelableAsyncWriteRent>(
         return Ok(());
     }
     let data = std::mem::take(wbuf);
-    let stop = monoio::time::sleep(timeout);
+    let stop = Deadline::after(timer, timeout);
     let (res, mut data) = write_all_until(dst, data, stop, canceller).await;
     data.clear();
     *wbuf = data;
@@ -1664,9 +1695,9 @@ async fn write_out<W: CancelableAsyncWriteRent>(
 /// Relays bytes both ways between an upgraded client connection and its upstream until both
 /// directions have closed or one stays idle longer than `idle`. Each relay reads and writes
 /// with the cancellers of its own directions, so one direction's timeout leaves the other's
-/// operation alone.
+/// operation alone, and has a timer of its own (they wait at the same time).
 async fn tunnel(
-    client: ClientConn,
+    client: ClientConn<'_>,
     upstream: UpstreamConn,
     pending_client: BytesMut,
     idle: Duration,
@@ -1674,6 +1705,7 @@ async fn tunnel(
     let ClientConn {
         stream: client,
         cancel: mut ccancel,
+        ..
     } = client;
     let UpstreamConn {
         stream,
@@ -1707,10 +1739,11 @@ async fn relay<R, W>(
     R: CancelableAsyncReadRent,
     W: CancelableAsyncWriteRent + AsyncWriteRent,
 {
+    let mut timer = pin!(crate::io::timer());
     loop {
         if !buf.is_empty() {
             let data = std::mem::take(&mut buf);
-            let stop = monoio::time::sleep(idle);
+            let stop = Deadline::after(timer.as_mut(), idle);
             let (res, mut data) = write_all_until(dst, data, stop, dst_cancel).await;
             if res.is_err() {
                 break;
@@ -1721,7 +1754,7 @@ async fn relay<R, W>(
         if buf.capacity() < 4096 {
             buf.reserve(16 * 1024);
         }
-        let stop = monoio::time::sleep(idle);
+        let stop = Deadline::after(timer.as_mut(), idle);
         let (outcome, b) = read_until(src, buf, stop, src_cancel).await;
         buf = b;
         match outcome {
