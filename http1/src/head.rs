@@ -7,9 +7,10 @@
 //! endings as it goes. Once the head is complete it is split off the read buffer without copying
 //! (`BytesMut::split_to(..).freeze()`), parsed by httparse, and its framing-relevant headers
 //! (`Content-Length`, `Transfer-Encoding`, `Connection`, `Host`, `Expect`, `Upgrade`) are
-//! interpreted in the same pass. Names and values are then served as slices of that buffer, or as
-//! `http` crate types ([`HeaderValue`] shares the buffer; [`HeaderName`] is interned for standard
-//! names and copied once otherwise).
+//! interpreted in the same pass, which also records the kind of every field's name for the
+//! encoder ([`crate::encode`]), so that names are classified once. Names and values are then
+//! served as slices of that buffer, or as `http` crate types ([`HeaderValue`] shares the
+//! buffer; [`HeaderName`] is interned for standard names and copied once otherwise).
 
 use core::mem::MaybeUninit;
 
@@ -71,11 +72,13 @@ impl Span {
     }
 }
 
-/// One header field: the spans of its name and value in the head buffer.
+/// One header field: the spans of its name and value in the head buffer, and what its name is
+/// (classified once, when the head is parsed, for the encoder too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Field {
     pub(crate) name: Span,
     pub(crate) value: Span,
+    pub(crate) kind: FieldKind,
 }
 
 /// Facts about a message that framing, keep-alive and proxying decisions need, gathered while
@@ -457,7 +460,7 @@ fn is_known_coding(c: &[u8]) -> bool {
 /// The header names the codec treats specially: those whose values decide framing and
 /// connection handling when a head is parsed, and those a proxy drops or rewrites when it
 /// forwards one. Compared case-insensitively.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) enum FieldKind {
     ContentLength,
     TransferEncoding,
@@ -473,6 +476,7 @@ pub(crate) enum FieldKind {
     XForwardedFor,
     XForwardedProto,
     XForwardedHost,
+    #[default]
     Other,
 }
 
@@ -530,11 +534,13 @@ fn gather_facts(
     for (i, h) in headers.iter().enumerate() {
         let name = h.name.as_bytes();
         let value = h.value;
+        let kind = FieldKind::of(name);
         fields.push(Field {
             name: Span::of(raw, name),
             value: Span::of(raw, value),
+            kind,
         });
-        match FieldKind::of(name) {
+        match kind {
             FieldKind::ContentLength => {
                 let n = parse_content_length(value)?;
                 if let Some(prev) = facts.content_length {
@@ -880,6 +886,15 @@ impl RequestHead {
 }
 
 impl ResponseHead {
+    /// Forgets the parsed head but keeps its index storage, as [`RequestHead::clear`] (for a head
+    /// kept per upstream connection and parsed into with [`ResponseParser::parse_into`]).
+    pub fn clear(&mut self) {
+        let fields = std::mem::take(&mut self.fields);
+        *self = ResponseHead::empty();
+        self.fields = fields;
+        self.fields.clear();
+    }
+
     fn empty() -> Self {
         ResponseHead {
             buf: Bytes::new(),
@@ -1019,6 +1034,19 @@ macro_rules! header_access {
                 self.fields
                     .iter()
                     .map(|f| (&self.buf[f.name.range()], &self.buf[f.value.range()]))
+            }
+
+            /// Header fields in order, as (kind, name, value): the kind the parser found.
+            pub(crate) fn classified_headers(
+                &self,
+            ) -> impl ExactSizeIterator<Item = (FieldKind, &[u8], &[u8])> + '_ {
+                self.fields.iter().map(|f| {
+                    (
+                        f.kind,
+                        &self.buf[f.name.range()],
+                        &self.buf[f.value.range()],
+                    )
+                })
             }
 
             /// The first value of header `name` (case-insensitive).

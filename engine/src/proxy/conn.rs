@@ -904,7 +904,7 @@ async fn exchange(
         if !flush_client(client, wbuf, server.timeouts.client_body).await {
             return Ok(Next::Close);
         }
-        return Ok(Next::Upgrade(Box::new(upstream), timeouts.upstream_idle));
+        return Ok(Next::Upgrade(upstream, timeouts.upstream_idle));
     }
 
     let upstream_kind = response.body_kind(head.method());
@@ -932,7 +932,7 @@ async fn exchange(
         rbuf: urbuf,
         cancel: ucancel,
         ..
-    } = &mut upstream;
+    } = &mut *upstream;
     let pumped = pump(
         (ustream, &mut ucancel.read),
         urbuf,
@@ -956,6 +956,10 @@ async fn exchange(
     // The upstream connection goes back to the pool only after a clean, complete exchange
     // that leaves nothing unread.
     if response.keep_alive() && upstream_kind.reusable() && upstream.rbuf.is_empty() && !upgrade {
+        // The head goes back with the connection, for the next response to be parsed into,
+        // without the reference to the read buffer (which would keep that buffer shared).
+        response.clear();
+        upstream.head = response;
         shard
             .pool
             .borrow_mut()
@@ -1021,7 +1025,7 @@ async fn obtain(
     pooled: bool,
     connect_timeout: Duration,
     now: Instant,
-) -> Result<(UpstreamConn, bool), NoConn> {
+) -> Result<(Box<UpstreamConn>, bool), NoConn> {
     let cluster = &generation.config.clusters[ci];
     let cluster_id = generation.cluster_ids[ci];
     let metrics = shard.metrics();
@@ -1077,11 +1081,15 @@ enum Raced<'a> {
 struct HedgeWin<'a> {
     first: Option<Result<Attempt, Outcome>>,
     endpoint: usize,
-    conn: UpstreamConn,
+    conn: Box<UpstreamConn>,
     guard: Trying<'a>,
     sent_at: Instant,
     response: ResponseHead,
 }
+
+/// What a hedge came to: its connection, when it was sent and its answer; or, when it got no
+/// connection, the connect failure (None: a breaker refused).
+type HedgeResult = Result<(Box<UpstreamConn>, Instant, Result<Attempt, Outcome>), Option<Outcome>>;
 
 /// Sends `bytes` on `conn` (the first try) and, if no response head came within `after`, a
 /// second try (the hedge) to another endpoint of cluster `ci` that can serve, when the retry
@@ -1160,14 +1168,13 @@ async fn hedged<'a>(
     };
     let mut hedge = pin!(hedge);
     // Records a hedge that came to nothing (its connection, if any, is dropped: closed).
-    let mut hedge_failed =
-        |result: Result<(UpstreamConn, Instant, Result<Attempt, Outcome>), Option<Outcome>>| {
-            let outcome = match result {
-                Ok((_, _, Err(outcome))) | Err(Some(outcome)) => Some(outcome),
-                _ => None,
-            };
-            guard.finish(outcome, Instant::now());
+    let mut hedge_failed = |result: HedgeResult| {
+        let outcome = match result {
+            Ok((_, _, Err(outcome))) | Err(Some(outcome)) => Some(outcome),
+            _ => None,
         };
+        guard.finish(outcome, Instant::now());
+    };
     let early = monoio::select! {
         answered = &mut first_try => Ok(answered),
         hedged = &mut hedge => Err(hedged),
@@ -1500,7 +1507,7 @@ impl Record {
 }
 
 /// Opens a connection to `addr` within `timeout`.
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<UpstreamConn, Outcome> {
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Box<UpstreamConn>, Outcome> {
     match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
@@ -1547,9 +1554,11 @@ async fn read_response_head(
     let mut got_any = !conn.rbuf.is_empty();
     loop {
         if !conn.rbuf.is_empty() {
-            match parser.parse(&mut conn.rbuf) {
-                Ok(Some(h)) => return Ok(Attempt::Response(h)),
-                Ok(None) => {}
+            // Parsed into the connection's own head, whose index storage is reused; the exchange
+            // gives it back before the connection returns to the pool.
+            match parser.parse_into(&mut conn.rbuf, &mut conn.head) {
+                Ok(true) => return Ok(Attempt::Response(std::mem::take(&mut conn.head))),
+                Ok(false) => {}
                 Err(_) => return Err(Outcome::Protocol),
             }
         }
