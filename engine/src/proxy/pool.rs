@@ -9,11 +9,11 @@
 //! linger after traffic stops. Keyed by address, so a config reload that keeps an endpoint keeps
 //! its pooled connections.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use fxhash::FxHashMap;
 use headwater_http1::ResponseHead;
 use monoio::net::TcpStream;
 
@@ -74,7 +74,9 @@ struct Idle {
 /// The pool of one shard.
 #[derive(Default)]
 pub struct Pool {
-    idle: HashMap<SocketAddr, Idle>,
+    /// Hashed with FxHash rather than std's SipHash: checkout and checkin hash an address on
+    /// every request, and the keys are the configured endpoints, not input a client controls.
+    idle: FxHashMap<SocketAddr, Idle>,
 }
 
 fn expired(
