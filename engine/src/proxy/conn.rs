@@ -49,6 +49,9 @@ const IDLE_READ_CAPACITY: usize = 1024;
 /// Body data at least this large is written straight from the buffer it was read into
 /// (`writev` with the pending head) instead of being copied into the write buffer.
 const ZERO_COPY_MIN: usize = 4 * 1024;
+/// Room for what the encoder adds to a forwarded response head (`Via`, `Connection`, the framing
+/// header), with some to spare.
+const HEAD_EXTRA: usize = 128;
 /// Flush the write buffer once it holds this much.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// Read buffers are topped up to at least this much spare room before a body read.
@@ -146,10 +149,15 @@ pub(crate) async fn serve(shard: Rc<Shard>, client: TcpStream, peer: SocketAddr)
             Next::KeepAlive if !shard.drain.fired() => {
                 // Between requests the connection holds as little memory as possible: the
                 // read that waits for the next request gets a small buffer of its own, and
-                // neither the previous head nor the write buffer pin theirs.
+                // neither the previous head nor the write buffer pin theirs. That buffer is
+                // the one it has, taken back whole without allocating, when it is small and
+                // nothing else holds a part of it (the head was split off it); else a new one.
                 head.clear();
                 wbuf = BytesMut::new();
-                if rbuf.is_empty() {
+                if rbuf.is_empty()
+                    && !(rbuf.try_reclaim(IDLE_READ_CAPACITY)
+                        && rbuf.capacity() <= IDLE_READ_CAPACITY)
+                {
                     rbuf = BytesMut::with_capacity(IDLE_READ_CAPACITY);
                 }
                 continue;
@@ -330,7 +338,7 @@ async fn handle(
             let route = &config.routes[ri];
             let cluster_name = config.clusters[route.cluster].name.as_str();
             let exchange = exchange(
-                shard, generation, ri, client, peer, rbuf, wbuf, head, &record,
+                shard, generation, ri, client, peer, rbuf, wbuf, head, &record, started,
             );
             let result = match route.timeouts.total {
                 Some(total) => match monoio::time::timeout(total, exchange).await {
@@ -462,8 +470,8 @@ enum Attempt {
     Stale,
 }
 
-/// Proxies one routed request. `Err` is a failure the client has not been answered for yet
-/// (unless `record.committed`).
+/// Proxies one routed request, whose head was complete at `started`. `Err` is a failure the
+/// client has not been answered for yet (unless `record.committed`).
 #[allow(clippy::too_many_arguments)]
 async fn exchange(
     shard: &Rc<Shard>,
@@ -475,6 +483,7 @@ async fn exchange(
     wbuf: &mut BytesMut,
     head: &RequestHead,
     record: &Record,
+    started: Instant,
 ) -> Result<Next, Failure> {
     let config = &generation.config;
     let route = &config.routes[route_index];
@@ -557,10 +566,12 @@ async fn exchange(
     let mut fresh_only = false;
     let mut continue_sent = false;
     let queue_until = route.queue.map(|q| Instant::now() + q);
+    // The first pick follows the start of the request without a wait: its clock reading serves.
+    let mut first_now = Some(started);
     let (mut upstream, response) = loop {
         let cluster = &config.clusters[ci];
         let cluster_id = generation.cluster_ids[ci];
-        let now = Instant::now();
+        let now = first_now.take().unwrap_or_else(Instant::now);
         // Pick an endpoint and get a connection to it.
         let picked = shard.pick(generation, ci, &tried[..ntried], key, now);
         let Some((mut ei, panic)) = picked else {
@@ -915,6 +926,14 @@ async fn exchange(
     } else {
         ClientConnection::Close
     };
+    // A body that `pump` will copy in after the head (one under ZERO_COPY_MIN) gets its room
+    // now, with the head's: one allocation instead of a second one (and a copy of the head)
+    // when the body arrives.
+    if let BodyKind::Length(n) = down {
+        if n < ZERO_COPY_MIN as u64 {
+            wbuf.reserve(response.as_bytes().len() + HEAD_EXTRA + n as usize);
+        }
+    }
     encode_proxy_response(
         &response,
         down,
