@@ -19,7 +19,7 @@ use http::{HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
 
 use crate::error::{bad_framing, malformed, Error, ErrorKind};
 use crate::framing::BodyKind;
-use crate::syntax::{is_token, list_elements, trim_ows};
+use crate::syntax::{eq_lowercase, is_token, list_elements, trim_ows};
 
 /// Size limits applied while reading a head. Each has the status a server answers when exceeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -454,7 +454,7 @@ fn is_known_coding(c: &[u8]) -> bool {
         b"zstd",
     ]
     .iter()
-    .any(|k| c.eq_ignore_ascii_case(k))
+    .any(|k| eq_lowercase(c, k))
 }
 
 /// The header names the codec treats specially: those whose values decide framing and
@@ -485,20 +485,20 @@ impl FieldKind {
     pub(crate) fn of(name: &[u8]) -> FieldKind {
         // Dispatch on length first: almost every header is rejected by one comparison.
         match name.len() {
-            2 if name.eq_ignore_ascii_case(b"te") => FieldKind::Te,
-            3 if name.eq_ignore_ascii_case(b"via") => FieldKind::Via,
-            4 if name.eq_ignore_ascii_case(b"host") => FieldKind::Host,
-            6 if name.eq_ignore_ascii_case(b"expect") => FieldKind::Expect,
-            7 if name.eq_ignore_ascii_case(b"upgrade") => FieldKind::Upgrade,
-            7 if name.eq_ignore_ascii_case(b"trailer") => FieldKind::Trailer,
-            10 if name.eq_ignore_ascii_case(b"connection") => FieldKind::Connection,
-            10 if name.eq_ignore_ascii_case(b"keep-alive") => FieldKind::KeepAlive,
-            14 if name.eq_ignore_ascii_case(b"content-length") => FieldKind::ContentLength,
-            15 if name.eq_ignore_ascii_case(b"x-forwarded-for") => FieldKind::XForwardedFor,
-            16 if name.eq_ignore_ascii_case(b"proxy-connection") => FieldKind::ProxyConnection,
-            16 if name.eq_ignore_ascii_case(b"x-forwarded-host") => FieldKind::XForwardedHost,
-            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => FieldKind::TransferEncoding,
-            17 if name.eq_ignore_ascii_case(b"x-forwarded-proto") => FieldKind::XForwardedProto,
+            2 if eq_lowercase(name, b"te") => FieldKind::Te,
+            3 if eq_lowercase(name, b"via") => FieldKind::Via,
+            4 if eq_lowercase(name, b"host") => FieldKind::Host,
+            6 if eq_lowercase(name, b"expect") => FieldKind::Expect,
+            7 if eq_lowercase(name, b"upgrade") => FieldKind::Upgrade,
+            7 if eq_lowercase(name, b"trailer") => FieldKind::Trailer,
+            10 if eq_lowercase(name, b"connection") => FieldKind::Connection,
+            10 if eq_lowercase(name, b"keep-alive") => FieldKind::KeepAlive,
+            14 if eq_lowercase(name, b"content-length") => FieldKind::ContentLength,
+            15 if eq_lowercase(name, b"x-forwarded-for") => FieldKind::XForwardedFor,
+            16 if eq_lowercase(name, b"proxy-connection") => FieldKind::ProxyConnection,
+            16 if eq_lowercase(name, b"x-forwarded-host") => FieldKind::XForwardedHost,
+            17 if eq_lowercase(name, b"transfer-encoding") => FieldKind::TransferEncoding,
+            17 if eq_lowercase(name, b"x-forwarded-proto") => FieldKind::XForwardedProto,
             _ => FieldKind::Other,
         }
     }
@@ -566,7 +566,7 @@ fn gather_facts(
                         // chunked must be the final coding and may appear only once.
                         return Err(bad_framing("chunked is not the final transfer coding"));
                     }
-                    if coding.eq_ignore_ascii_case(b"chunked") {
+                    if eq_lowercase(coding, b"chunked") {
                         last_chunked = true;
                     } else if request && !is_known_coding(coding) {
                         return Err(bad_framing("unsupported transfer coding"));
@@ -586,11 +586,11 @@ fn gather_facts(
             }
             FieldKind::Connection => {
                 for token in list_elements(value) {
-                    if token.eq_ignore_ascii_case(b"close") {
+                    if eq_lowercase(token, b"close") {
                         facts.conn_close = true;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    } else if eq_lowercase(token, b"keep-alive") {
                         facts.conn_keep_alive = true;
-                    } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    } else if eq_lowercase(token, b"upgrade") {
                         facts.conn_upgrade = true;
                     } else if is_token(token) {
                         facts.conn_other = true;
@@ -609,7 +609,7 @@ fn gather_facts(
                 facts.host = Some(i as u16);
             }
             FieldKind::Expect => {
-                if value.eq_ignore_ascii_case(b"100-continue") {
+                if eq_lowercase(value, b"100-continue") {
                     facts.expect_continue = true;
                 } else if request {
                     return Err(Error::new(
