@@ -17,7 +17,7 @@
 //! returned as data.
 //!
 //! Do not drop these futures half-way either (for instance inside another `timeout`): that
-//! reintroduces the problem they solve. Put the deadline in `dur` instead.
+//! reintroduces the problem they solve. Put the deadline in `dur` (or `stop`) instead.
 //!
 //! # Kept per connection: cancellers and a timer
 //!
@@ -36,9 +36,9 @@
 //!   operations that run at the same time (the two directions of a tunnel, the two tries of a
 //!   hedged request) need a timer each.
 //!
-//! [`read_timeout`], [`write_all_timeout`], [`write_vectored_all_timeout`] and
-//! [`accept_timeout`] are the same operations with a canceller and a timer of their own, for
-//! one-off use.
+//! [`read_timeout`], [`write_all_timeout`] and [`write_vectored_all_timeout`] are the same
+//! operations with a canceller and a timer of their own, for one-off use; so is
+//! [`accept_timeout`], which has no other form.
 
 use std::{
     fmt,
