@@ -61,6 +61,11 @@
 #   KEEP=DIR          copy every tool output there: callgrind's (e.g. DIR/headwater-epoll-6000.cg),
 #                     perf stat's, the system call summaries; perf/budget/cg_per_request.py turns
 #                     a pair of callgrind outputs into costs per request by function
+#   CALLGRIND_OPTS=   extra valgrind options for the callgrind runs. "--cache-sim=yes --branch-sim=yes"
+#                     slows the proxy down about 2x without changing the instruction count, so that
+#                     it never catches up with its peers: every read finds its data, no run pays
+#                     for waits (EAGAIN, epoll_wait, timer), and repeated runs agree to ±0.3 %
+#                     (see "Reads that wait" in BUDGET.md)
 #   PROXY_CORE=0 LOAD_CORE=1    the proxy alone on one core; client and upstream on the other
 #   NO_BUILD=1        skip `cargo build --release -p headwater-engine`
 #   HEADWATER_BIN=P   measure this binary instead of target/release/headwater (it is copied
@@ -76,6 +81,7 @@ CALLGRIND_DRIVERS=${CALLGRIND_DRIVERS:-epoll}
 PROXIES=${PROXIES:-"headwater nginx"}
 PERF_STAT=${PERF_STAT:-auto}
 CALLGRIND=${CALLGRIND:-1}
+CALLGRIND_OPTS=${CALLGRIND_OPTS:-}
 SYSCALLS=${SYSCALLS:-auto}
 PERF_REPEAT=${PERF_REPEAT:-3}
 LOAD_SECS=${LOAD_SECS:-5}
@@ -254,7 +260,8 @@ measure() { # tool proxy driver requests [loaded]
     case $tool in
         callgrind)
             out="$TMP/out/$tag.cg"
-            taskset -c "$PROXY_CORE" valgrind --tool=callgrind --trace-children=no \
+            # shellcheck disable=SC2086 # CALLGRIND_OPTS is a list of options
+            taskset -c "$PROXY_CORE" valgrind --tool=callgrind --trace-children=no $CALLGRIND_OPTS \
                 --callgrind-out-file="$out" "${CMD[@]}" 2>"$log" &
             [[ $driver == io_uring ]] && poke=1
             ;;
@@ -334,7 +341,7 @@ median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]
 # ---------------------------------------------------------------- measuring
 echo "date:      $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo "machine:   $(machine_summary)"
-[[ $CALLGRIND != 0 ]] && echo "valgrind:  $(valgrind --version)"
+[[ $CALLGRIND != 0 ]] && echo "valgrind:  $(valgrind --version)${CALLGRIND_OPTS:+ ($CALLGRIND_OPTS)}"
 echo "nginx:     $(nginx_version)"
 if [[ " $PROXIES " == *" headwater "* ]]; then
     # the commit of the checkout the binary lies in ("-dirty": with uncommitted changes)

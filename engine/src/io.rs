@@ -17,7 +17,28 @@
 //! returned as data.
 //!
 //! Do not drop these futures half-way either (for instance inside another `timeout`): that
-//! reintroduces the problem they solve. Put the deadline in `dur` instead.
+//! reintroduces the problem they solve. Put the deadline in `dur` (or `stop`) instead.
+//!
+//! # Kept per connection: cancellers and a timer
+//!
+//! A canceller costs an `Rc` and a hash table, and a monoio timer (`Sleep`) a timer-wheel entry
+//! and half a kilobyte of future state. So a connection keeps both for its whole life and lends
+//! them to each operation ([`read_until`], [`write_all_until`], [`write_vectored_all_until`]):
+//!
+//! - [`Cancellers`], one per direction, so that a timed-out read never cancels a write in flight
+//!   on the same stream (and the other way round). After a cancel the used canceller is replaced
+//!   by a fresh one.
+//! - one pinned timer ([`timer`]) per task, re-armed by each operation's [`Deadline`]
+//!   (`Sleep::reset`), and only once the operation has to wait: an operation that completes
+//!   at once reads no clock and touches no timer. A `Sleep` keeps the waker of the task that
+//!   first polled it until it fires, so a timer must stay with one task (a client connection's
+//!   task, not a pooled upstream connection that serves one task after another), and
+//!   operations that run at the same time (the two directions of a tunnel, the two tries of a
+//!   hedged request) need a timer each.
+//!
+//! [`read_timeout`], [`write_all_timeout`] and [`write_vectored_all_timeout`] are the same
+//! operations with a canceller and a timer of their own, for one-off use; so is
+//! [`accept_timeout`], which has no other form.
 
 use std::{
     fmt,
@@ -25,8 +46,8 @@ use std::{
     io,
     net::SocketAddr,
     pin::{pin, Pin},
-    task::Poll,
-    time::Duration,
+    task::{Context, Poll},
+    time::{Duration, Instant},
 };
 
 use bytes::{Bytes, BytesMut};
@@ -34,7 +55,103 @@ use monoio::{
     buf::{IoBuf, IoBufMut, IoVecBuf},
     io::{CancelableAsyncReadRent, CancelableAsyncWriteRent, Canceller},
     net::{TcpListener, TcpStream},
+    time::Sleep,
 };
+
+/// The cancellers of one stream, one per direction, kept for as long as the stream lives.
+///
+/// An operation registers with the canceller it is given and deregisters when it completes, so
+/// a canceller that was not used to cancel serves any number of later operations. When a
+/// deadline cancels an operation, the helpers of this module replace the canceller with a fresh
+/// one (a cancelled canceller refuses every later operation).
+#[derive(Default)]
+pub struct Cancellers {
+    /// For reads.
+    pub read: Canceller,
+    /// For writes.
+    pub write: Canceller,
+}
+
+/// A timer for [`Deadline`]s, not armed yet. Pin it where it stays for the task's life (e.g.
+/// `std::pin::pin!(io::timer())` in the connection's task) and lend it to one deadline after
+/// another.
+pub fn timer() -> Sleep {
+    // Never polled before a deadline resets it, so the deadline given here does not matter.
+    monoio::time::sleep(Duration::MAX)
+}
+
+/// A deadline kept by a reusable timer ([`timer`]): the `stop` of [`read_until`],
+/// [`write_all_until`] and [`write_vectored_all_until`].
+///
+/// It arms the timer (`Sleep::reset`) when it is first polled, which those helpers do only once
+/// their operation has to wait, so an operation that completes at once costs no clock read and
+/// no timer work. A deadline made with [`after`](Self::after) therefore runs from the first
+/// wait of the operation (or of the loop that awaits it more than once, e.g. a head read over
+/// several reads), not from its creation; both are the same moment up to the time of the
+/// system calls that did not wait.
+///
+/// Dropped unfired, it leaves the timer armed: the next deadline re-arms it, and if the old
+/// deadline passes first, the task is woken once for nothing.
+pub struct Deadline<'a> {
+    timer: Pin<&'a mut Sleep>,
+    when: When,
+    armed: bool,
+}
+
+/// When a [`Deadline`] passes.
+#[derive(Clone, Copy)]
+enum When {
+    /// This long after it is armed.
+    After(Duration),
+    /// At this instant.
+    At(Instant),
+}
+
+impl<'a> Deadline<'a> {
+    /// Passes `dur` after it is armed (see the type's documentation).
+    pub fn after(timer: Pin<&'a mut Sleep>, dur: Duration) -> Self {
+        Deadline {
+            timer,
+            when: When::After(dur),
+            armed: false,
+        }
+    }
+
+    /// Passes at `at`.
+    pub fn at(timer: Pin<&'a mut Sleep>, at: Instant) -> Self {
+        Deadline {
+            timer,
+            when: When::At(at),
+            armed: false,
+        }
+    }
+}
+
+/// Beyond this, a deadline is as far as `monoio::time::sleep` takes a duration that `Instant`
+/// cannot represent: about 30 years.
+const FAR_FUTURE: Duration = Duration::from_secs(86400 * 365 * 30);
+
+impl Future for Deadline<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        if !this.armed {
+            let at = match this.when {
+                When::After(dur) => {
+                    let now = Instant::now();
+                    now.checked_add(dur).unwrap_or(now + FAR_FUTURE)
+                }
+                When::At(at) => at,
+            };
+            this.timer
+                .as_mut()
+                .reset(monoio::time::Instant::from_std(at));
+            this.armed = true;
+        }
+        this.timer.as_mut().poll(cx)
+    }
+}
 
 /// Spare capacity reserved by [`read_timeout`] when the buffer has none.
 pub const MIN_READ_SPARE: usize = 8 * 1024;
@@ -121,8 +238,8 @@ fn is_cancelled(e: &io::Error) -> bool {
 /// `canceller` (which is replaced by a fresh one) and still awaits it. Returns the operation's
 /// output and whether the deadline fired.
 ///
-/// A canceller that was not used to cancel serves the next operation too: callers make one per
-/// call, not one per operation of their retry loops.
+/// A canceller that was not used to cancel serves the next operation too: connections keep
+/// theirs ([`Cancellers`]) rather than making one per operation.
 async fn until_deadline<F: Future, D: Future<Output = ()>>(
     op: F,
     mut deadline: Pin<&mut D>,
@@ -158,7 +275,7 @@ pub async fn read_timeout<T: CancelableAsyncReadRent>(
     buf: BytesMut,
     dur: Duration,
 ) -> (ReadOutcome, BytesMut) {
-    read_until(io, buf, monoio::time::sleep(dur)).await
+    read_until(io, buf, monoio::time::sleep(dur), &mut Canceller::new()).await
 }
 
 /// Writes all of `buf` within `dur` (one deadline for the whole buffer).
@@ -167,17 +284,26 @@ pub async fn read_timeout<T: CancelableAsyncReadRent>(
 /// written again (continue from `written`), though usually a peer that stops reading is dropped.
 pub async fn write_all_timeout<T: CancelableAsyncWriteRent, B: IoBuf>(
     io: &mut T,
-    mut buf: B,
+    buf: B,
     dur: Duration,
+) -> (Result<(), WriteError>, B) {
+    write_all_until(io, buf, monoio::time::sleep(dur), &mut Canceller::new()).await
+}
+
+/// Writes all of `buf` (as [`write_all_timeout`]) until `stop` resolves, through `canceller`
+/// (the stream's write canceller, see [`Cancellers`]).
+pub async fn write_all_until<T: CancelableAsyncWriteRent, B: IoBuf, S: Future<Output = ()>>(
+    io: &mut T,
+    mut buf: B,
+    stop: S,
+    canceller: &mut Canceller,
 ) -> (Result<(), WriteError>, B) {
     let total = buf.bytes_init();
     let mut written = 0;
-    let mut deadline = pin!(monoio::time::sleep(dur));
-    let mut canceller = Canceller::new();
+    let mut stop = pin!(stop);
     while written < total {
         let write = io.cancelable_write(buf.slice(written..total), canceller.handle());
-        let ((res, slice), timed_out) =
-            until_deadline(write, deadline.as_mut(), &mut canceller).await;
+        let ((res, slice), timed_out) = until_deadline(write, stop.as_mut(), canceller).await;
         buf = slice.into_inner();
         if let Err(e) = after_write(res, timed_out, &mut written, total) {
             return (Err(e), buf);
@@ -223,20 +349,29 @@ fn after_write(
 /// [`WriteError::written`] tells how far a failed write got.
 pub async fn write_vectored_all_timeout<T: CancelableAsyncWriteRent>(
     io: &mut T,
-    mut bufs: BytesVec,
+    bufs: BytesVec,
     dur: Duration,
+) -> (Result<(), WriteError>, BytesVec) {
+    write_vectored_all_until(io, bufs, monoio::time::sleep(dur), &mut Canceller::new()).await
+}
+
+/// Writes all of `bufs` (as [`write_vectored_all_timeout`]) until `stop` resolves, through
+/// `canceller` (the stream's write canceller, see [`Cancellers`]).
+pub async fn write_vectored_all_until<T: CancelableAsyncWriteRent, S: Future<Output = ()>>(
+    io: &mut T,
+    mut bufs: BytesVec,
+    stop: S,
+    canceller: &mut Canceller,
 ) -> (Result<(), WriteError>, BytesVec) {
     if bufs.consumed != 0 {
         bufs.set_consumed(0);
     }
     let total = bufs.total_len();
     let mut written = 0;
-    let mut deadline = pin!(monoio::time::sleep(dur));
-    let mut canceller = Canceller::new();
+    let mut stop = pin!(stop);
     while written < total {
         let write = io.cancelable_writev(bufs, canceller.handle());
-        let ((res, returned), timed_out) =
-            until_deadline(write, deadline.as_mut(), &mut canceller).await;
+        let ((res, returned), timed_out) = until_deadline(write, stop.as_mut(), canceller).await;
         bufs = returned;
         let step = after_write(res, timed_out, &mut written, total);
         bufs.set_consumed(written);
@@ -406,22 +541,23 @@ unsafe impl IoVecBuf for BytesVec {
 
 /// Reads once into the spare capacity of `buf` (as [`read_timeout`]) until `stop` resolves,
 /// whatever `stop` is: a timer raced with a shutdown signal, for instance. When `stop` fires
-/// first the read is cancelled and awaited, and the outcome is [`ReadOutcome::TimedOut`]
-/// unless data won the race.
+/// first the read is cancelled through `canceller` (the stream's read canceller, see
+/// [`Cancellers`]) and awaited, and the outcome is [`ReadOutcome::TimedOut`] unless data won the
+/// race.
 pub async fn read_until<T: CancelableAsyncReadRent, S: Future<Output = ()>>(
     io: &mut T,
     mut buf: BytesMut,
     stop: S,
+    canceller: &mut Canceller,
 ) -> (ReadOutcome, BytesMut) {
     if buf.len() == buf.capacity() {
         buf.reserve(MIN_READ_SPARE);
     }
     let mut stop = pin!(stop);
-    let mut canceller = Canceller::new();
     loop {
         let (begin, end) = (buf.len(), buf.capacity());
         let read = io.cancelable_read(buf.slice_mut(begin..end), canceller.handle());
-        let ((res, slice), stopped) = until_deadline(read, stop.as_mut(), &mut canceller).await;
+        let ((res, slice), stopped) = until_deadline(read, stop.as_mut(), canceller).await;
         buf = slice.into_inner();
         return match res {
             Ok(n) => (ReadOutcome::Read(n), buf),

@@ -7,6 +7,7 @@ use std::{
     collections::BTreeSet,
     io::{Read, Write},
     net::{Shutdown, SocketAddr},
+    pin::pin,
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, Mutex,
@@ -18,8 +19,8 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use headwater_engine::{
     io::{
-        accept_timeout, read_timeout, write_all_timeout, write_vectored_all_timeout, BytesVec,
-        ReadOutcome, WriteError,
+        self, accept_timeout, read_timeout, read_until, write_all_timeout, write_all_until,
+        write_vectored_all_timeout, BytesVec, Cancellers, Deadline, ReadOutcome, WriteError,
     },
     runtime::{
         build_runtime, io_uring_usable, reserve_addr, shard_listener, spawn_shards,
@@ -545,6 +546,155 @@ fn read_timeout_near_deadline_loses_nothing() {
         assert!(
             got.len() == BYTES && first_bad.is_none(),
             "{kind}: got {} of {BYTES} bytes, first wrong byte at {first_bad:?}",
+            got.len()
+        );
+    }
+}
+
+/// As the proxy does it: one stream's cancellers and one timer kept for a whole conversation,
+/// the timer re-armed by each operation's deadline, later and earlier than the one before. A
+/// timed-out read cancels only the read (the write after it, on the other direction's canceller,
+/// goes through), the replaced canceller serves the next operations, and no byte is lost.
+#[test]
+fn kept_cancellers_and_timer_serve_operation_after_operation() {
+    for kind in drivers("kept_cancellers_and_timer_serve_operation_after_operation") {
+        let peer = block_on(kind, async {
+            let (mut stream, peer) = accept_one(|mut conn| {
+                let mut got = [0u8; 4];
+                conn.read_exact(&mut got).unwrap();
+                assert_eq!(&got, b"ping");
+                thread::sleep(Duration::from_millis(150));
+                conn.write_all(b"pong").unwrap();
+                conn.read_exact(&mut got).unwrap();
+                assert_eq!(&got, b"bye!");
+                conn.write_all(b"end").unwrap();
+                // Dropping closes: EOF.
+            })
+            .await;
+            let mut cancel = Cancellers::default();
+            let mut timer = pin!(io::timer());
+            let short = Duration::from_millis(50);
+            let long = Duration::from_secs(5);
+
+            // Nothing comes: the read times out (after the deadline, not before).
+            let started = Instant::now();
+            let stop = Deadline::after(timer.as_mut(), short);
+            let (outcome, buf) = read_until(
+                &mut stream,
+                BytesMut::with_capacity(64),
+                stop,
+                &mut cancel.read,
+            )
+            .await;
+            assert!(
+                matches!(outcome, ReadOutcome::TimedOut),
+                "{kind}: {outcome:?}"
+            );
+            assert!(
+                started.elapsed() >= short - Duration::from_millis(5),
+                "{kind}: early"
+            );
+
+            // The write direction was not cancelled.
+            let stop = Deadline::after(timer.as_mut(), long);
+            let ping = Bytes::from_static(b"ping");
+            let (res, _) = write_all_until(&mut stream, ping, stop, &mut cancel.write).await;
+            res.unwrap_or_else(|e| panic!("{kind}: {e}"));
+
+            // The replaced read canceller reads the answer (the timer re-armed later).
+            let stop = Deadline::after(timer.as_mut(), long);
+            let (outcome, mut buf) = read_until(&mut stream, buf, stop, &mut cancel.read).await;
+            assert_eq!(read_bytes(&outcome), 4);
+            assert_eq!(&buf[..], b"pong");
+
+            // Re-armed earlier than the pending 5 s: times out at the new deadline.
+            let started = Instant::now();
+            let stop = Deadline::after(timer.as_mut(), short);
+            let (outcome, b) = read_until(&mut stream, buf, stop, &mut cancel.read).await;
+            buf = b;
+            let waited = started.elapsed();
+            assert!(
+                matches!(outcome, ReadOutcome::TimedOut),
+                "{kind}: {outcome:?}"
+            );
+            assert!(waited < Duration::from_secs(2), "{kind}: waited {waited:?}");
+
+            // A deadline at an instant already past times out at once, losing nothing.
+            let stop = Deadline::at(timer.as_mut(), Instant::now());
+            let (outcome, b) = read_until(&mut stream, buf, stop, &mut cancel.read).await;
+            buf = b;
+            assert!(
+                matches!(outcome, ReadOutcome::TimedOut),
+                "{kind}: {outcome:?}"
+            );
+
+            let stop = Deadline::after(timer.as_mut(), long);
+            let bye = Bytes::from_static(b"bye!");
+            let (res, _) = write_all_until(&mut stream, bye, stop, &mut cancel.write).await;
+            res.unwrap_or_else(|e| panic!("{kind}: {e}"));
+            loop {
+                let stop = Deadline::after(timer.as_mut(), long);
+                let (outcome, b) = read_until(&mut stream, buf, stop, &mut cancel.read).await;
+                buf = b;
+                match outcome {
+                    ReadOutcome::Read(0) => break,
+                    ReadOutcome::Read(_) => {}
+                    other => panic!("{kind}: {other:?}"),
+                }
+            }
+            assert_eq!(&buf[..], b"pongend");
+            peer
+        });
+        peer.join().unwrap();
+    }
+}
+
+/// [`read_timeout_near_deadline_loses_nothing`] with what the proxy keeps per connection: one
+/// read canceller (replaced after each cancel) and one timer for all the reads.
+#[test]
+fn kept_canceller_and_timer_near_deadline_lose_nothing() {
+    const BYTES: usize = 1000;
+    for kind in drivers("kept_canceller_and_timer_near_deadline_lose_nothing") {
+        let (got, timeouts, peer) = block_on(kind, async {
+            let (mut stream, peer) = accept_one(|mut conn| {
+                conn.set_nodelay(true).unwrap();
+                for i in 0..BYTES {
+                    conn.write_all(&[(i % 251) as u8]).unwrap();
+                    let gap = Duration::from_micros((i as u64 * 7919) % 3000);
+                    let sent = Instant::now();
+                    while sent.elapsed() < gap {
+                        std::hint::spin_loop();
+                    }
+                }
+            })
+            .await;
+            let mut cancel = Cancellers::default();
+            let mut timer = pin!(io::timer());
+            let mut got = Vec::with_capacity(BYTES);
+            let mut timeouts = 0;
+            let mut buf = BytesMut::with_capacity(64);
+            loop {
+                let stop = Deadline::after(timer.as_mut(), Duration::from_millis(1));
+                let (outcome, b) = read_until(&mut stream, buf, stop, &mut cancel.read).await;
+                buf = b;
+                match outcome {
+                    ReadOutcome::Read(0) => break,
+                    ReadOutcome::Read(_) => {
+                        got.extend_from_slice(&buf);
+                        buf.clear();
+                    }
+                    ReadOutcome::TimedOut => timeouts += 1,
+                    ReadOutcome::Err(e) => panic!("{kind}: {e}"),
+                }
+            }
+            (got, timeouts, peer)
+        });
+        peer.join().unwrap();
+        eprintln!("{kind}: {} bytes, {timeouts} timed-out reads", got.len());
+        assert!(timeouts > 0, "{kind}: the deadline never fired");
+        assert!(
+            got[..] == pattern(BYTES)[..],
+            "{kind}: got {} of {BYTES} bytes, or some out of order",
             got.len()
         );
     }

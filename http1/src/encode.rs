@@ -239,8 +239,7 @@ pub fn encode_proxy_request(
 
     let mut via_written = false;
     let mut xff_written = false;
-    for (name, value) in head.headers() {
-        let kind = FieldKind::of(name);
+    for (kind, name, value) in head.classified_headers() {
         match kind {
             k if k.is_hop_by_hop() => continue,
             FieldKind::ContentLength | FieldKind::Host => continue,
@@ -331,8 +330,7 @@ pub fn encode_proxy_response(
     dst.reserve(head.as_bytes().len() + 96);
     put_status_line(dst, head.status(), head.reason());
     let mut via_written = false;
-    for (name, value) in head.headers() {
-        let kind = FieldKind::of(name);
+    for (kind, name, value) in head.classified_headers() {
         match kind {
             k if k.is_hop_by_hop() => continue,
             // A response without a body (HEAD, 304) keeps its Content-Length: it describes

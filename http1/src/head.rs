@@ -7,9 +7,10 @@
 //! endings as it goes. Once the head is complete it is split off the read buffer without copying
 //! (`BytesMut::split_to(..).freeze()`), parsed by httparse, and its framing-relevant headers
 //! (`Content-Length`, `Transfer-Encoding`, `Connection`, `Host`, `Expect`, `Upgrade`) are
-//! interpreted in the same pass. Names and values are then served as slices of that buffer, or as
-//! `http` crate types ([`HeaderValue`] shares the buffer; [`HeaderName`] is interned for standard
-//! names and copied once otherwise).
+//! interpreted in the same pass, which also records the kind of every field's name for the
+//! encoder ([`crate::encode`]), so that names are classified once. Names and values are then
+//! served as slices of that buffer, or as `http` crate types ([`HeaderValue`] shares the
+//! buffer; [`HeaderName`] is interned for standard names and copied once otherwise).
 
 use core::mem::MaybeUninit;
 
@@ -18,7 +19,7 @@ use http::{HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
 
 use crate::error::{bad_framing, malformed, Error, ErrorKind};
 use crate::framing::BodyKind;
-use crate::syntax::{is_token, list_elements, trim_ows};
+use crate::syntax::{eq_lowercase, is_token, list_elements, trim_ows};
 
 /// Size limits applied while reading a head. Each has the status a server answers when exceeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,11 +72,13 @@ impl Span {
     }
 }
 
-/// One header field: the spans of its name and value in the head buffer.
+/// One header field: the spans of its name and value in the head buffer, and what its name is
+/// (classified once, when the head is parsed, for the encoder too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Field {
     pub(crate) name: Span,
     pub(crate) value: Span,
+    pub(crate) kind: FieldKind,
 }
 
 /// Facts about a message that framing, keep-alive and proxying decisions need, gathered while
@@ -451,13 +454,13 @@ fn is_known_coding(c: &[u8]) -> bool {
         b"zstd",
     ]
     .iter()
-    .any(|k| c.eq_ignore_ascii_case(k))
+    .any(|k| eq_lowercase(c, k))
 }
 
 /// The header names the codec treats specially: those whose values decide framing and
 /// connection handling when a head is parsed, and those a proxy drops or rewrites when it
 /// forwards one. Compared case-insensitively.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) enum FieldKind {
     ContentLength,
     TransferEncoding,
@@ -473,6 +476,7 @@ pub(crate) enum FieldKind {
     XForwardedFor,
     XForwardedProto,
     XForwardedHost,
+    #[default]
     Other,
 }
 
@@ -481,20 +485,20 @@ impl FieldKind {
     pub(crate) fn of(name: &[u8]) -> FieldKind {
         // Dispatch on length first: almost every header is rejected by one comparison.
         match name.len() {
-            2 if name.eq_ignore_ascii_case(b"te") => FieldKind::Te,
-            3 if name.eq_ignore_ascii_case(b"via") => FieldKind::Via,
-            4 if name.eq_ignore_ascii_case(b"host") => FieldKind::Host,
-            6 if name.eq_ignore_ascii_case(b"expect") => FieldKind::Expect,
-            7 if name.eq_ignore_ascii_case(b"upgrade") => FieldKind::Upgrade,
-            7 if name.eq_ignore_ascii_case(b"trailer") => FieldKind::Trailer,
-            10 if name.eq_ignore_ascii_case(b"connection") => FieldKind::Connection,
-            10 if name.eq_ignore_ascii_case(b"keep-alive") => FieldKind::KeepAlive,
-            14 if name.eq_ignore_ascii_case(b"content-length") => FieldKind::ContentLength,
-            15 if name.eq_ignore_ascii_case(b"x-forwarded-for") => FieldKind::XForwardedFor,
-            16 if name.eq_ignore_ascii_case(b"proxy-connection") => FieldKind::ProxyConnection,
-            16 if name.eq_ignore_ascii_case(b"x-forwarded-host") => FieldKind::XForwardedHost,
-            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => FieldKind::TransferEncoding,
-            17 if name.eq_ignore_ascii_case(b"x-forwarded-proto") => FieldKind::XForwardedProto,
+            2 if eq_lowercase(name, b"te") => FieldKind::Te,
+            3 if eq_lowercase(name, b"via") => FieldKind::Via,
+            4 if eq_lowercase(name, b"host") => FieldKind::Host,
+            6 if eq_lowercase(name, b"expect") => FieldKind::Expect,
+            7 if eq_lowercase(name, b"upgrade") => FieldKind::Upgrade,
+            7 if eq_lowercase(name, b"trailer") => FieldKind::Trailer,
+            10 if eq_lowercase(name, b"connection") => FieldKind::Connection,
+            10 if eq_lowercase(name, b"keep-alive") => FieldKind::KeepAlive,
+            14 if eq_lowercase(name, b"content-length") => FieldKind::ContentLength,
+            15 if eq_lowercase(name, b"x-forwarded-for") => FieldKind::XForwardedFor,
+            16 if eq_lowercase(name, b"proxy-connection") => FieldKind::ProxyConnection,
+            16 if eq_lowercase(name, b"x-forwarded-host") => FieldKind::XForwardedHost,
+            17 if eq_lowercase(name, b"transfer-encoding") => FieldKind::TransferEncoding,
+            17 if eq_lowercase(name, b"x-forwarded-proto") => FieldKind::XForwardedProto,
             _ => FieldKind::Other,
         }
     }
@@ -530,11 +534,13 @@ fn gather_facts(
     for (i, h) in headers.iter().enumerate() {
         let name = h.name.as_bytes();
         let value = h.value;
+        let kind = FieldKind::of(name);
         fields.push(Field {
             name: Span::of(raw, name),
             value: Span::of(raw, value),
+            kind,
         });
-        match FieldKind::of(name) {
+        match kind {
             FieldKind::ContentLength => {
                 let n = parse_content_length(value)?;
                 if let Some(prev) = facts.content_length {
@@ -560,7 +566,7 @@ fn gather_facts(
                         // chunked must be the final coding and may appear only once.
                         return Err(bad_framing("chunked is not the final transfer coding"));
                     }
-                    if coding.eq_ignore_ascii_case(b"chunked") {
+                    if eq_lowercase(coding, b"chunked") {
                         last_chunked = true;
                     } else if request && !is_known_coding(coding) {
                         return Err(bad_framing("unsupported transfer coding"));
@@ -580,11 +586,11 @@ fn gather_facts(
             }
             FieldKind::Connection => {
                 for token in list_elements(value) {
-                    if token.eq_ignore_ascii_case(b"close") {
+                    if eq_lowercase(token, b"close") {
                         facts.conn_close = true;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    } else if eq_lowercase(token, b"keep-alive") {
                         facts.conn_keep_alive = true;
-                    } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    } else if eq_lowercase(token, b"upgrade") {
                         facts.conn_upgrade = true;
                     } else if is_token(token) {
                         facts.conn_other = true;
@@ -603,7 +609,7 @@ fn gather_facts(
                 facts.host = Some(i as u16);
             }
             FieldKind::Expect => {
-                if value.eq_ignore_ascii_case(b"100-continue") {
+                if eq_lowercase(value, b"100-continue") {
                     facts.expect_continue = true;
                 } else if request {
                     return Err(Error::new(
@@ -880,6 +886,15 @@ impl RequestHead {
 }
 
 impl ResponseHead {
+    /// Forgets the parsed head but keeps its index storage, as [`RequestHead::clear`] (for a head
+    /// kept per upstream connection and parsed into with [`ResponseParser::parse_into`]).
+    pub fn clear(&mut self) {
+        let fields = std::mem::take(&mut self.fields);
+        *self = ResponseHead::empty();
+        self.fields = fields;
+        self.fields.clear();
+    }
+
     fn empty() -> Self {
         ResponseHead {
             buf: Bytes::new(),
@@ -1019,6 +1034,19 @@ macro_rules! header_access {
                 self.fields
                     .iter()
                     .map(|f| (&self.buf[f.name.range()], &self.buf[f.value.range()]))
+            }
+
+            /// Header fields in order, as (kind, name, value): the kind the parser found.
+            pub(crate) fn classified_headers(
+                &self,
+            ) -> impl ExactSizeIterator<Item = (FieldKind, &[u8], &[u8])> + '_ {
+                self.fields.iter().map(|f| {
+                    (
+                        f.kind,
+                        &self.buf[f.name.range()],
+                        &self.buf[f.value.range()],
+                    )
+                })
             }
 
             /// The first value of header `name` (case-insensitive).

@@ -14,6 +14,7 @@
 
 use std::cell::Cell;
 use std::net::SocketAddr;
+use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -25,8 +26,11 @@ use headwater_http1::{
     RequestParser, ResponseEdits, ResponseHead, ResponseParser, CONTINUE_100,
 };
 use http::{Method, StatusCode, Version};
-use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, CancelableAsyncWriteRent, Splitable};
+use monoio::io::{
+    AsyncWriteRent, CancelableAsyncReadRent, CancelableAsyncWriteRent, Canceller, Splitable,
+};
 use monoio::net::TcpStream;
+use monoio::time::Sleep;
 
 use super::pool::UpstreamConn;
 use super::reply::{write_failure, Failure};
@@ -34,7 +38,7 @@ use super::upstreams::{Refusal, Unavailable};
 use super::{Generation, Shard};
 use crate::access_log::Entry;
 use crate::config::{ClusterConfig, HashKey, PathMatch};
-use crate::io::{read_timeout, read_until, write_all_timeout, BytesVec, ReadOutcome};
+use crate::io::{read_until, write_all_until, BytesVec, Cancellers, Deadline, ReadOutcome};
 use crate::metrics::TimeoutKind;
 use crate::metrics::{ClusterId, Unavailability};
 
@@ -45,6 +49,9 @@ const IDLE_READ_CAPACITY: usize = 1024;
 /// Body data at least this large is written straight from the buffer it was read into
 /// (`writev` with the pending head) instead of being copied into the write buffer.
 const ZERO_COPY_MIN: usize = 4 * 1024;
+/// Room for what the encoder adds to a forwarded response head (`Via`, `Connection`, the framing
+/// header), with some to spare.
+const HEAD_EXTRA: usize = 128;
 /// Flush the write buffer once it holds this much.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// Read buffers are topped up to at least this much spare room before a body read.
@@ -60,8 +67,23 @@ const MAX_TRIED: usize = 16;
 /// How often a queued request (`queue = {...}`) looks for an endpoint that came back.
 const QUEUE_POLL: Duration = Duration::from_millis(10);
 
+/// A client connection: its socket, the cancellers of its timed reads and writes, and the
+/// timer of its task, all kept for the connection's life ([`crate::io`]). Its requests' upstream
+/// reads and writes run in the same task, one at a time, and use the same timer.
+struct ClientConn<'t> {
+    stream: TcpStream,
+    cancel: Cancellers,
+    timer: Pin<&'t mut Sleep>,
+}
+
 /// Serves one client connection until it closes, errs, or the shard drains.
-pub(crate) async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketAddr) {
+pub(crate) async fn serve(shard: Rc<Shard>, client: TcpStream, peer: SocketAddr) {
+    let timer = pin!(crate::io::timer());
+    let mut client = ClientConn {
+        stream: client,
+        cancel: Cancellers::default(),
+        timer,
+    };
     shard.active.set(shard.active.get() + 1);
     shard.metrics().connection_opened();
     let mut rbuf = BytesMut::with_capacity(IDLE_READ_CAPACITY);
@@ -127,10 +149,15 @@ pub(crate) async fn serve(shard: Rc<Shard>, mut client: TcpStream, peer: SocketA
             Next::KeepAlive if !shard.drain.fired() => {
                 // Between requests the connection holds as little memory as possible: the
                 // read that waits for the next request gets a small buffer of its own, and
-                // neither the previous head nor the write buffer pin theirs.
+                // neither the previous head nor the write buffer pin theirs. That buffer is
+                // the one it has, taken back whole without allocating, when it is small and
+                // nothing else holds a part of it (the head was split off it); else a new one.
                 head.clear();
                 wbuf = BytesMut::new();
-                if rbuf.is_empty() {
+                if rbuf.is_empty()
+                    && !(rbuf.try_reclaim(IDLE_READ_CAPACITY)
+                        && rbuf.capacity() <= IDLE_READ_CAPACITY)
+                {
                     rbuf = BytesMut::with_capacity(IDLE_READ_CAPACITY);
                 }
                 continue;
@@ -157,7 +184,7 @@ enum HeadEnd {
 async fn read_head(
     shard: &Shard,
     generation: &Generation,
-    client: &mut TcpStream,
+    client: &mut ClientConn<'_>,
     rbuf: &mut BytesMut,
     head: &mut RequestHead,
     first: bool,
@@ -176,7 +203,10 @@ async fn read_head(
         }
         let buf = std::mem::take(rbuf);
         let (outcome, buf) = match deadline {
-            Some(d) => read_timeout(client, buf, d.saturating_duration_since(Instant::now())).await,
+            Some(d) => {
+                let stop = Deadline::at(client.timer.as_mut(), d);
+                read_until(&mut client.stream, buf, stop, &mut client.cancel.read).await
+            }
             None => {
                 // Waiting for the first byte of a request: the connection is idle, and a drain
                 // ends the wait at once.
@@ -189,8 +219,11 @@ async fn read_head(
                     *rbuf = buf;
                     return Err(HeadEnd::Closed);
                 }
-                let stop = race(monoio::time::sleep(wait), shard.drain.wait());
-                read_until(client, buf, stop).await
+                let stop = race(
+                    Deadline::after(client.timer.as_mut(), wait),
+                    shard.drain.wait(),
+                );
+                read_until(&mut client.stream, buf, stop, &mut client.cancel.read).await
             }
         };
         *rbuf = buf;
@@ -259,7 +292,7 @@ struct Record {
 async fn handle(
     shard: &Rc<Shard>,
     generation: &Generation,
-    client: &mut TcpStream,
+    client: &mut ClientConn<'_>,
     peer: SocketAddr,
     rbuf: &mut BytesMut,
     wbuf: &mut BytesMut,
@@ -322,7 +355,7 @@ async fn handle(
             let cluster_index = route.cluster().expect("a proxy route has a cluster");
             let cluster_name = config.clusters[cluster_index].name.as_str();
             let exchange = exchange(
-                shard, generation, ri, client, peer, rbuf, wbuf, head, &record,
+                shard, generation, ri, client, peer, rbuf, wbuf, head, &record, started,
             );
             let result = match route.timeouts.total {
                 Some(total) => match monoio::time::timeout(total, exchange).await {
@@ -397,7 +430,7 @@ async fn handle(
 /// Writes the gateway's own answer for `failure`.
 #[allow(clippy::too_many_arguments)]
 async fn answer(
-    client: &mut TcpStream,
+    client: &mut ClientConn<'_>,
     wbuf: &mut BytesMut,
     record: &Record,
     failure: Failure,
@@ -435,12 +468,14 @@ async fn answer(
 }
 
 /// Writes `wbuf` to the client; returns whether it all went out.
-async fn flush_client(client: &mut TcpStream, wbuf: &mut BytesMut, timeout: Duration) -> bool {
+async fn flush_client(client: &mut ClientConn<'_>, wbuf: &mut BytesMut, timeout: Duration) -> bool {
     if wbuf.is_empty() {
         return true;
     }
     let data = std::mem::take(wbuf);
-    let (res, mut data) = write_all_timeout(client, data, timeout).await;
+    let stop = Deadline::after(client.timer.as_mut(), timeout);
+    let (res, mut data) =
+        write_all_until(&mut client.stream, data, stop, &mut client.cancel.write).await;
     data.clear();
     *wbuf = data;
     res.is_ok()
@@ -453,19 +488,20 @@ enum Attempt {
     Stale,
 }
 
-/// Proxies one routed request. `Err` is a failure the client has not been answered for yet
-/// (unless `record.committed`).
+/// Proxies one routed request, whose head was complete at `started`. `Err` is a failure the
+/// client has not been answered for yet (unless `record.committed`).
 #[allow(clippy::too_many_arguments)]
 async fn exchange(
     shard: &Rc<Shard>,
     generation: &Generation,
     route_index: usize,
-    client: &mut TcpStream,
+    client: &mut ClientConn<'_>,
     peer: SocketAddr,
     rbuf: &mut BytesMut,
     wbuf: &mut BytesMut,
     head: &RequestHead,
     record: &Record,
+    started: Instant,
 ) -> Result<Next, Failure> {
     let config = &generation.config;
     let route = &config.routes[route_index];
@@ -549,10 +585,12 @@ async fn exchange(
     let mut fresh_only = false;
     let mut continue_sent = false;
     let queue_until = route.queue.map(|q| Instant::now() + q);
+    // The first pick follows the start of the request without a wait: its clock reading serves.
+    let mut first_now = Some(started);
     let (mut upstream, response) = loop {
         let cluster = &config.clusters[ci];
         let cluster_id = generation.cluster_ids[ci];
-        let now = Instant::now();
+        let now = first_now.take().unwrap_or_else(Instant::now);
         // Pick an endpoint and get a connection to it.
         let picked = shard.pick(generation, ci, &tried[..ntried], key, now);
         let Some((mut ei, panic)) = picked else {
@@ -663,7 +701,10 @@ async fn exchange(
         }
 
         let attempt = match (&replay, hedge_after) {
-            (Some(bytes), None) => send_whole(&mut conn, bytes.clone(), reused, per_try).await,
+            (Some(bytes), None) => {
+                let timer = client.timer.as_mut();
+                send_whole(&mut conn, bytes.clone(), reused, per_try, timer).await
+            }
             (Some(bytes), Some(after)) => {
                 let first = Try {
                     endpoint: ei,
@@ -685,6 +726,7 @@ async fn exchange(
                     per_try,
                     after,
                     timeouts.connect,
+                    client.timer.as_mut(),
                 ))
                 .await;
                 match raced {
@@ -732,14 +774,15 @@ async fn exchange(
                 let mut dec = BodyDecoder::new(body_kind);
                 let mut head_buf = std::mem::take(&mut ubuf);
                 let pumped = pump(
-                    client,
+                    (&mut client.stream, &mut client.cancel.read),
                     rbuf,
                     &mut dec,
-                    &mut conn.stream,
+                    (&mut conn.stream, &mut conn.cancel.write),
                     framing,
                     &mut head_buf,
                     server.timeouts.client_body,
                     timeouts.upstream_idle,
+                    client.timer.as_mut(),
                 )
                 .await;
                 match pumped {
@@ -755,7 +798,7 @@ async fn exchange(
                         return Err(Failure::UpstreamReset);
                     }
                 }
-                read_response_head(&mut conn, false, per_try).await
+                read_response_head(&mut conn, false, per_try, client.timer.as_mut()).await
             }
         };
         let (failure, retryable) = match attempt {
@@ -859,7 +902,8 @@ async fn exchange(
                 return Ok(Next::Close);
             }
         }
-        response = match read_response_head(&mut upstream, false, timeouts.upstream_idle).await {
+        let (idle, timer) = (timeouts.upstream_idle, client.timer.as_mut());
+        response = match read_response_head(&mut upstream, false, idle, timer).await {
             Ok(Attempt::Response(r)) => r,
             Ok(Attempt::Stale) | Err(_) => return Err(Failure::UpstreamReset),
         };
@@ -890,7 +934,7 @@ async fn exchange(
         if !flush_client(client, wbuf, server.timeouts.client_body).await {
             return Ok(Next::Close);
         }
-        return Ok(Next::Upgrade(Box::new(upstream), timeouts.upstream_idle));
+        return Ok(Next::Upgrade(upstream, timeouts.upstream_idle));
     }
 
     let upstream_kind = response.body_kind(head.method());
@@ -901,6 +945,14 @@ async fn exchange(
     } else {
         ClientConnection::Close
     };
+    // A body that `pump` will copy in after the head (one under ZERO_COPY_MIN) gets its room
+    // now, with the head's: one allocation instead of a second one (and a copy of the head)
+    // when the body arrives.
+    if let BodyKind::Length(n) = down {
+        if n < ZERO_COPY_MIN as u64 {
+            wbuf.reserve(response.as_bytes().len() + HEAD_EXTRA + n as usize);
+        }
+    }
     encode_proxy_response(
         &response,
         down,
@@ -916,17 +968,19 @@ async fn exchange(
     let UpstreamConn {
         stream: ustream,
         rbuf: urbuf,
+        cancel: ucancel,
         ..
-    } = &mut upstream;
+    } = &mut *upstream;
     let pumped = pump(
-        ustream,
+        (ustream, &mut ucancel.read),
         urbuf,
         &mut dec,
-        client,
+        (&mut client.stream, &mut client.cancel.write),
         down,
         wbuf,
         timeouts.upstream_idle,
         server.timeouts.client_body,
+        client.timer.as_mut(),
     )
     .await;
     match pumped {
@@ -940,6 +994,10 @@ async fn exchange(
     // The upstream connection goes back to the pool only after a clean, complete exchange
     // that leaves nothing unread.
     if response.keep_alive() && upstream_kind.reusable() && upstream.rbuf.is_empty() && !upgrade {
+        // The head goes back with the connection, for the next response to be parsed into,
+        // without the reference to the read buffer (which would keep that buffer shared).
+        response.clear();
+        upstream.head = response;
         shard
             .pool
             .borrow_mut()
@@ -1005,7 +1063,7 @@ async fn obtain(
     pooled: bool,
     connect_timeout: Duration,
     now: Instant,
-) -> Result<(UpstreamConn, bool), NoConn> {
+) -> Result<(Box<UpstreamConn>, bool), NoConn> {
     let cluster = &generation.config.clusters[ci];
     let cluster_id = generation.cluster_ids[ci];
     let metrics = shard.metrics();
@@ -1061,11 +1119,15 @@ enum Raced<'a> {
 struct HedgeWin<'a> {
     first: Option<Result<Attempt, Outcome>>,
     endpoint: usize,
-    conn: UpstreamConn,
+    conn: Box<UpstreamConn>,
     guard: Trying<'a>,
     sent_at: Instant,
     response: ResponseHead,
 }
+
+/// What a hedge came to: its connection, when it was sent and its answer; or, when it got no
+/// connection, the connect failure (None: a breaker refused).
+type HedgeResult = Result<(Box<UpstreamConn>, Instant, Result<Attempt, Outcome>), Option<Outcome>>;
 
 /// Sends `bytes` on `conn` (the first try) and, if no response head came within `after`, a
 /// second try (the hedge) to another endpoint of cluster `ci` that can serve, when the retry
@@ -1086,8 +1148,15 @@ async fn hedged<'a>(
     per_try: Duration,
     after: Duration,
     connect_timeout: Duration,
+    timer: Pin<&mut Sleep>,
 ) -> Raced<'a> {
-    let mut first_try = std::pin::pin!(send_whole(conn, bytes.clone(), first.reused, per_try));
+    let mut first_try = pin!(send_whole(
+        conn,
+        bytes.clone(),
+        first.reused,
+        per_try,
+        timer
+    ));
     monoio::select! {
         answered = &mut first_try => return Raced::First { attempt: answered, hedge: None },
         _ = monoio::time::sleep(after) => {}
@@ -1130,19 +1199,20 @@ async fn hedged<'a>(
             })?;
         conn.requests += 1;
         let sent_at = Instant::now();
-        let answered = send_whole(&mut conn, bytes.clone(), reused, per_try).await;
+        // The first try is still waiting, on the task's timer: the hedge needs one of its own.
+        let timer = pin!(crate::io::timer());
+        let answered = send_whole(&mut conn, bytes.clone(), reused, per_try, timer).await;
         Ok((conn, sent_at, answered))
     };
-    let mut hedge = std::pin::pin!(hedge);
+    let mut hedge = pin!(hedge);
     // Records a hedge that came to nothing (its connection, if any, is dropped: closed).
-    let mut hedge_failed =
-        |result: Result<(UpstreamConn, Instant, Result<Attempt, Outcome>), Option<Outcome>>| {
-            let outcome = match result {
-                Ok((_, _, Err(outcome))) | Err(Some(outcome)) => Some(outcome),
-                _ => None,
-            };
-            guard.finish(outcome, Instant::now());
+    let mut hedge_failed = |result: HedgeResult| {
+        let outcome = match result {
+            Ok((_, _, Err(outcome))) | Err(Some(outcome)) => Some(outcome),
+            _ => None,
         };
+        guard.finish(outcome, Instant::now());
+    };
     let early = monoio::select! {
         answered = &mut first_try => Ok(answered),
         hedged = &mut hedge => Err(hedged),
@@ -1475,7 +1545,7 @@ impl Record {
 }
 
 /// Opens a connection to `addr` within `timeout`.
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<UpstreamConn, Outcome> {
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Box<UpstreamConn>, Outcome> {
     match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
@@ -1493,8 +1563,10 @@ async fn send_whole(
     bytes: Bytes,
     reused: bool,
     timeout: Duration,
+    mut timer: Pin<&mut Sleep>,
 ) -> Result<Attempt, Outcome> {
-    let (res, _) = write_all_timeout(&mut conn.stream, bytes, timeout).await;
+    let stop = Deadline::after(timer.as_mut(), timeout);
+    let (res, _) = write_all_until(&mut conn.stream, bytes, stop, &mut conn.cancel.write).await;
     if let Err(e) = res {
         return if reused && !e.is_timeout() {
             Ok(Attempt::Stale)
@@ -1504,23 +1576,27 @@ async fn send_whole(
             Err(Outcome::Reset)
         };
     }
-    read_response_head(conn, reused, timeout).await
+    read_response_head(conn, reused, timeout, timer).await
 }
 
-/// Reads one response head from `conn` within `timeout` (one deadline for the whole head).
+/// Reads one response head from `conn` within `timeout` (one deadline for the whole head, kept
+/// by `timer`).
 async fn read_response_head(
     conn: &mut UpstreamConn,
     reused: bool,
     timeout: Duration,
+    timer: Pin<&mut Sleep>,
 ) -> Result<Attempt, Outcome> {
-    let deadline = Instant::now() + timeout;
+    let mut deadline = Deadline::after(timer, timeout);
     let mut parser = ResponseParser::new(headwater_http1::Limits::default());
     let mut got_any = !conn.rbuf.is_empty();
     loop {
         if !conn.rbuf.is_empty() {
-            match parser.parse(&mut conn.rbuf) {
-                Ok(Some(h)) => return Ok(Attempt::Response(h)),
-                Ok(None) => {}
+            // Parsed into the connection's own head, whose index storage is reused; the exchange
+            // gives it back before the connection returns to the pool.
+            match parser.parse_into(&mut conn.rbuf, &mut conn.head) {
+                Ok(true) => return Ok(Attempt::Response(std::mem::take(&mut conn.head))),
+                Ok(false) => {}
                 Err(_) => return Err(Outcome::Protocol),
             }
         }
@@ -1530,12 +1606,8 @@ async fn read_response_head(
             conn.rbuf.reserve(BODY_READ_SPARE);
         }
         let buf = std::mem::take(&mut conn.rbuf);
-        let (outcome, buf) = read_timeout(
-            &mut conn.stream,
-            buf,
-            deadline.saturating_duration_since(Instant::now()),
-        )
-        .await;
+        let stop = &mut deadline;
+        let (outcome, buf) = read_until(&mut conn.stream, buf, stop, &mut conn.cancel.read).await;
         conn.rbuf = buf;
         match outcome {
             ReadOutcome::Read(0) | ReadOutcome::Err(_) => {
@@ -1562,17 +1634,20 @@ enum PumpError {
 
 /// Moves one message body from `src` (bytes already read are in `sbuf`) to `dst`, decoding with
 /// `dec` and re-framing as `out`. `wbuf` may hold bytes to send first (a head); they are
-/// coalesced with the first body bytes. Returns the body bytes written.
+/// coalesced with the first body bytes. Returns the body bytes written. Each stream comes with
+/// the canceller of the direction it is used in; `timer` keeps the deadline of each read and
+/// write.
 #[allow(clippy::too_many_arguments)]
 async fn pump<R, W>(
-    src: &mut R,
+    (src, src_cancel): (&mut R, &mut Canceller),
     sbuf: &mut BytesMut,
     dec: &mut BodyDecoder,
-    dst: &mut W,
+    (dst, dst_cancel): (&mut W, &mut Canceller),
     out: BodyKind,
     wbuf: &mut BytesMut,
     read_timeout_dur: Duration,
     write_timeout: Duration,
+    mut timer: Pin<&mut Sleep>,
 ) -> Result<u64, PumpError>
 where
     R: CancelableAsyncReadRent,
@@ -1595,8 +1670,9 @@ where
                     if chunked_out {
                         parts.push(Bytes::from_static(chunked::CRLF));
                     }
+                    let stop = Deadline::after(timer.as_mut(), write_timeout);
                     let (res, _) =
-                        crate::io::write_vectored_all_timeout(dst, parts, write_timeout).await;
+                        crate::io::write_vectored_all_until(dst, parts, stop, dst_cancel).await;
                     res.map_err(|_| PumpError::WriteFailed)?;
                 } else {
                     wbuf.put_slice(&data);
@@ -1604,7 +1680,7 @@ where
                         wbuf.put_slice(chunked::CRLF);
                     }
                     if wbuf.len() >= WRITE_HIGH_WATER {
-                        write_out(dst, wbuf, write_timeout).await?;
+                        write_out(dst, dst_cancel, timer.as_mut(), wbuf, write_timeout).await?;
                     }
                 }
             }
@@ -1619,17 +1695,18 @@ where
                         None => wbuf.put_slice(chunked::LAST_CHUNK),
                     }
                 }
-                write_out(dst, wbuf, write_timeout).await?;
+                write_out(dst, dst_cancel, timer.as_mut(), wbuf, write_timeout).await?;
                 return Ok(written);
             }
             None => {
                 // Need more input: send what we have, then read.
-                write_out(dst, wbuf, write_timeout).await?;
+                write_out(dst, dst_cancel, timer.as_mut(), wbuf, write_timeout).await?;
                 if sbuf.capacity() - sbuf.len() < 4096 {
                     sbuf.reserve(BODY_READ_SPARE);
                 }
                 let buf = std::mem::take(sbuf);
-                let (outcome, buf) = read_timeout(src, buf, read_timeout_dur).await;
+                let stop = Deadline::after(timer.as_mut(), read_timeout_dur);
+                let (outcome, buf) = read_until(src, buf, stop, src_cancel).await;
                 *sbuf = buf;
                 match outcome {
                     ReadOutcome::Read(0) => {
@@ -1646,6 +1723,8 @@ where
 
 async fn write_out<W: CancelableAsyncWriteRent>(
     dst: &mut W,
+    canceller: &mut Canceller,
+    timer: Pin<&mut Sleep>,
     wbuf: &mut BytesMut,
     timeout: Duration,
 ) -> Result<(), PumpError> {
@@ -1653,41 +1732,66 @@ async fn write_out<W: CancelableAsyncWriteRent>(
         return Ok(());
     }
     let data = std::mem::take(wbuf);
-    let (res, mut data) = write_all_timeout(dst, data, timeout).await;
+    let stop = Deadline::after(timer, timeout);
+    let (res, mut data) = write_all_until(dst, data, stop, canceller).await;
     data.clear();
     *wbuf = data;
     res.map_err(|_| PumpError::WriteFailed)
 }
 
 /// Relays bytes both ways between an upgraded client connection and its upstream until both
-/// directions have closed or one stays idle longer than `idle`.
+/// directions have closed or one stays idle longer than `idle`. Each relay reads and writes
+/// with the cancellers of its own directions, so one direction's timeout leaves the other's
+/// operation alone, and has a timer of its own (they wait at the same time).
 async fn tunnel(
-    client: TcpStream,
+    client: ClientConn<'_>,
     upstream: UpstreamConn,
     pending_client: BytesMut,
     idle: Duration,
 ) {
+    let ClientConn {
+        stream: client,
+        cancel: mut ccancel,
+        ..
+    } = client;
     let UpstreamConn {
         stream,
         rbuf: pending_upstream,
+        cancel: mut ucancel,
         ..
     } = upstream;
     let (mut cr, mut cw) = client.into_split();
     let (mut ur, mut uw) = stream.into_split();
-    let up = relay(&mut cr, &mut uw, pending_client, idle);
-    let down = relay(&mut ur, &mut cw, pending_upstream, idle);
+    let up = relay(
+        (&mut cr, &mut ccancel.read),
+        (&mut uw, &mut ucancel.write),
+        pending_client,
+        idle,
+    );
+    let down = relay(
+        (&mut ur, &mut ucancel.read),
+        (&mut cw, &mut ccancel.write),
+        pending_upstream,
+        idle,
+    );
     monoio::join!(up, down);
 }
 
-async fn relay<R, W>(src: &mut R, dst: &mut W, mut buf: BytesMut, idle: Duration)
-where
+async fn relay<R, W>(
+    (src, src_cancel): (&mut R, &mut Canceller),
+    (dst, dst_cancel): (&mut W, &mut Canceller),
+    mut buf: BytesMut,
+    idle: Duration,
+) where
     R: CancelableAsyncReadRent,
     W: CancelableAsyncWriteRent + AsyncWriteRent,
 {
+    let mut timer = pin!(crate::io::timer());
     loop {
         if !buf.is_empty() {
             let data = std::mem::take(&mut buf);
-            let (res, mut data) = write_all_timeout(dst, data, idle).await;
+            let stop = Deadline::after(timer.as_mut(), idle);
+            let (res, mut data) = write_all_until(dst, data, stop, dst_cancel).await;
             if res.is_err() {
                 break;
             }
@@ -1697,7 +1801,8 @@ where
         if buf.capacity() < 4096 {
             buf.reserve(16 * 1024);
         }
-        let (outcome, b) = read_timeout(src, buf, idle).await;
+        let stop = Deadline::after(timer.as_mut(), idle);
+        let (outcome, b) = read_until(src, buf, stop, src_cancel).await;
         buf = b;
         match outcome {
             ReadOutcome::Read(0) | ReadOutcome::TimedOut | ReadOutcome::Err(_) => break,

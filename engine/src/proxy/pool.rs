@@ -1,5 +1,7 @@
 //! Per-shard upstream connection pool: idle keep-alive connections by endpoint address, owned by
-//! one shard and never shared, so checkout and checkin are a vector pop and push.
+//! one shard and never shared, so checkout and checkin are a vector pop and push. Connections
+//! are boxed from the moment they are opened, so that handing one around (checkout, an
+//! exchange, checkin) moves a pointer rather than the connection's few hundred bytes.
 //!
 //! Connections are kept LIFO (the most recently used one is the most likely to be alive and
 //! warm), capped per endpoint, and dropped when idle longer than the idle timeout or older than
@@ -7,23 +9,30 @@
 //! linger after traffic stops. Keyed by address, so a config reload that keeps an endpoint keeps
 //! its pooled connections.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use fxhash::FxHashMap;
+use headwater_http1::ResponseHead;
 use monoio::net::TcpStream;
 
 use crate::config::PoolConfig;
+use crate::io::Cancellers;
 
-/// An upstream connection with its read buffer.
+/// An upstream connection with its read buffer and its cancellers.
 pub struct UpstreamConn {
     /// The socket.
     pub stream: TcpStream,
+    /// The cancellers of its timed reads and writes ([`crate::io`]), kept with it.
+    pub cancel: Cancellers,
     /// The endpoint it is connected to.
     pub addr: SocketAddr,
     /// Bytes read from the upstream and not consumed yet.
     pub rbuf: BytesMut,
+    /// A response head to parse the next response into (its index storage is reused); empty
+    /// while the connection is idle.
+    pub head: ResponseHead,
     /// When it was established.
     pub created: Instant,
     /// When it was last returned to the pool.
@@ -36,23 +45,28 @@ pub struct UpstreamConn {
 
 impl UpstreamConn {
     /// Wraps a freshly connected socket.
-    pub fn new(stream: TcpStream, addr: SocketAddr) -> Self {
+    pub fn new(stream: TcpStream, addr: SocketAddr) -> Box<Self> {
         let now = Instant::now();
-        UpstreamConn {
+        Box::new(UpstreamConn {
             stream,
+            cancel: Cancellers::default(),
             addr,
             // What the response-head read wants free, so a new connection does not grow it.
             rbuf: BytesMut::with_capacity(super::conn::BODY_READ_SPARE),
+            head: ResponseHead::default(),
             created: now,
             idle_since: now,
             requests: 0,
             ticket: None,
-        }
+        })
     }
 }
 
 struct Idle {
-    conns: Vec<UpstreamConn>,
+    // Boxed although in a Vec: a connection is checked out and moved around by value, and a
+    // box makes each of those moves a pointer's.
+    #[allow(clippy::vec_box)]
+    conns: Vec<Box<UpstreamConn>>,
     idle_timeout: Duration,
     max_lifetime: Option<Duration>,
 }
@@ -60,7 +74,9 @@ struct Idle {
 /// The pool of one shard.
 #[derive(Default)]
 pub struct Pool {
-    idle: HashMap<SocketAddr, Idle>,
+    /// Hashed with FxHash rather than std's SipHash: checkout and checkin hash an address on
+    /// every request, and the keys are the configured endpoints, not input a client controls.
+    idle: FxHashMap<SocketAddr, Idle>,
 }
 
 fn expired(
@@ -80,7 +96,7 @@ impl Pool {
         addr: SocketAddr,
         cfg: &PoolConfig,
         now: Instant,
-    ) -> Option<UpstreamConn> {
+    ) -> Option<Box<UpstreamConn>> {
         let idle = self.idle.get_mut(&addr)?;
         while let Some(c) = idle.conns.pop() {
             if !expired(&c, now, cfg.idle_timeout, cfg.max_lifetime) {
@@ -92,7 +108,7 @@ impl Pool {
 
     /// Returns a connection whose last exchange completed cleanly; dropped (closed) if the
     /// endpoint already has `max_idle_per_endpoint` idle connections or it is too old.
-    pub fn checkin(&mut self, mut conn: UpstreamConn, cfg: &PoolConfig, now: Instant) {
+    pub fn checkin(&mut self, mut conn: Box<UpstreamConn>, cfg: &PoolConfig, now: Instant) {
         if cfg.max_idle_per_endpoint == 0
             || cfg
                 .max_lifetime
