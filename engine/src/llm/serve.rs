@@ -51,6 +51,9 @@ use super::state::LlmRuntime;
 use crate::io::{read_timeout, write_all_timeout, ReadOutcome};
 use crate::proxy::{Generation, Shard};
 
+/// How long the rest of a provider's stream body is waited for after the answer ended.
+const DRAIN_AFTER_STREAM: Duration = Duration::from_secs(1);
+
 /// Who owns the models `GET /v1/models` lists.
 const OWNED_BY: &str = "headwater";
 
@@ -893,6 +896,15 @@ async fn stream_answer(
                     }
                     if !reply.end_stream().await {
                         return Tried::ClientGone;
+                    }
+                    // The provider's body usually ends right after its last event (the chunked
+                    // terminator, or `data: [DONE]`): read it, so that the connection goes back
+                    // to the pool instead of being closed half-read. The client already has its
+                    // whole answer; a provider that keeps the body open costs it nothing but
+                    // this connection.
+                    if !resp.is_finished() {
+                        let linger = upstream.idle_timeout.min(DRAIN_AFTER_STREAM);
+                        while let Ok(Some(_)) = resp.chunk(linger).await {}
                     }
                     let usage = translator.usage();
                     // Generation speed after the first token: the output tokens the provider

@@ -336,8 +336,16 @@ async fn handle(
             (next, None, None)
         }
         Some(ri) if config.routes[ri].cluster().is_none() => {
-            let served =
-                crate::llm::serve::serve(shard, generation, client, peer, rbuf, wbuf, head).await;
+            let served = crate::llm::serve::serve(
+                shard,
+                generation,
+                &mut client.stream,
+                peer,
+                rbuf,
+                wbuf,
+                head,
+            )
+            .await;
             record.status.set(served.status);
             record.bytes_in.set(record.bytes_in.get() + served.body_in);
             record.bytes_out.set(served.bytes_out);
