@@ -435,8 +435,8 @@ fn wrong_types() {
 
 #[test]
 fn unknown_top_level_key() {
-    let text = format!("{MINIMAL}\n[llm]\nenabled = true\n");
-    let err = rejects(&text, "[llm]", &["unknown key `llm`"]);
+    let text = format!("{MINIMAL}\n[cache]\nenabled = true\n");
+    let err = rejects(&text, "[cache]", &["unknown key `cache`"]);
     assert!(
         err.reason.contains("`server`"),
         "lists the known keys: {err}"
@@ -741,7 +741,11 @@ fn missing_required_keys() {
         &["missing key `listen`"],
     );
     let text = MINIMAL.replace("cluster = \"app\"", "match = { path = \"/\" }");
-    rejects(&text, "[[route]]", &["missing key `cluster`"]);
+    rejects(
+        &text,
+        "[[route]]",
+        &["missing `cluster = \"name\"`", "llm = true"],
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
