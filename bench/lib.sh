@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# Shared by bench/run.sh, bench/idle_conns.sh and bench/chaos.sh, which source it from their own
-# directory (after setting BENCH_DIR and ROOT):
+# Shared by bench/run.sh, bench/idle_conns.sh, bench/chaos.sh, bench/suite.sh and bench/llm.sh,
+# which source it from their own directory (after setting BENCH_DIR and ROOT), and by
+# perf/instructions.sh:
 #
 #   source "$BENCH_DIR/lib.sh"
 #
@@ -217,3 +218,110 @@ duration_secs() { # duration
 
 haproxy_version() { haproxy -v 2>&1 | awk 'NR == 1 { print $3 }'; }
 oha_version() { oha --version 2>&1 | awk 'NR == 1 { print $NF }'; }
+
+# ---------------------------------------------------------------- shared by bench/suite.sh and bench/llm.sh
+
+# The command line a script was run with, for its report: those of the KNOBs (environment
+# variables) that are set, shell-quoted, then SCRIPT. Call it before giving the knobs defaults.
+command_line() { # script knob...
+    local script=$1 knob line=""
+    shift
+    for knob in "$@"; do
+        if [[ -n "${!knob+x}" ]]; then line+="$knob=$(printf '%q' "${!knob}") "; fi
+    done
+    echo "$line$script"
+}
+
+# One raw wrk output (FILE) run with bench/suite/wrk.lua or bench/llm/wrk.lua, whose done() prints
+# "PREFIX: requests N p50_us N p99_us N p999_us N non2xx N connect N read N write N timeout N",
+# as "rps requests p50_ms p99_ms p999_ms non2xx errors" (errors: wrk's socket errors of every
+# kind); zeros if there is no such line (wrk failed).
+parse_wrk_done() { # prefix file
+    awk -v prefix="$1: " '/^Requests\/sec:/ { rps = $2 }
+         index($0, prefix) == 1 { reqs = $3; p50 = $5; p99 = $7; p999 = $9; non2xx = $11; err = $13 + $15 + $17 + $19; ok = 1 }
+         END { if (!ok) { print "0 0 0 0 0 0 0"; exit }
+               printf "%s %d %.3f %.3f %.3f %d %d\n", rps, reqs, p50 / 1000, p99 / 1000, p999 / 1000, non2xx, err }' "$2"
+}
+
+# The measured runs of one ROW: RUNS rounds, each running every TARGET once, in an order rotated
+# by the round (A B C, then B C A, C A B, ...) so that drift hits all alike. Before each run it
+# waits up to QUIET_WAIT seconds (0: not at all) for processes other than OURS to use at most
+# QUIET_PCT % of a core (scratch files in TMP); around it, it counts the CPU ticks of the target's
+# processes (PIDS_OF[TARGET], space-separated pids; empty for a baseline without a proxy, whose
+# CPU columns are then "-") and of every process but OURS. The caller defines
+#   run_load TARGET ROW DURATION OUTFILE   one load run (OUTFILE: TMP/raw/ROW_TARGET_RUN.txt)
+#   parse_load ROW OUTFILE                 -> "rps requests p50_ms p99_ms p999_ms non2xx errors"
+# Every run is shown on stderr, by printf FORMAT with: target, run, req/s, p50, p99, p99.9 (ms),
+# errors, non-2xx, CPU s per 10k requests, the target's CPU %, other processes' CPU %; and is
+# appended to RESULTS as one line (the columns of the report functions below):
+#   ROW TARGET RUN rps p50 p99 p999 non2xx errors requests cpu_s_per_10k cpu_pct other_pct
+measure_row() { # row format target...
+    local row=$1 format=$2 tick n r i t out waited c0 c1 t0 t1
+    local rps reqs p50 p99 p999 non2xx err cpu10k cpu_pct other_pct
+    shift 2
+    local targets=("$@")
+    n=${#targets[@]}
+    tick=$(getconf CLK_TCK)
+    for r in $(seq "$RUNS"); do
+        for i in $(seq 0 $((n - 1))); do
+            t=${targets[$(((r - 1 + i) % n))]}
+            out="$TMP/raw/${row}_${t}_$r.txt"
+            if ((QUIET_WAIT > 0)); then
+                waited=$(wait_quiet_others "$QUIET_WAIT" "$QUIET_PCT" "$OURS" "$TMP")
+                ((waited > 0)) && echo "   (waited ${waited}s for other processes to go quiet)" >&2
+            fi
+            # shellcheck disable=SC2086 # PIDS_OF holds space-separated pid lists
+            {
+                snapshot_other_cpu "$TMP/others0" "$OURS"
+                c0=$(proc_cpu_ticks ${PIDS_OF[$t]}) t0=$(date +%s%N)
+                run_load "$t" "$row" "$DURATION" "$out"
+                t1=$(date +%s%N) c1=$(proc_cpu_ticks ${PIDS_OF[$t]})
+                snapshot_other_cpu "$TMP/others1" "$OURS"
+            }
+            read -r rps reqs p50 p99 p999 non2xx err < <(parse_load "$row" "$out")
+            read -r cpu10k cpu_pct other_pct < <(awk -v c=$((c1 - c0)) -v n="$reqs" \
+                -v o="$(other_cpu_ticks "$TMP/others0" "$TMP/others1")" -v ns=$((t1 - t0)) -v tick="$tick" \
+                -v direct="$([[ -z "${PIDS_OF[$t]}" ]] && echo 1 || echo 0)" \
+                'BEGIN { s = ns / 1e9 * tick
+                         printf "%s %s %.1f\n", (direct || n == 0) ? "-" : sprintf("%.4f", c / tick / n * 10000),
+                             direct ? "-" : sprintf("%.1f", 100 * c / s), 100 * o / s }')
+            # shellcheck disable=SC2059 # the caller's format
+            printf "$format" "$t" "$r" "$rps" "$p50" "$p99" "$p999" "$err" "$non2xx" "$cpu10k" "$cpu_pct" "$other_pct" >&2
+            echo "$row $t $r $rps $p50 $p99 $p999 $non2xx $err $reqs $cpu10k $cpu_pct $other_pct" >>"$RESULTS"
+        done
+    done
+}
+
+# For the reports, over the lines measure_row appended to RESULTS (the column numbers are theirs:
+# 4 req/s, 5 p50, 6 p99, 7 p99.9, 8 non-2xx, 9 errors, 11 CPU s per 10k, 12 CPU %, 13 other CPU %).
+# median: of the numbers on stdin, one a line ("-" if there are none).
+median() { sort -g | awk '{ a[NR] = $1 } END { if (!NR) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+# col: the values of COLUMN for ROW and TARGET, one a line, those that are "-" left out.
+col() { awk -v r="$1" -v p="$2" -v c="$3" '$1 == r && $2 == p && $c != "-" { print $c }' "$RESULTS"; } # row target column
+# sum: of the numbers on stdin, one a line.
+sum() { awk '{ s += $1 } END { print s + 0 }'; }
+# ratio: A / B, to 2 decimals (3 below 0.1); "-" if either is "-", A is negative or B is not positive.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 <= 0 || a + 0 < 0) print "-"; else printf (a / b < 0.1 ? "%.3f\n" : "%.2f\n"), a / b }'; }
+# med: the median of COLUMN for ROW and TARGET.
+med() { col "$1" "$2" "$3" | median; } # row target column
+# headwater_ratio: the ratio of Headwater's median of COLUMN in ROW to OTHER's.
+headwater_ratio() { ratio "$(med "$1" headwater "$3")" "$(med "$1" "$2" "$3")"; } # row other column
+# load_cpu_cells: the cells a row table of either report ends with, for TARGET in ROW: errors
+# (socket / non-2xx, each summed over the runs), median CPU s per 10k requests, median CPU %, max
+# other CPU %.
+load_cpu_cells() { # row target
+    printf '%d / %d | %s | %s | %s |' "$(col "$1" "$2" 9 | sum)" "$(col "$1" "$2" 8 | sum)" \
+        "$(med "$1" "$2" 11)" "$(med "$1" "$2" 12)" "$(col "$1" "$2" 13 | sort -g | tail -1)"
+}
+
+# The report's first items: the command (COMMAND), date, machine, and the Headwater binary under
+# test (HEADWATER_BIN, ROOT's HEAD, and the I/O driver that TMP/headwater.log names).
+report_common_items() {
+    local driver
+    driver=$({ sed -n 's/.* with \([a-z_]*\) (.*/\1/p' "$TMP/headwater.log" 2>/dev/null || true; } | head -1)
+    echo "- command: \`$COMMAND\`"
+    echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "- machine: $(machine_summary)"
+    echo "- Headwater: binary $HEADWATER_BIN (built $(date -u -r "$HEADWATER_BIN" +%Y-%m-%dT%H:%MZ);" \
+        "this repo's HEAD: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')); its I/O driver: ${driver:-not running}"
+}

@@ -86,19 +86,15 @@
 set -Eeuo pipefail
 trap 'echo "llm.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 
-# The command as given, for the report (only the settings that were set).
-KNOBS="RUNS DURATION WARMUP ROWS TARGETS CONNS WRK_TIMEOUT MOCK_LATENCY PROXY_CORE LOAD_CORE QUIET_WAIT QUIET_PCT STARTUP_WAIT BURST KEEP_RAW NO_BUILD HEADWATER_BIN BENCH_VENV BENCH_NODE"
-COMMAND=""
-for v in $KNOBS; do
-    if [[ -n "${!v+x}" ]]; then COMMAND+="$v=$(printf '%q' "${!v}") "; fi
-done
-COMMAND+="bench/llm.sh"
-
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH_DIR/.." && pwd)
 LLM_DIR="$BENCH_DIR/llm"
 # shellcheck source=bench/lib.sh
 source "$BENCH_DIR/lib.sh"
+
+# The command as given, for the report (only the settings that were set).
+COMMAND=$(command_line bench/llm.sh RUNS DURATION WARMUP ROWS TARGETS CONNS WRK_TIMEOUT MOCK_LATENCY \
+    PROXY_CORE LOAD_CORE QUIET_WAIT QUIET_PCT STARTUP_WAIT BURST KEEP_RAW NO_BUILD HEADWATER_BIN BENCH_VENV BENCH_NODE)
 
 LITELLM_VERSION=1.106.2
 PORTKEY_VERSION=1.15.2
@@ -312,12 +308,7 @@ run_load() { # target row duration outfile
 }
 
 # one raw wrk output -> "rps requests p50_ms p99_ms p999_ms non2xx errors" (zeros if it failed)
-parse_load() { # file
-    awk '/^Requests\/sec:/ { rps = $2 }
-         /^llm: / { reqs = $3; p50 = $5; p99 = $7; p999 = $9; non2xx = $11; err = $13 + $15 + $17 + $19; ok = 1 }
-         END { if (!ok) { print "0 0 0 0 0 0 0"; exit }
-               printf "%s %d %.3f %.3f %.3f %d %d\n", rps, reqs, p50 / 1000, p99 / 1000, p999 / 1000, non2xx, err }' "$1"
-}
+parse_load() { parse_wrk_done llm "$2"; } # row file
 
 check_one() { # target stream -> check.py's line (exits 1 on a failed check)
     local t=$1 hdr=() h out
@@ -367,7 +358,7 @@ for t in "${TARGET_LIST[@]}"; do
         run_load "$t" "$([[ $s == 1 ]] && echo stream || echo load)" "$BURST" "$TMP/raw/burst"
         sleep 1 # wrk stops with requests in flight: let the target finish (or retry) them here
         served=$(stop_mock)
-        read -r _ _ _ _ _ b_non2xx b_err < <(parse_load "$TMP/raw/burst")
+        read -r _ _ _ _ _ b_non2xx b_err < <(parse_wrk_done llm "$TMP/raw/burst")
         conns+=("$(awk -v s="$served" -v n="$b_non2xx" -v e="$b_err" 'BEGIN { split(s, a, " ")
             printf "%d for %d requests%s", a[4] - 1, a[1] - 1, (n + e) ? sprintf(" (wrk: %d errors, %d non-2xx)", e, n) : "" }')")
     done
@@ -384,8 +375,6 @@ MOCK_PIDS=$(pid_tree "$MOCK_PID")
 OURS="$$ $BASHPID $MOCK_PIDS ${PIDS_OF[*]}"
 
 # ---------------------------------------------------------------- measuring
-TICK=$(getconf CLK_TCK)
-
 if ((WARM_S > 0)); then
     echo "== warm-up ($WARMUP per target and row)" >&2
     for row in $ROWS; do
@@ -402,34 +391,8 @@ RESULTS="$TMP/results"
 : >"$RESULTS"
 for row in $ROWS; do
     echo "== $row: ${ROW_DESC[$row]}" >&2
-    for r in $(seq "$RUNS"); do
-        for i in $(seq 0 $((n_targets - 1))); do
-            t=${TARGET_LIST[$(((r - 1 + i) % n_targets))]}
-            out="$TMP/raw/${row}_${t}_$r.txt"
-            if ((QUIET_WAIT > 0)); then
-                waited=$(wait_quiet_others "$QUIET_WAIT" "$QUIET_PCT" "$OURS" "$TMP")
-                ((waited > 0)) && echo "   (waited ${waited}s for other processes to go quiet)" >&2
-            fi
-            # shellcheck disable=SC2086 # PIDS_OF holds space-separated pid lists
-            {
-                snapshot_other_cpu "$TMP/others0" "$OURS"
-                c0=$(proc_cpu_ticks ${PIDS_OF[$t]}) t0=$(date +%s%N)
-                run_load "$t" "$row" "$DURATION" "$out"
-                t1=$(date +%s%N) c1=$(proc_cpu_ticks ${PIDS_OF[$t]})
-                snapshot_other_cpu "$TMP/others1" "$OURS"
-            }
-            read -r rps reqs p50 p99 p999 non2xx err < <(parse_load "$out")
-            read -r cpu10k proxy_pct other_pct < <(awk -v c=$((c1 - c0)) -v n="$reqs" \
-                -v o="$(other_cpu_ticks "$TMP/others0" "$TMP/others1")" -v ns=$((t1 - t0)) -v tick="$TICK" \
-                -v direct="$([[ $t == direct* ]] && echo 1 || echo 0)" \
-                'BEGIN { s = ns / 1e9 * tick
-                         printf "%s %s %.1f\n", (direct || n == 0) ? "-" : sprintf("%.4f", c / tick / n * 10000),
-                             direct ? "-" : sprintf("%.1f", 100 * c / s), 100 * o / s }')
-            printf '   %-13s run %d: %8.0f req/s  p50 %8.3f ms  p99 %8.3f ms  p99.9 %8.3f ms  errors %d+%d  CPU s/10k %s  gateway CPU %s%%  other %s%%\n' \
-                "$t" "$r" "$rps" "$p50" "$p99" "$p999" "$err" "$non2xx" "$cpu10k" "$proxy_pct" "$other_pct" >&2
-            echo "$row $t $r $rps $p50 $p99 $p999 $non2xx $err $reqs $cpu10k $proxy_pct $other_pct" >>"$RESULTS"
-        done
-    done
+    measure_row "$row" '   %-13s run %d: %8.0f req/s  p50 %8.3f ms  p99 %8.3f ms  p99.9 %8.3f ms  errors %d+%d  CPU s/10k %s  gateway CPU %s%%  other %s%%\n' \
+        "${TARGET_LIST[@]}"
 done
 MOCK_SERVED=$(stop_mock)
 if [[ -n "${KEEP_RAW:-}" ]]; then
@@ -438,23 +401,13 @@ if [[ -n "${KEEP_RAW:-}" ]]; then
 fi
 
 # ---------------------------------------------------------------- report (stdout)
-median() { sort -g | awk '{ a[NR] = $1 } END { if (!NR) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-col() { awk -v r="$1" -v p="$2" -v c="$3" '$1 == r && $2 == p && $c != "-" { print $c }' "$RESULTS"; }
-sum() { awk '{ s += $1 } END { print s + 0 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 <= 0 || a + 0 < 0) print "-"; else printf (a / b < 0.1 ? "%.3f\n" : "%.2f\n"), a / b }'; }
 minus() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-") print "-"; else printf "%.3f\n", a - b }'; }
-med() { col "$1" "$2" "$3" | median; } # row target column
 
-driver=$(sed -n 's/.* with \([a-z_]*\) (.*/\1/p' "$TMP/headwater.log" 2>/dev/null | head -1)
 litellm_v=$("$BENCH_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("litellm"))' 2>/dev/null || echo -)
 portkey_v=$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$PORTKEY_PKG/package.json" 2>/dev/null | head -1)
 echo "## LLM gateway benchmark: Headwater vs LiteLLM vs Portkey (OpenAI in, Anthropic out, to a mock)"
 echo
-echo "- command: \`$COMMAND\`"
-echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-echo "- machine: $(machine_summary)"
-echo "- Headwater: binary $HEADWATER_BIN (built $(date -u -r "$HEADWATER_BIN" +%Y-%m-%dT%H:%MZ);" \
-    "this repo's HEAD: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')); its I/O driver: ${driver:-not running}"
+report_common_items
 echo "- versions: LiteLLM ${litellm_v} (\`litellm[proxy]\`, uvicorn, $("$BENCH_VENV/bin/python" --version 2>/dev/null || echo python -))," \
     "Portkey gateway ${portkey_v:--} (@portkey-ai/gateway, Node $(node --version 2>/dev/null || echo -)), $(wrk_version)"
 echo "- layout: gateway on core $PROXY_CORE, one worker each (Headwater \`workers = 1\`, LiteLLM \`--num_workers 1\`," \
@@ -482,10 +435,9 @@ for row in $ROWS; do
     d50=$(med "$row" direct 5) d99=$(med "$row" direct 6)
     for t in "${TARGET_LIST[@]}"; do
         if [[ $t == direct ]]; then a50="(baseline)" a99="(baseline)"; else a50=$(minus "$(med "$row" "$t" 5)" "$d50") a99=$(minus "$(med "$row" "$t" 6)" "$d99"); fi
-        printf '| %s | %.0f | %.3f | %.3f | %s | %s | %d / %d | %s | %s | %s |\n' "${LABEL[$t]}" \
+        printf '| %s | %.0f | %.3f | %.3f | %s | %s | %s\n' "${LABEL[$t]}" \
             "$(med "$row" "$t" 4)" "$(med "$row" "$t" 5)" "$(med "$row" "$t" 6)" "$a50" "$a99" \
-            "$(col "$row" "$t" 9 | sum)" "$(col "$row" "$t" 8 | sum)" "$(med "$row" "$t" 11)" \
-            "$(med "$row" "$t" 12)" "$(col "$row" "$t" 13 | sort -g | tail -1)"
+            "$(load_cpu_cells "$row" "$t")"
     done
     line=""
     if has_target headwater; then
@@ -493,9 +445,9 @@ for row in $ROWS; do
         for other in litellm portkey; do
             has_target "$other" || continue
             o50=$(minus "$(med "$row" "$other" 5)" "$d50") o99=$(minus "$(med "$row" "$other" 6)" "$d99")
-            line+="${line:+; }Headwater/${LABEL[$other]}: req/s $(ratio "$(med "$row" headwater 4)" "$(med "$row" "$other" 4)")×,"
+            line+="${line:+; }Headwater/${LABEL[$other]}: req/s $(headwater_ratio "$row" "$other" 4)×,"
             line+=" added p50 $(ratio "$h50" "$o50")×, added p99 $(ratio "$h99" "$o99")×,"
-            line+=" CPU per request $(ratio "$(med "$row" headwater 11)" "$(med "$row" "$other" 11)")×"
+            line+=" CPU per request $(headwater_ratio "$row" "$other" 11)×"
         done
     fi
     if [[ -n "$line" ]]; then echo && echo "$line"; fi
@@ -511,10 +463,10 @@ if has_target headwater && { has_target litellm || has_target portkey; }; then
         cells=""
         for other in litellm portkey; do
             if has_target "$other"; then
-                cells+=" $(ratio "$(med "$row" headwater 4)" "$(med "$row" "$other" 4)") |"
+                cells+=" $(headwater_ratio "$row" "$other" 4) |"
                 cells+=" $(ratio "$(minus "$(med "$row" headwater 5)" "$d50")" "$(minus "$(med "$row" "$other" 5)" "$d50")") |"
                 cells+=" $(ratio "$(minus "$(med "$row" headwater 6)" "$d99")" "$(minus "$(med "$row" "$other" 6)" "$d99")") |"
-                cells+=" $(ratio "$(med "$row" headwater 11)" "$(med "$row" "$other" 11)") |"
+                cells+=" $(headwater_ratio "$row" "$other" 11) |"
             else
                 cells+=" - | - | - | - |"
             fi

@@ -59,13 +59,15 @@
 set -Eeuo pipefail
 trap 'echo "suite.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$BENCH_DIR/.." && pwd)
+SUITE_DIR="$BENCH_DIR/suite"
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"
+
 # The command as given, for the report (only the settings that were set).
-KNOBS="RUNS DURATION WARMUP ROWS PROXIES RATE RATE_CONNS WRK_TIMEOUT PROXY_CORE LOAD_CORE QUIET_WAIT QUIET_PCT KEEP_RAW NO_BUILD HEADWATER_BIN"
-COMMAND=""
-for v in $KNOBS; do
-    if [[ -n "${!v+x}" ]]; then COMMAND+="$v=$(printf '%q' "${!v}") "; fi
-done
-COMMAND+="bench/suite.sh"
+COMMAND=$(command_line bench/suite.sh RUNS DURATION WARMUP ROWS PROXIES RATE RATE_CONNS WRK_TIMEOUT \
+    PROXY_CORE LOAD_CORE QUIET_WAIT QUIET_PCT KEEP_RAW NO_BUILD HEADWATER_BIN)
 
 ALL_ROWS="ka128 ka4k ka16k ka160k close c1 c1024 post16k chunked rate"
 RUNS=${RUNS:-3}
@@ -80,12 +82,6 @@ PROXY_CORE=${PROXY_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}
 QUIET_WAIT=${QUIET_WAIT:-10}
 QUIET_PCT=${QUIET_PCT:-5}
-
-BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$BENCH_DIR/.." && pwd)
-SUITE_DIR="$BENCH_DIR/suite"
-# shellcheck source=bench/lib.sh
-source "$BENCH_DIR/lib.sh"
 HEADWATER_BIN=${HEADWATER_BIN:-"$ROOT/target/release/headwater"}
 
 # ---------------------------------------------------------------- rows and proxies
@@ -216,10 +212,8 @@ for p in direct "${PROXY_LIST[@]/direct/}"; do
 done
 
 # ---------------------------------------------------------------- measuring
-TICK=$(getconf CLK_TCK)
-
-run_load() { # row port duration outfile
-    local row=$1 url="http://127.0.0.1:$2${ROW_PATH[$1]}" post=0 hdr=()
+run_load() { # proxy row duration outfile
+    local row=$2 url="http://127.0.0.1:${PORT[$1]}${ROW_PATH[$2]}" post=0 hdr=()
     if [[ $row == rate ]]; then
         taskset -c "$LOAD_CORE" oha -z "$3" -w -q "$RATE" -c "${ROW_CONNS[$row]}" --latency-correction \
             --no-tui --output-format json "$url" >"$4" 2>&1 || true
@@ -249,10 +243,7 @@ ms = lambda k: 1000 * (lat.get(k) or 0)
 print(f'{d["summary"].get("requestsPerSec") or 0:.1f} {reqs} {ms("p50"):.3f} {ms("p99"):.3f} {ms("p99.9"):.3f} {non2xx} {errors}')
 EOF
     else
-        awk '/^Requests\/sec:/ { rps = $2 }
-             /^suite: / { reqs = $3; p50 = $5; p99 = $7; p999 = $9; non2xx = $11; err = $13 + $15 + $17 + $19; ok = 1 }
-             END { if (!ok) { print "0 0 0 0 0 0 0"; exit }
-                   printf "%s %d %.3f %.3f %.3f %d %d\n", rps, reqs, p50 / 1000, p99 / 1000, p999 / 1000, non2xx, err }' "$2"
+        parse_wrk_done suite "$2"
     fi
 }
 
@@ -261,56 +252,19 @@ RESULTS="$TMP/results"
 for row in $ROWS; do
     echo "== $row: ${ROW_DESC[$row]}" >&2
     if ((WARM_S > 0)); then
-        for p in "${PROXY_LIST[@]}"; do run_load "$row" "${PORT[$p]}" "$WARMUP" "$TMP/raw/warmup"; done
+        for p in "${PROXY_LIST[@]}"; do run_load "$p" "$row" "$WARMUP" "$TMP/raw/warmup"; done
     fi
-    for r in $(seq "$RUNS"); do
-        for i in $(seq 0 $((n_prox - 1))); do
-            p=${PROXY_LIST[$(((r - 1 + i) % n_prox))]}
-            out="$TMP/raw/${row}_${p}_$r.txt"
-            if ((QUIET_WAIT > 0)); then
-                waited=$(wait_quiet_others "$QUIET_WAIT" "$QUIET_PCT" "$OURS" "$TMP")
-                ((waited > 0)) && echo "   (waited ${waited}s for other processes to go quiet)" >&2
-            fi
-            # shellcheck disable=SC2086 # PIDS_OF holds space-separated pid lists
-            {
-                snapshot_other_cpu "$TMP/others0" "$OURS"
-                c0=$(proc_cpu_ticks ${PIDS_OF[$p]}) t0=$(date +%s%N)
-                run_load "$row" "${PORT[$p]}" "$DURATION" "$out"
-                t1=$(date +%s%N) c1=$(proc_cpu_ticks ${PIDS_OF[$p]})
-                snapshot_other_cpu "$TMP/others1" "$OURS"
-            }
-            read -r rps reqs p50 p99 p999 non2xx err < <(parse_load "$row" "$out")
-            read -r cpu10k proxy_pct other_pct < <(awk -v c=$((c1 - c0)) -v n="$reqs" \
-                -v o="$(other_cpu_ticks "$TMP/others0" "$TMP/others1")" -v ns=$((t1 - t0)) -v tick="$TICK" \
-                -v direct="$([[ $p == direct ]] && echo 1 || echo 0)" \
-                'BEGIN { s = ns / 1e9 * tick
-                         printf "%s %s %.1f\n", (direct || n == 0) ? "-" : sprintf("%.4f", c / tick / n * 10000),
-                             direct ? "-" : sprintf("%.1f", 100 * c / s), 100 * o / s }')
-            printf '   %-9s run %d: %8.0f req/s  p50 %7.3f ms  p99 %7.3f ms  p99.9 %7.3f ms  errors %d+%d  CPU s/10k %s  proxy CPU %s%%  other %s%%\n' \
-                "$p" "$r" "$rps" "$p50" "$p99" "$p999" "$err" "$non2xx" "$cpu10k" "$proxy_pct" "$other_pct" >&2
-            echo "$row $p $r $rps $p50 $p99 $p999 $non2xx $err $reqs $cpu10k $proxy_pct $other_pct" >>"$RESULTS"
-        done
-    done
+    measure_row "$row" '   %-9s run %d: %8.0f req/s  p50 %7.3f ms  p99 %7.3f ms  p99.9 %7.3f ms  errors %d+%d  CPU s/10k %s  proxy CPU %s%%  other %s%%\n' \
+        "${PROXY_LIST[@]}"
 done
 if [[ -n "${KEEP_RAW:-}" ]]; then
     mkdir -p "$KEEP_RAW" && cp "$TMP"/raw/*_*.txt "$TMP"/*.log "$RESULTS" "$KEEP_RAW"/
 fi
 
 # ---------------------------------------------------------------- report (stdout)
-median() { sort -g | awk '{ a[NR] = $1 } END { if (!NR) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-col() { awk -v r="$1" -v p="$2" -v c="$3" '$1 == r && $2 == p && $c != "-" { print $c }' "$RESULTS"; }
-sum() { awk '{ s += $1 } END { print s + 0 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf (a / b < 0.1 ? "%.3f\n" : "%.2f\n"), a / b }'; }
-med() { col "$1" "$2" "$3" | median; } # row proxy column
-
-driver=$(sed -n 's/.* with \([a-z_]*\) (.*/\1/p' "$TMP/headwater.log" 2>/dev/null | head -1)
 echo "## Benchmark suite: Headwater vs nginx vs HAProxy"
 echo
-echo "- command: \`$COMMAND\`"
-echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-echo "- machine: $(machine_summary)"
-echo "- Headwater: binary $HEADWATER_BIN (built $(date -u -r "$HEADWATER_BIN" +%Y-%m-%dT%H:%MZ);" \
-    "this repo's HEAD: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')); its I/O driver: ${driver:-not running}"
+report_common_items
 echo "- versions: $(nginx_version), HAProxy $(if has_proxy haproxy; then haproxy_version; else echo -; fi)," \
     "$(wrk_version), oha $(if command -v oha >/dev/null; then oha_version; else echo -; fi)"
 echo "- layout: proxy on core $PROXY_CORE (1 worker each: Headwater \`workers = 1\`, nginx \`worker_processes 1\`," \
@@ -337,17 +291,15 @@ for row in $ROWS; do
     fi
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     for p in "${PROXY_LIST[@]}"; do
-        printf '| %s | %.0f | %.3f | %.3f | %.3f | %d / %d | %s | %s | %s |\n' "${LABEL[$p]}" \
+        printf '| %s | %.0f | %.3f | %.3f | %.3f | %s\n' "${LABEL[$p]}" \
             "$(med "$row" "$p" 4)" "$(med "$row" "$p" 5)" "$(med "$row" "$p" 6)" "$(med "$row" "$p" 7)" \
-            "$(col "$row" "$p" 9 | sum)" "$(col "$row" "$p" 8 | sum)" "$(med "$row" "$p" 11)" \
-            "$(med "$row" "$p" 12)" "$(col "$row" "$p" 13 | sort -g | tail -1)"
+            "$(load_cpu_cells "$row" "$p")"
     done
     line=""
     for other in nginx haproxy; do
         if has_proxy headwater && has_proxy "$other"; then
-            line+="${line:+; }Headwater/${LABEL[$other]}: req/s $(ratio "$(med "$row" headwater 4)" "$(med "$row" "$other" 4)")×,"
-            line+=" p99 $(ratio "$(med "$row" headwater 6)" "$(med "$row" "$other" 6)")×,"
-            line+=" CPU per request $(ratio "$(med "$row" headwater 11)" "$(med "$row" "$other" 11)")×"
+            line+="${line:+; }Headwater/${LABEL[$other]}: req/s $(headwater_ratio "$row" "$other" 4)×,"
+            line+=" p99 $(headwater_ratio "$row" "$other" 6)×, CPU per request $(headwater_ratio "$row" "$other" 11)×"
         fi
     done
     if [[ -n "$line" ]]; then echo && echo "$line"; fi
@@ -369,7 +321,7 @@ if has_proxy headwater && { has_proxy nginx || has_proxy haproxy; }; then
         for other in nginx haproxy; do
             for c in 4 6 11; do
                 if has_proxy "$other"; then
-                    cells+=" $(ratio "$(med "$row" headwater $c)" "$(med "$row" "$other" $c)") |"
+                    cells+=" $(headwater_ratio "$row" "$other" $c) |"
                 else
                     cells+=" - |"
                 fi

@@ -497,13 +497,23 @@ fn read_timeout_returns_data_and_eof() {
     }
 }
 
-/// Bytes trickle in with gaps around the read deadline, so reads keep timing out just as data
-/// arrives. (In this setting, dropping plain reads with `monoio::time::timeout` loses bytes under
-/// io_uring: the kernel completes a read whose future is gone.) Every byte must arrive, in order.
-#[test]
-fn read_timeout_near_deadline_loses_nothing() {
+/// How [`trickle_near_deadline_loses_nothing`] reads.
+#[derive(Clone, Copy)]
+enum TrickleReads {
+    /// With `read_timeout`: a canceller and a timer of its own for each read.
+    Fresh,
+    /// With `read_until` and what the proxy keeps per connection: one read canceller (replaced
+    /// after each cancel) and one timer for all the reads.
+    Kept,
+}
+
+/// Bytes trickle in with gaps around the 1 ms read deadline, so reads keep timing out just as
+/// data arrives; they are read to EOF as `reads` says. Every byte must arrive, in order, and
+/// some reads must have timed out.
+fn trickle_near_deadline_loses_nothing(test: &str, reads: TrickleReads) {
     const BYTES: usize = 1000;
-    for kind in drivers("read_timeout_near_deadline_loses_nothing") {
+    const DEADLINE: Duration = Duration::from_millis(1);
+    for kind in drivers(test) {
         let (got, timeouts, peer) = block_on(kind, async {
             let (mut stream, peer) = accept_one(|mut conn| {
                 conn.set_nodelay(true).unwrap();
@@ -518,11 +528,21 @@ fn read_timeout_near_deadline_loses_nothing() {
                 }
             })
             .await;
+            let mut kept = match reads {
+                TrickleReads::Fresh => None,
+                TrickleReads::Kept => Some((Cancellers::default(), Box::pin(io::timer()))),
+            };
             let mut got = Vec::with_capacity(BYTES);
             let mut timeouts = 0;
             let mut buf = BytesMut::with_capacity(64);
             loop {
-                let (outcome, b) = read_timeout(&mut stream, buf, Duration::from_millis(1)).await;
+                let (outcome, b) = match &mut kept {
+                    None => read_timeout(&mut stream, buf, DEADLINE).await,
+                    Some((cancel, timer)) => {
+                        let stop = Deadline::after(timer.as_mut(), DEADLINE);
+                        read_until(&mut stream, buf, stop, &mut cancel.read).await
+                    }
+                };
                 buf = b;
                 match outcome {
                     ReadOutcome::Read(0) => break,
@@ -549,6 +569,17 @@ fn read_timeout_near_deadline_loses_nothing() {
             got.len()
         );
     }
+}
+
+/// [`trickle_near_deadline_loses_nothing`] with `read_timeout`. (In this setting, dropping plain
+/// reads with `monoio::time::timeout` loses bytes under io_uring: the kernel completes a read
+/// whose future is gone.)
+#[test]
+fn read_timeout_near_deadline_loses_nothing() {
+    trickle_near_deadline_loses_nothing(
+        "read_timeout_near_deadline_loses_nothing",
+        TrickleReads::Fresh,
+    );
 }
 
 /// As the proxy does it: one stream's cancellers and one timer kept for a whole conversation,
@@ -653,55 +684,12 @@ fn kept_cancellers_and_timer_serve_operation_after_operation() {
 /// read canceller (replaced after each cancel) and one timer for all the reads.
 #[test]
 fn kept_canceller_and_timer_near_deadline_lose_nothing() {
-    const BYTES: usize = 1000;
-    for kind in drivers("kept_canceller_and_timer_near_deadline_lose_nothing") {
-        let (got, timeouts, peer) = block_on(kind, async {
-            let (mut stream, peer) = accept_one(|mut conn| {
-                conn.set_nodelay(true).unwrap();
-                for i in 0..BYTES {
-                    conn.write_all(&[(i % 251) as u8]).unwrap();
-                    let gap = Duration::from_micros((i as u64 * 7919) % 3000);
-                    let sent = Instant::now();
-                    while sent.elapsed() < gap {
-                        std::hint::spin_loop();
-                    }
-                }
-            })
-            .await;
-            let mut cancel = Cancellers::default();
-            let mut timer = pin!(io::timer());
-            let mut got = Vec::with_capacity(BYTES);
-            let mut timeouts = 0;
-            let mut buf = BytesMut::with_capacity(64);
-            loop {
-                let stop = Deadline::after(timer.as_mut(), Duration::from_millis(1));
-                let (outcome, b) = read_until(&mut stream, buf, stop, &mut cancel.read).await;
-                buf = b;
-                match outcome {
-                    ReadOutcome::Read(0) => break,
-                    ReadOutcome::Read(_) => {
-                        got.extend_from_slice(&buf);
-                        buf.clear();
-                    }
-                    ReadOutcome::TimedOut => timeouts += 1,
-                    ReadOutcome::Err(e) => panic!("{kind}: {e}"),
-                }
-            }
-            (got, timeouts, peer)
-        });
-        peer.join().unwrap();
-        eprintln!("{kind}: {} bytes, {timeouts} timed-out reads", got.len());
-        assert!(timeouts > 0, "{kind}: the deadline never fired");
-        assert!(
-            got[..] == pattern(BYTES)[..],
-            "{kind}: got {} of {BYTES} bytes, or some out of order",
-            got.len()
-        );
-    }
+    trickle_near_deadline_loses_nothing(
+        "kept_canceller_and_timer_near_deadline_lose_nothing",
+        TrickleReads::Kept,
+    );
 }
 
-/// The peer does not read for a while: the write times out part-way, reports how much went
-/// out, and writing the rest later delivers exactly the whole stream.
 #[test]
 fn write_all_timeout_times_out_and_resumes() {
     const TOTAL: usize = 32 * 1024 * 1024;

@@ -442,19 +442,20 @@ fn parse_content_length(v: &[u8]) -> Result<u64, Error> {
     result.ok_or(bad_framing("invalid Content-Length"))
 }
 
-/// Transfer codings we accept before a final `chunked`.
+/// Transfer codings we accept before a final `chunked`, lowercase.
+pub(crate) const KNOWN_CODINGS: &[&[u8]] = &[
+    b"gzip",
+    b"x-gzip",
+    b"deflate",
+    b"compress",
+    b"x-compress",
+    b"br",
+    b"zstd",
+];
+
+/// Whether `c` is one of [`KNOWN_CODINGS`], in any case.
 fn is_known_coding(c: &[u8]) -> bool {
-    [
-        &b"gzip"[..],
-        b"x-gzip",
-        b"deflate",
-        b"compress",
-        b"x-compress",
-        b"br",
-        b"zstd",
-    ]
-    .iter()
-    .any(|k| eq_lowercase(c, k))
+    KNOWN_CODINGS.iter().any(|k| eq_lowercase(c, k))
 }
 
 /// The header names the codec treats specially: those whose values decide framing and
