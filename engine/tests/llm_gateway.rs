@@ -35,14 +35,19 @@ fn addr(s: &Server) -> SocketAddr {
     s.listen_addrs()[0]
 }
 
-/// POSTs `body` (JSON) to `path` with extra header lines.
+/// POSTs `body` (JSON) to `path` with extra header lines, on a new connection.
 fn post(addr: SocketAddr, path: &str, headers: &str, body: &Value) -> Response {
+    post_on(&mut Conn::open(addr), path, headers, body)
+}
+
+/// [`post`] on connection `c` (kept by the caller for more checks).
+fn post_on(c: &mut Conn, path: &str, headers: &str, body: &Value) -> Response {
     let body = body.to_string();
     let raw = format!(
         "POST {path} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    Conn::open(addr).request(raw.as_bytes(), &Method::POST)
+    c.request(raw.as_bytes(), &Method::POST)
 }
 
 /// The `data:` payloads of an SSE body, in order.
@@ -229,11 +234,19 @@ fn failover_invisible_before_the_first_token_explicit_after() {
     req["stream"] = json!(true);
 
     // Before the first token: the client sees one clean stream from the other deployment.
+    // Twice (fewer failures than an ejection takes): the heavy deployment is all but sure to
+    // be tried first at least once, so these answers include a failover.
     bad.set(Behavior::FailBeforeFirstToken);
-    let r = post(a, "/v1/chat/completions", "", &req);
-    assert_eq!(r.status(), 200);
-    assert_eq!(openai_stream_text(&r.text()), "echo: hi", "{}", r.text());
+    for _ in 0..2 {
+        let r = post(a, "/v1/chat/completions", "", &req);
+        assert_eq!(r.status(), 200);
+        assert_eq!(openai_stream_text(&r.text()), "echo: hi", "{}", r.text());
+    }
     assert!(good.total_served() >= 1);
+    assert!(
+        bad.total_served() >= 1,
+        "the failing deployment was never tried"
+    );
 
     // 429 with Retry-After: the other deployment answers at once.
     bad.set(Behavior::Status {
@@ -498,8 +511,10 @@ fn models_embeddings_and_bad_requests() {
     assert_eq!(r.status(), 400, "{}", r.text());
     // Too large: 413, and the connection closes.
     let big = "x".repeat(5000);
-    let r = post(a, "/v1/chat/completions", "", &chat("chat", &big));
+    let mut c = Conn::open(a);
+    let r = post_on(&mut c, "/v1/chat/completions", "", &chat("chat", &big));
     assert_eq!(r.status(), 413, "{}", r.text());
+    assert!(c.is_closed(), "the connection stays open after a 413");
     // Unknown endpoint and wrong method.
     let r = Conn::open(a).get("/v1/nothing");
     assert_eq!(r.status(), 404);
@@ -518,4 +533,53 @@ fn models_embeddings_and_bad_requests() {
     }
     gw.shutdown();
     m.stop();
+}
+
+#[test]
+fn the_access_log_carries_each_llm_request_record() {
+    let _s = serial();
+    let m = mock();
+    let dir = std::env::temp_dir().join(format!(
+        "headwater-llm-access-log-{}-{}",
+        std::process::id(),
+        m.addr().port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("access.log");
+    let gw = common::start(&format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 1\naccess_log = \"{}\"\n\n[[route]]\nname = \"ai\"\nmatch = {{ path_prefix = \"/v1/\" }}\nllm = true\n\n[[llm.key]]\nname = \"team\"\nkey = \"sk-team\"\n\n[[llm.model]]\nname = \"gpt\"\n{}",
+        log.display(),
+        deployment("openai", "gpt-4o-mini", &format!("http://{}/v1", m.addr()))
+    ));
+    let a = addr(&gw);
+    let r = post(
+        a,
+        "/v1/chat/completions",
+        "Authorization: Bearer sk-team\r\n",
+        &chat("gpt", "log me"),
+    );
+    assert_eq!(r.status(), 200, "{}", r.text());
+    let r = post(a, "/v1/chat/completions", "", &chat("gpt", "no key"));
+    assert_eq!(r.status(), 401, "{}", r.text());
+    gw.shutdown();
+    m.stop();
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let ok = &lines[0]["llm"];
+    assert_eq!(lines[0]["status"], 200, "{text}");
+    assert_eq!(ok["model"], "gpt", "{text}");
+    assert_eq!(ok["deployment"], "openai/gpt-4o-mini", "{text}");
+    assert_eq!(ok["provider"], "openai", "{text}");
+    assert_eq!(ok["key"], "team", "{text}");
+    assert_eq!(ok["outcome"], "success", "{text}");
+    assert_eq!(ok["attempts"], 1, "{text}");
+    assert!(ok["output_tokens"].as_u64().unwrap_or(0) > 0, "{text}");
+    assert_eq!(lines[1]["status"], 401, "{text}");
+    assert_eq!(lines[1]["llm"]["outcome"], "missing_api_key", "{text}");
 }

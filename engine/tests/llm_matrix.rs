@@ -117,6 +117,9 @@ impl Provider {
         match self.kind {
             Kind::Gemini => format!("http://{mock}/v1beta"),
             Kind::Azure => format!("http://{mock}/openai"),
+            // Under a `mistral` segment the mock streams usage as Mistral does: on the finish
+            // chunk, unasked.
+            Kind::Mistral => format!("http://{mock}/mistral/v1"),
             _ => format!("http://{mock}/v1"),
         }
     }
@@ -531,7 +534,8 @@ fn text_request(ingress: Ingress, p: &Provider, stream: bool) -> Value {
 
 fn upstream_path(p: &Provider, stream: bool) -> String {
     match p.kind {
-        Kind::OpenAi | Kind::Mistral | Kind::Compatible => "/v1/chat/completions".to_owned(),
+        Kind::OpenAi | Kind::Compatible => "/v1/chat/completions".to_owned(),
+        Kind::Mistral => "/mistral/v1/chat/completions".to_owned(),
         Kind::Azure => format!(
             "/openai/deployments/{}/chat/completions?api-version={AZURE_API_VERSION}",
             p.model
@@ -1031,24 +1035,19 @@ fn check_openai_stream(
         .filter(|v| v["choices"].as_array().is_some_and(Vec::is_empty))
         .collect();
     if include_usage {
-        // MOCK LIMITATION (mistral): Mistral puts usage in its last chunk unasked (and rejects
-        // `stream_options` with a 422, so the gateway rightly does not send it); the shared
-        // mock, speaking OpenAI's format, sends usage only when `include_usage` is set, so a
-        // Mistral cell may have no usage to relay. `mistral_usage_from_its_last_chunk` checks
-        // the real shape; here a usage chunk, when there is one, must still be right.
-        let mock_gap = p.kind == Kind::Mistral && usage_chunks.is_empty();
-        if !mock_gap {
-            c.eq("usage chunks", usage_chunks.len(), 1);
-            c.check(
-                "the usage chunk is the last chunk",
-                chunks
-                    .last()
-                    .is_some_and(|v| v["choices"].as_array().is_some_and(Vec::is_empty)),
-                format!("{:?}", chunks.last()),
-            );
-            if let Some(u) = usage_chunks.first() {
-                check_openai_usage(c, &u["usage"], shape);
-            }
+        // Mistral puts usage in its last chunk unasked (and rejects `stream_options` with a
+        // 422, so the gateway does not send it); the mock does the same under `/mistral/`, so
+        // every provider's cell must relay it.
+        c.eq("usage chunks", usage_chunks.len(), 1);
+        c.check(
+            "the usage chunk is the last chunk",
+            chunks
+                .last()
+                .is_some_and(|v| v["choices"].as_array().is_some_and(Vec::is_empty)),
+            format!("{:?}", chunks.last()),
+        );
+        if let Some(u) = usage_chunks.first() {
+            check_openai_usage(c, &u["usage"], shape);
         }
     }
     let choice_chunks: Vec<&Value> = chunks
@@ -1383,28 +1382,22 @@ fn check_anthropic_stream(c: &mut Cell, p: &Provider, shape: Shape, r: &Response
                 v["usage"]["output_tokens"].is_u64(),
                 &v["usage"],
             );
-            let unknown =
-                v["usage"].get("input_tokens").is_none() && v["usage"]["output_tokens"] == json!(0);
-            // MOCK LIMITATION (mistral): no usage upstream (see check_openai_stream).
-            let mock_gap = p.kind == Kind::Mistral && unknown;
-            if !mock_gap {
-                c.is(
-                    &v["usage"]["output_tokens"],
-                    &json!(completion),
-                    "message_delta.usage.output_tokens",
-                );
-                // The prompt count reaches the client: in message_delta (cumulative usage)
-                // or, when the provider said it up front, in message_start.
-                let input = v["usage"]
-                    .get("input_tokens")
-                    .cloned()
-                    .or(start_input.clone());
-                c.is(
-                    input,
-                    Some(json!(prompt)),
-                    "input_tokens (message_delta.usage, else message_start's)",
-                );
-            }
+            c.is(
+                &v["usage"]["output_tokens"],
+                &json!(completion),
+                "message_delta.usage.output_tokens",
+            );
+            // The prompt count reaches the client: in message_delta (cumulative usage) or,
+            // when the provider said it up front, in message_start.
+            let input = v["usage"]
+                .get("input_tokens")
+                .cloned()
+                .or(start_input.clone());
+            c.is(
+                input,
+                Some(json!(prompt)),
+                "input_tokens (message_delta.usage, else message_start's)",
+            );
             at += 1;
         }
         other => c.fail(format!(
@@ -1582,14 +1575,15 @@ fn provider_400_reaches_clients_in_their_format() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Mistral's stream usage, which the shared mock does not model
+// Mistral's stream usage, from a server that is not the mock
 // ---------------------------------------------------------------------------------------------
 
 /// A one-shot server speaking Mistral's streaming format as La Plateforme sends it: usage in
 /// the last chunk (the one with `finish_reason`), without `stream_options` being asked for
-/// (Mistral rejects unknown fields). The shared mock sends OpenAI's format, where usage needs
-/// `stream_options.include_usage`, so a Mistral deployment there gets none; this checks the
-/// gateway relays Mistral's. Returns the address and a handle yielding the request body.
+/// (Mistral rejects unknown fields), in a `Content-Length` body on a connection it closes. The
+/// matrix checks the same through the mock's `/mistral/` mode; this checks it against bytes
+/// written independently of the mock. Returns the address and a handle yielding the request
+/// body.
 fn mistral_stream_server() -> (SocketAddr, thread::JoinHandle<Vec<u8>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();

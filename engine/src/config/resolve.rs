@@ -67,45 +67,40 @@ fn llm_section(
     let span = raw.span();
     LlmSection::build(raw.get_ref(), |name| std::env::var(name).ok()).map_err(|errors| {
         // The first problem decides the position; the others follow in the reason, so that
-        // one `headwater check` shows them all.
-        let (path, first) = &errors[0];
-        let at = path
-            .as_deref()
-            .and_then(|p| span_of_path(ctx.text, p))
-            .unwrap_or(span.clone());
-        let mut reason = match path {
-            Some(p) => format!("{p}: {first}"),
-            None => first.clone(),
+        // one `headwater check` shows them all. The text is parsed again once, for the spans.
+        let doc = toml::de::DeTable::parse(ctx.text).ok();
+        let span_of = |path: &Option<String>| {
+            let doc = doc.as_ref()?;
+            span_of_path(doc.get_ref(), path.as_deref()?)
         };
+        let described = |path: &Option<String>, message: &str| match path {
+            Some(p) => format!("{p}: {message}"),
+            None => message.to_owned(),
+        };
+        let (path, first) = &errors[0];
+        let at = span_of(path).unwrap_or(span.clone());
+        let mut reason = described(path, first);
         for (path, message) in &errors[1..] {
-            let line = path
-                .as_deref()
-                .and_then(|p| span_of_path(ctx.text, p))
-                .map(|s| ctx.line(&s));
             reason.push_str("\n  also ");
-            if let Some(line) = line {
-                reason.push_str(&format!("line {line}: "));
+            if let Some(s) = span_of(path) {
+                reason.push_str(&format!("line {}: ", ctx.line(&s)));
             }
-            match path {
-                Some(p) => reason.push_str(&format!("{p}: {message}")),
-                None => reason.push_str(message),
-            }
+            reason.push_str(&described(path, message));
         }
         ctx.err(at, reason)
     })
 }
 
-/// The span of the value at `path` (`llm.model[2].deployment[0].provider`) in `text`, or of
-/// the deepest table on the way that exists (a missing key is reported at its table).
-fn span_of_path(text: &str, path: &str) -> Option<Range<usize>> {
-    let doc = toml::de::DeTable::parse(text).ok()?;
+/// The span of the value at `path` (`llm.model[2].deployment[0].provider`) in the parsed
+/// document `doc`, or of the deepest table on the way that exists (a missing key is reported
+/// at its table).
+fn span_of_path(doc: &toml::de::DeTable<'_>, path: &str) -> Option<Range<usize>> {
     let mut segments = path.split('.').map(|seg| match seg.split_once('[') {
         Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
         None => (seg, None),
     });
     let (first, first_index) = segments.next()?;
     let mut current = doc
-        .get_ref()
         .iter()
         .find(|(k, _)| k.get_ref() == first)
         .map(|(_, v)| v)?;

@@ -14,7 +14,7 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use headwater_llm::{
     canary_verdict, ChatResponse, DeploymentId, ErrorKind, LlmError, Origin, Verdict,
@@ -49,10 +49,9 @@ impl CanaryDriver {
             let client = ProviderClient::new(
                 ClientSettings {
                     connect_timeout: up.connect_timeout,
-                    idle_timeout: Duration::from_secs(30),
                     // Canaries are seconds apart: keep one warm connection per host.
                     max_idle_per_host: 1,
-                    max_lifetime: Some(Duration::from_secs(300)),
+                    ..ClientSettings::default()
                 },
                 rt.section.tls.clone(),
             );
@@ -101,11 +100,7 @@ async fn check(rt: &LlmRuntime, client: &ProviderClient, dep: DeploymentId) -> V
             .await
             .map_err(|e| e.to_llm_error())?;
         let status = resp.status.as_u16();
-        let retry_after = resp
-            .headers
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let retry_after = resp.header("retry-after").map(str::to_owned);
         let body = resp
             .read_all(canary.timeout, MAX_ANSWER)
             .await

@@ -46,7 +46,7 @@ use headwater_http1::{
     encode_request_head, BodyDecoder, BodyKind, Decoded, Limits, ResponseHead, ResponseParser,
 };
 use headwater_llm::{router::transport_error, ErrorKind, LlmError, Origin, UpstreamRequest};
-use http::{HeaderMap, Method, StatusCode, Version};
+use http::{Method, StatusCode, Version};
 use monoio::net::TcpStream;
 
 use super::dns::{ip_literal, Resolver};
@@ -192,11 +192,6 @@ impl ClientError {
     /// The address connected (or being connected) to, when there was one.
     pub fn peer(&self) -> Option<SocketAddr> {
         self.peer
-    }
-
-    /// What happened, without the authority.
-    pub fn message(&self) -> &str {
-        &self.message
     }
 
     /// Whether trying again (on another deployment, or this one later) may succeed: everything
@@ -569,11 +564,6 @@ impl ProviderClient {
         }
     }
 
-    /// The settings.
-    pub fn settings(&self) -> &ClientSettings {
-        &self.inner.settings
-    }
-
     /// The shard's resolver (for its cache size).
     pub fn resolver(&self) -> &Resolver {
         &self.inner.resolver
@@ -592,11 +582,6 @@ impl ProviderClient {
             .pool
             .borrow_mut()
             .sweep(&self.inner.settings, Instant::now())
-    }
-
-    /// Closes every idle connection (drain).
-    pub fn clear(&self) {
-        self.inner.pool.borrow_mut().idle.clear();
     }
 
     /// Sends `req` and returns the response once its head has arrived (1xx responses skipped).
@@ -671,12 +656,7 @@ impl ProviderClient {
             .resolver
             .resolve(target.host, target.port, budget)
             .await
-            .map_err(|e| {
-                err(
-                    ClientErrorKind::Dns,
-                    format!("cannot resolve {}: {}", e.host, e.message),
-                )
-            })?;
+            .map_err(|e| err(ClientErrorKind::Dns, e.to_string()))?;
         let mut last: Option<ClientError> = None;
         let mut connected = None;
         for (i, &addr) in addrs.iter().enumerate() {
@@ -853,8 +833,8 @@ async fn exchange(
 // ---------------------------------------------------------------------------------------------
 // Responses
 
-/// A provider's response: status and headers, and the body to read with
-/// [`chunk`](Self::chunk) or [`read_all`](Self::read_all).
+/// A provider's response: status and headers ([`header`](Self::header)), and the body to read
+/// with [`chunk`](Self::chunk) or [`read_all`](Self::read_all).
 ///
 /// Dropping it before the body's end closes the connection.
 pub struct ProviderResponse {
@@ -862,8 +842,8 @@ pub struct ProviderResponse {
     pub status: StatusCode,
     /// HTTP/1.0 or HTTP/1.1.
     pub version: Version,
-    /// The response headers.
-    pub headers: HeaderMap,
+    /// The head as parsed: headers are looked up in it, not copied into a map.
+    head: ResponseHead,
     /// The connection, until the body ends or fails.
     conn: Option<Conn>,
     decoder: BodyDecoder,
@@ -880,7 +860,7 @@ impl fmt::Debug for ProviderResponse {
         f.debug_struct("ProviderResponse")
             .field("status", &self.status)
             .field("version", &self.version)
-            .field("headers", &self.headers)
+            .field("headers", &self.head.header_count())
             .field("authority", &self.key.authority)
             .field("reused", &self.reused)
             .field("finished", &self.conn.is_none())
@@ -906,11 +886,10 @@ impl ProviderResponse {
     ) -> Self {
         let kind = head.body_kind(method);
         let reusable = kind.reusable() && head.keep_alive();
-        let parts = head.to_parts();
         let mut resp = ProviderResponse {
-            status: parts.status,
-            version: parts.version,
-            headers: parts.headers,
+            status: head.status(),
+            version: head.version(),
+            head,
             conn: Some(conn),
             decoder: BodyDecoder::new(kind),
             reusable,
@@ -924,6 +903,13 @@ impl ProviderResponse {
             resp.finish();
         }
         resp
+    }
+
+    /// The first value of header `name` (any case), when it is text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head
+            .header(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
     }
 
     /// Whether the request went on a pooled connection.
@@ -1065,6 +1051,8 @@ impl ProviderResponse {
 
 #[cfg(test)]
 mod tests {
+    use http::HeaderMap;
+
     use super::*;
 
     #[test]

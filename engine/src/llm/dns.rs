@@ -52,8 +52,6 @@ pub struct ResolveError {
     pub host: String,
     /// What went wrong.
     pub message: String,
-    /// The lookup did not finish within the time the caller allowed.
-    pub timed_out: bool,
 }
 
 impl fmt::Display for ResolveError {
@@ -232,10 +230,9 @@ impl Resolver {
         if let Some(ip) = ip_literal(host) {
             return Ok(Rc::from([SocketAddr::new(ip, port)]));
         }
-        let error = |message: String, timed_out| ResolveError {
+        let error = |message: String| ResolveError {
             host: host.to_owned(),
             message,
-            timed_out,
         };
         let key = (host.to_ascii_lowercase(), port);
         let now = Instant::now();
@@ -258,7 +255,7 @@ impl Resolver {
                     return Ok(addrs);
                 }
                 (None, Some(failure)) if now < entry.fresh_until => {
-                    return Err(error(failure.clone(), false));
+                    return Err(error(failure.clone()));
                 }
                 _ => entry.start(&key.0, port),
             }
@@ -266,10 +263,10 @@ impl Resolver {
         let result = match monoio::time::timeout(timeout, pending.wait()).await {
             Ok(result) => result,
             Err(_) => {
-                return Err(error(
-                    format!("no answer within {} ms", timeout.as_millis()),
-                    true,
-                ))
+                return Err(error(format!(
+                    "no answer within {} ms",
+                    timeout.as_millis()
+                )))
             }
         };
         let now = Instant::now();
@@ -286,18 +283,13 @@ impl Resolver {
         }
         match result {
             Ok(addrs) => Ok(addrs.into()),
-            Err(message) => Err(error(message, false)),
+            Err(message) => Err(error(message)),
         }
     }
 
     /// Names with a cache entry.
     pub fn cached_names(&self) -> usize {
         self.cache.borrow().len()
-    }
-
-    /// Forgets every answer (lookups in flight finish unheeded).
-    pub fn clear(&self) {
-        self.cache.borrow_mut().clear();
     }
 }
 

@@ -18,3 +18,11 @@ pub mod state;
 
 pub use section::LlmSection;
 pub use state::{LlmNode, LlmRuntime};
+
+/// Whole seconds since the Unix epoch (0 if the clock is before it): the `created` times of
+/// answers and the base of `Retry-After` dates.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -27,7 +27,7 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use headwater_http1::chunked::encode_chunk;
@@ -40,14 +40,16 @@ use headwater_llm::embeddings::{parse_openai_request, render_openai_response};
 use headwater_llm::keys::{authenticate, presented_key, Reservation};
 use headwater_llm::EmbeddingRequest;
 use headwater_llm::{
-    estimate_tokens, Attempt, AttemptResult, ChatRequest, ErrorKind, Ingress, KeySpec, KeyStore,
-    LlmError, Origin, RequestOutcome, RequestRecord, Step, StreamTranslator, Usage,
+    estimate_tokens, Attempt, AttemptResult, ChatRequest, ErrorKind, Ingress, KeyError, KeySpec,
+    KeyStore, LlmError, Origin, RequestOutcome, RequestRecord, Step, StreamTranslator, Usage,
 };
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use http::{HeaderMap, Method, StatusCode, Version};
 use monoio::net::TcpStream;
 
-use super::client::{ProviderClient, ProviderResponse};
+use super::client::{ClientSettings, ProviderClient, ProviderResponse};
 use super::state::LlmRuntime;
+use super::unix_now;
 use crate::io::{read_timeout, write_all_timeout, ReadOutcome};
 use crate::proxy::{Generation, Shard};
 
@@ -82,24 +84,18 @@ enum Endpoint {
 }
 
 fn endpoint(path: &[u8]) -> Option<(Endpoint, Method)> {
-    let path = std::str::from_utf8(path).ok()?.trim_end_matches('/');
-    if path.ends_with("/chat/completions") {
-        Some((Endpoint::Chat(Ingress::OpenAi), Method::POST))
-    } else if path.ends_with("/messages") {
-        Some((Endpoint::Chat(Ingress::Anthropic), Method::POST))
-    } else if path.ends_with("/embeddings") {
+    let path = std::str::from_utf8(path).ok()?;
+    if let Some(ingress) = Ingress::for_chat_path(path) {
+        return Some((Endpoint::Chat(ingress), Method::POST));
+    }
+    let path = path.trim_end_matches('/');
+    if path.ends_with("/embeddings") {
         Some((Endpoint::Embeddings, Method::POST))
     } else if path.ends_with("/models") {
         Some((Endpoint::Models, Method::GET))
     } else {
         None
     }
-}
-
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// The response under construction toward the client.
@@ -156,15 +152,20 @@ impl Reply<'_> {
     async fn json(&mut self, status: u16, body: &[u8], retry_after: Option<u64>) -> bool {
         let status_code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
         let mut ra = BytesMut::new();
-        let mut headers: Vec<(&str, &[u8])> = vec![("content-type", b"application/json")];
         if let Some(secs) = retry_after {
             put_u64(&mut ra, secs);
-            headers.push(("retry-after", &ra));
         }
+        let headers: [(&str, &[u8]); 2] =
+            [("content-type", b"application/json"), ("retry-after", &ra)];
+        let headers = if retry_after.is_some() {
+            &headers[..]
+        } else {
+            &headers[..1]
+        };
         self.wbuf.clear();
         encode_response_head(
             status_code,
-            &headers,
+            headers,
             BodyKind::Length(body.len() as u64),
             self.version,
             self.connection(),
@@ -173,6 +174,24 @@ impl Reply<'_> {
         self.wbuf.put_slice(body);
         self.status = status;
         self.flush().await
+    }
+
+    /// `err` in the client's API format (`status` instead of the format's own when given),
+    /// with `Retry-After` when the error says when to come back.
+    async fn error(&mut self, ingress: Ingress, err: &LlmError, status: Option<u16>) -> bool {
+        let r = ingress.render_error(err);
+        let retry_after = err
+            .retry_after
+            .map(|ra| ra.delay_at(unix_now()).as_secs().max(1));
+        self.json(status.unwrap_or(r.status), &r.body, retry_after)
+            .await
+    }
+
+    /// A refused key in the client's API format, with `Retry-After` for a rate limit.
+    async fn key_error(&mut self, ingress: Ingress, e: &KeyError) -> bool {
+        let r = e.render(ingress);
+        let retry_after = e.retry_after().map(|d| d.as_secs().max(1));
+        self.json(r.status, &r.body, retry_after).await
     }
 
     /// Starts a server-sent-events answer.
@@ -330,13 +349,6 @@ pub(crate) async fn serve(
         _ => Ingress::OpenAi,
     };
     let body_unread = head.body_kind().has_body();
-    let answer_error = |err: LlmError| {
-        let rendered = error_ingress.render_error(&err);
-        let retry_after = err
-            .retry_after
-            .map(|ra| ra.delay_at(now_unix()).as_secs().max(1));
-        (rendered, retry_after)
-    };
 
     let (endpoint, method) = match route {
         Some(r) => r,
@@ -349,9 +361,8 @@ pub(crate) async fn serve(
                     String::from_utf8_lossy(head.path())
                 ),
             );
-            let (r, ra) = answer_error(err);
             reply.keep &= !body_unread;
-            reply.json(r.status, &r.body, ra).await;
+            reply.error(error_ingress, &err, None).await;
             return finish(served, &reply);
         }
     };
@@ -365,20 +376,18 @@ pub(crate) async fn serve(
                 String::from_utf8_lossy(head.path())
             ),
         );
-        let (mut r, _) = answer_error(err);
-        r.status = 405;
         reply.keep &= !body_unread;
-        reply.json(r.status, &r.body, None).await;
+        reply.error(error_ingress, &err, Some(405)).await;
         return finish(served, &reply);
     }
 
-    let catalogue = runtime.section.catalogue.clone();
-    let upstream = catalogue.upstream.clone();
+    let catalogue = &*runtime.section.catalogue;
+    let max_body = catalogue.upstream.max_request_body;
     let body = match read_body(
         reply.client,
         rbuf,
         head,
-        upstream.max_request_body,
+        max_body,
         config.server.timeouts.client_body,
     )
     .await
@@ -388,22 +397,16 @@ pub(crate) async fn serve(
             let err = LlmError::new(
                 ErrorKind::RequestTooLarge,
                 Origin::Client,
-                format!(
-                    "the request body is larger than the gateway's limit of {} bytes",
-                    upstream.max_request_body
-                ),
+                format!("the request body is larger than the gateway's limit of {max_body} bytes"),
             );
-            let (mut r, _) = answer_error(err);
-            r.status = 413;
             reply.keep = false;
-            reply.json(r.status, &r.body, None).await;
+            reply.error(error_ingress, &err, None).await;
             return finish(served, &reply);
         }
         Err(BodyError::Malformed) => {
             let err = LlmError::client("body", "the request body's framing is malformed");
-            let (r, _) = answer_error(err);
             reply.keep = false;
-            reply.json(r.status, &r.body, None).await;
+            reply.error(error_ingress, &err, None).await;
             return finish(served, &reply);
         }
         Err(BodyError::Gone) => {
@@ -414,29 +417,31 @@ pub(crate) async fn serve(
     served.body_in = body.len() as u64;
 
     // Authentication first: even the model list is for key holders when keys are configured.
-    let headers = head.to_parts().headers;
-    let key = match authenticate(catalogue.keys(), presented_key(&headers)) {
-        Ok(k) => k.cloned(),
+    // Without keys there is nothing to look up.
+    let presented = if catalogue.keys().is_empty() {
+        HeaderMap::new()
+    } else {
+        key_headers(head)
+    };
+    let key = match authenticate(catalogue.keys(), presented_key(&presented)) {
+        Ok(k) => k,
         Err(e) => {
-            let r = e.render(error_ingress);
-            let ra = e.retry_after().map(|d| d.as_secs().max(1));
-            reply.json(r.status, &r.body, ra).await;
-            served.record = Some(RequestRecord::rejected("", None, e.code()).to_json());
+            reply.key_error(error_ingress, &e).await;
+            served.record = log_record(shard, &RequestRecord::rejected("", None, e.code()));
             return finish(served, &reply);
         }
     };
 
     match endpoint {
         Endpoint::Models => {
-            let cards = catalogue.model_cards(0, OWNED_BY);
-            let cards: Vec<_> = cards
+            let cards: Vec<_> = catalogue
+                .model_cards(0, OWNED_BY)
                 .into_iter()
                 .filter(|c| {
-                    key.as_ref()
-                        .is_none_or(|k| catalogue.model_id(&c.id).is_some_and(|m| k.allows(m)))
+                    key.is_none_or(|k| catalogue.model_id(&c.id).is_some_and(|m| k.allows(m)))
                 })
                 .collect();
-            let ingress = if headers.contains_key("anthropic-version") {
+            let ingress = if head.header("anthropic-version").is_some() {
                 Ingress::Anthropic
             } else {
                 Ingress::OpenAi
@@ -448,10 +453,10 @@ pub(crate) async fn serve(
         Endpoint::Chat(ingress) => {
             let job = match ingress.parse_request(&body) {
                 Ok(req) => Job::Chat { req, ingress },
-                Err(e) => return reject(served, reply, ingress, &e, key.as_ref()).await,
+                Err(e) => return reject(shard, served, reply, ingress, &e, key).await,
             };
-            let record = run(shard, runtime, &mut reply, &job, key.as_ref(), &mut served).await;
-            served.record = Some(record.to_json());
+            let record = run(shard, runtime, &mut reply, &job, key, &mut served).await;
+            served.record = log_record(shard, &record);
             finish(served, &reply)
         }
         Endpoint::Embeddings => {
@@ -460,27 +465,50 @@ pub(crate) async fn serve(
                     req,
                     tokens: (body.len() as u64 / 4).max(1),
                 },
-                Err(e) => return reject(served, reply, Ingress::OpenAi, &e, key.as_ref()).await,
+                Err(e) => return reject(shard, served, reply, Ingress::OpenAi, &e, key).await,
             };
-            let record = run(shard, runtime, &mut reply, &job, key.as_ref(), &mut served).await;
-            served.record = Some(record.to_json());
+            let record = run(shard, runtime, &mut reply, &job, key, &mut served).await;
+            served.record = log_record(shard, &record);
             finish(served, &reply)
         }
     }
 }
 
+/// The two fields [`presented_key`] reads (`Authorization`, `x-api-key`), as a map: not every
+/// header of the request.
+fn key_headers(head: &RequestHead) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for name in [AUTHORIZATION, HeaderName::from_static("x-api-key")] {
+        let value = head
+            .header(name.as_str())
+            .and_then(|v| HeaderValue::from_bytes(v).ok());
+        if let Some(value) = value {
+            map.insert(name, value);
+        }
+    }
+    map
+}
+
+/// The accounting record for the access log, as JSON; `None` when this shard does not log
+/// (nobody would read it).
+fn log_record(shard: &Shard, record: &RequestRecord) -> Option<String> {
+    shard.log.borrow().enabled().then(|| record.to_json())
+}
+
 /// Answers a request body that does not parse.
 async fn reject(
+    shard: &Shard,
     mut served: Served,
     mut reply: Reply<'_>,
     ingress: Ingress,
     err: &LlmError,
     key: Option<&KeySpec>,
 ) -> Served {
-    let r = ingress.render_error(err);
-    reply.json(r.status, &r.body, None).await;
-    served.record = Some(
-        RequestRecord::rejected("", key.map(|k| k.name.as_str()), "invalid_request").to_json(),
+    reply.error(ingress, err, None).await;
+    let key_name = key.map(|k| k.name.as_str());
+    served.record = log_record(
+        shard,
+        &RequestRecord::rejected("", key_name, "invalid_request"),
     );
     finish(served, &reply)
 }
@@ -503,11 +531,10 @@ fn provider_client(shard: &Rc<Shard>, runtime: &Arc<LlmRuntime>) -> Rc<ProviderC
     }
     let up = &runtime.section.catalogue.upstream;
     let client = Rc::new(ProviderClient::new(
-        super::client::ClientSettings {
+        ClientSettings {
             connect_timeout: up.connect_timeout,
-            idle_timeout: Duration::from_secs(30),
             max_idle_per_host: up.max_idle_per_host,
-            max_lifetime: Some(Duration::from_secs(300)),
+            ..ClientSettings::default()
         },
         runtime.section.tls.clone(),
     ));
@@ -639,7 +666,7 @@ async fn run(
 ) -> RequestRecord {
     let started = Instant::now();
     let ingress = job.ingress();
-    let catalogue = runtime.section.catalogue.clone();
+    let catalogue = &*runtime.section.catalogue;
     let key_name = key.map(|k| k.name.as_str());
     let Some(model) = catalogue.model_id(job.model()) else {
         let mut e = LlmError::new(
@@ -648,46 +675,39 @@ async fn run(
             format!("the model `{}` does not exist", job.model()),
         );
         e.param = Some("model".to_owned());
-        let r = ingress.render_error(&e);
-        reply.json(r.status, &r.body, None).await;
+        reply.error(ingress, &e, None).await;
         return RequestRecord::rejected(job.model(), key_name, "model_not_found");
     };
     let tokens = job.tokens();
     let reservation = match admit_key(shard, runtime, key, model, tokens) {
         Ok(r) => r,
         Err(e) => {
-            let r = e.render(ingress);
-            let ra = e.retry_after().map(|d| d.as_secs().max(1));
-            reply.json(r.status, &r.body, ra).await;
+            reply.key_error(ingress, &e).await;
             return RequestRecord::rejected(job.model(), key_name, e.code());
         }
     };
 
     let client = provider_client(shard, runtime);
-    let mut plan = runtime.router().plan(model, tokens, started, now_unix());
+    // The router is locked once per step (the plan, then each report with the next step),
+    // and never across an `.await`.
+    let (mut plan, mut step) = {
+        let mut router = runtime.router();
+        let mut plan = router.plan(model, tokens, started, unix_now());
+        let step = plan.next(&mut router, Instant::now());
+        (plan, step)
+    };
     let mut last: Option<Attempt> = None;
     let mut first_token: Option<Duration> = None;
     let mut usage = None;
-    let outcome;
-    loop {
-        // The router's lock is released before anything is awaited.
-        let step = plan.next(&mut runtime.router(), Instant::now());
+    let outcome = loop {
         let attempt = match step {
             Step::Try(a) => a,
-            Step::Done => {
-                outcome = RequestOutcome::Success;
-                break;
-            }
+            Step::Done => break RequestOutcome::Success,
             Step::GiveUp(err) => {
                 if !reply.streaming {
-                    let r = ingress.render_error(&err);
-                    let ra = err
-                        .retry_after
-                        .map(|ra| ra.delay_at(now_unix()).as_secs().max(1));
-                    reply.json(r.status, &r.body, ra).await;
+                    reply.error(ingress, &err, None).await;
                 }
-                outcome = RequestOutcome::Failed(err.kind);
-                break;
+                break RequestOutcome::Failed(err.kind);
             }
         };
         if !attempt.wait.is_zero() {
@@ -722,16 +742,18 @@ async fn run(
             Tried::ClientGone => AttemptResult::Cancelled,
         };
         let cancelled = matches!(result, AttemptResult::Cancelled);
-        plan.report(&mut runtime.router(), &attempt, result, Instant::now());
+        // Released at the end of this iteration, before anything is awaited.
+        let mut router = runtime.router();
+        plan.report(&mut router, &attempt, result, Instant::now());
         last = Some(attempt);
         if cancelled {
-            outcome = RequestOutcome::Cancelled;
             reply.keep = false;
-            break;
+            break RequestOutcome::Cancelled;
         }
-    }
+        step = plan.next(&mut router, Instant::now());
+    };
     let mut record =
-        RequestRecord::from_plan(&catalogue, &plan, last.as_ref(), key_name, usage, outcome);
+        RequestRecord::from_plan(catalogue, &plan, last.as_ref(), key_name, usage, outcome);
     record.latency = started.elapsed();
     record.ttft = first_token;
     record.stream = job.stream();
@@ -792,7 +814,7 @@ async fn attempt_once(
     let rendered = match job {
         Job::Chat { ingress, .. } => spec.deployment.parse_chat_response(&bytes).and_then(|r| {
             ingress
-                .render_response(&r, now_unix())
+                .render_response(&r, unix_now())
                 .map(|b| (b, r.usage))
         }),
         Job::Embeddings { req, .. } => {
@@ -831,7 +853,7 @@ async fn provider_error(
     upstream: &headwater_llm::UpstreamPolicy,
 ) -> LlmError {
     let status = resp.status.as_u16();
-    let retry_after = header_str(&resp.headers, "retry-after").map(str::to_owned);
+    let retry_after = resp.header("retry-after").map(str::to_owned);
     // An error body is small; a huge one is cut (the status still tells the kind).
     match resp.read_all(upstream.idle_timeout, 256 * 1024).await {
         Ok(body) => spec
@@ -841,10 +863,6 @@ async fn provider_error(
             .deployment
             .parse_error(status, b"", retry_after.as_deref()),
     }
-}
-
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// Relays one streamed answer through a translator.
@@ -861,7 +879,7 @@ async fn stream_answer(
     started: Instant,
 ) -> Tried {
     let mut translator =
-        StreamTranslator::new(ingress, &spec.deployment, include_usage, now_unix());
+        StreamTranslator::new(ingress, &spec.deployment, include_usage, unix_now());
     let mut ttft = None;
     let mut first_at: Option<Instant> = None;
     loop {
