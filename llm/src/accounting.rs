@@ -196,7 +196,17 @@ pub struct Totals {
 /// Running totals by (model alias, deployment, key), rendered in label order.
 #[derive(Debug, Clone, Default)]
 pub struct Ledger {
-    series: BTreeMap<(String, String, String), Totals>,
+    /// model → deployment → key → totals: found by `&str` on every request, so names are
+    /// copied only when a series first appears.
+    series: BTreeMap<String, BTreeMap<String, BTreeMap<String, Totals>>>,
+}
+
+/// The entry for `key` in `map`, created (and `key` copied) only when absent.
+fn entry<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), V::default());
+    }
+    map.get_mut(key).expect("inserted above when absent")
 }
 
 impl Ledger {
@@ -207,14 +217,9 @@ impl Ledger {
 
     /// Adds a request.
     pub fn record(&mut self, r: &RequestRecord) {
-        let t = self
-            .series
-            .entry((
-                r.model.clone(),
-                r.deployment.clone().unwrap_or_default(),
-                r.key.clone().unwrap_or_default(),
-            ))
-            .or_default();
+        let by_deployment = entry(&mut self.series, &r.model);
+        let by_key = entry(by_deployment, r.deployment.as_deref().unwrap_or_default());
+        let t = entry(by_key, r.key.as_deref().unwrap_or_default());
         *t.requests.entry(r.outcome.as_str()).or_default() += 1;
         if let Some(u) = r.usage {
             t.input_tokens += u.input_tokens;
@@ -228,8 +233,7 @@ impl Ledger {
 
     /// The totals of one series (`""` for an absent deployment or key).
     pub fn totals(&self, model: &str, deployment: &str, key: &str) -> Option<&Totals> {
-        self.series
-            .get(&(model.to_owned(), deployment.to_owned(), key.to_owned()))
+        self.series.get(model)?.get(deployment)?.get(key)
     }
 
     /// Whether no request was recorded yet.
@@ -237,9 +241,19 @@ impl Ledger {
         self.series.is_empty()
     }
 
+    /// Every series, in label order.
+    fn each(&self) -> impl Iterator<Item = ([&str; 3], &Totals)> {
+        self.series.iter().flat_map(|(m, ds)| {
+            ds.iter().flat_map(move |(d, ks)| {
+                ks.iter()
+                    .map(move |(k, t)| ([m.as_str(), d.as_str(), k.as_str()], t))
+            })
+        })
+    }
+
     /// Appends the Prometheus text (see the module documentation).
     pub fn render_prometheus(&self, out: &mut String) {
-        let labels = |out: &mut String, (m, d, k): &(String, String, String)| {
+        let labels = |out: &mut String, [m, d, k]: [&str; 3]| {
             out.push_str("{model=\"");
             escape_label(out, m);
             out.push_str("\",deployment=\"");
@@ -254,7 +268,7 @@ impl Ledger {
             "counter",
             "LLM requests by model alias, deployment, virtual key and outcome.",
         );
-        for (series, t) in &self.series {
+        for (series, t) in self.each() {
             for (outcome, n) in &t.requests {
                 out.push_str("headwater_llm_requests_total");
                 labels(out, series);
@@ -267,7 +281,7 @@ impl Ledger {
             "counter",
             "LLM tokens by model alias, deployment, virtual key and kind (input includes cached).",
         );
-        for (series, t) in &self.series {
+        for (series, t) in self.each() {
             for (kind, n) in [
                 ("input", t.input_tokens),
                 ("output", t.output_tokens),
@@ -284,7 +298,7 @@ impl Ledger {
             "counter",
             "LLM cost in USD by model alias, deployment and virtual key.",
         );
-        for (series, t) in &self.series {
+        for (series, t) in self.each() {
             out.push_str("headwater_llm_cost_usd_total");
             labels(out, series);
             let _ = writeln!(out, "}} {}", t.cost_usd);

@@ -7,10 +7,12 @@
 //! When the client asks for `base64` vectors and the provider cannot produce them (Mistral,
 //! Gemini), floats are requested and encoded here (little-endian `f32`, as OpenAI does).
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::egress::{malformed, openai, parse_json, Deployment, ProviderKind};
+use crate::egress::{body_bytes, malformed, openai, parse_json, str_of, Deployment, ProviderKind};
 use crate::error::{ErrorKind, LlmError, Origin};
 use crate::json::{index, parse_body, wrong_type, Obj};
 
@@ -183,7 +185,7 @@ struct ItemOut<'a> {
 #[serde(untagged)]
 enum EmbeddingOut<'a> {
     Float(&'a [f32]),
-    Base64(String),
+    Base64(Cow<'a, str>),
 }
 
 #[derive(Serialize)]
@@ -205,9 +207,9 @@ pub fn render_openai_response(req: &EmbeddingRequest, resp: &EmbeddingResponse) 
             embedding: match (e, req.encoding_format) {
                 (Embedding::Float(v), EncodingFormat::Float) => EmbeddingOut::Float(v),
                 (Embedding::Float(v), EncodingFormat::Base64) => {
-                    EmbeddingOut::Base64(base64_f32(v))
+                    EmbeddingOut::Base64(Cow::Owned(base64_f32(v)))
                 }
-                (Embedding::Base64(s), _) => EmbeddingOut::Base64(s.clone()),
+                (Embedding::Base64(s), _) => EmbeddingOut::Base64(Cow::Borrowed(s)),
             },
         })
         .collect();
@@ -310,41 +312,55 @@ pub(crate) fn build_request(
             };
             return Ok((path, body.to_string().into_bytes()));
         }
-        ProviderKind::Mistral => {
-            let mut b = serde_json::json!({"model": dep.model, "input": input_value(&req.input)});
-            if let Some(d) = req.dimensions {
-                b["output_dimension"] = Value::from(d);
-            }
-            b
-        }
-        ProviderKind::OpenAi | ProviderKind::Azure | ProviderKind::OpenAiCompatible => {
-            let mut b = serde_json::json!({"input": input_value(&req.input)});
-            if dep.kind != ProviderKind::Azure {
-                b["model"] = Value::from(dep.model.as_str());
-            }
-            if req.encoding_format == EncodingFormat::Base64 {
-                b["encoding_format"] = Value::from("base64");
-            }
-            if let Some(d) = req.dimensions {
-                b["dimensions"] = Value::from(d);
-            }
-            if let Some(u) = &req.user {
-                b["user"] = Value::from(u.as_str());
-            }
-            b
-        }
+        ProviderKind::Mistral => OpenAiBody {
+            model: Some(&dep.model),
+            input: InputOut::of(&req.input),
+            encoding_format: None,
+            dimensions: None,
+            output_dimension: req.dimensions,
+            user: None,
+        },
+        ProviderKind::OpenAi | ProviderKind::Azure | ProviderKind::OpenAiCompatible => OpenAiBody {
+            model: (dep.kind != ProviderKind::Azure).then_some(dep.model.as_str()),
+            input: InputOut::of(&req.input),
+            encoding_format: (req.encoding_format == EncodingFormat::Base64).then_some("base64"),
+            dimensions: req.dimensions,
+            output_dimension: None,
+            user: req.user.as_deref(),
+        },
     };
-    Ok((
-        openai::path(dep, "embeddings"),
-        body.to_string().into_bytes(),
-    ))
+    Ok((openai::path(dep, "embeddings"), body_bytes(&body)?))
 }
 
-fn input_value(input: &EmbeddingInput) -> Value {
-    match input {
-        EmbeddingInput::Text(t) => Value::from(t.clone()),
-        EmbeddingInput::Tokens(t) => {
-            Value::from(t.iter().map(|x| Value::from(x.clone())).collect::<Vec<_>>())
+/// The OpenAI-family embeddings body (Mistral names `dimensions` `output_dimension`), with
+/// the inputs borrowed from the request.
+#[derive(Serialize)]
+struct OpenAiBody<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<&'a str>,
+    input: InputOut<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encoding_format: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dimensions: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_dimension: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum InputOut<'a> {
+    Text(&'a [String]),
+    Tokens(&'a [Vec<u32>]),
+}
+
+impl InputOut<'_> {
+    fn of(input: &EmbeddingInput) -> InputOut<'_> {
+        match input {
+            EmbeddingInput::Text(t) => InputOut::Text(t),
+            EmbeddingInput::Tokens(t) => InputOut::Tokens(t),
         }
     }
 }
@@ -423,11 +439,7 @@ pub(crate) fn parse_response(
         })
     });
     Ok(EmbeddingResponse {
-        model: v
-            .get("model")
-            .and_then(Value::as_str)
-            .unwrap_or(&dep.model)
-            .to_owned(),
+        model: str_of(&v, "model").unwrap_or(&dep.model).to_owned(),
         data,
         usage,
     })

@@ -412,7 +412,6 @@ struct ModelHealth {
 #[derive(Debug, Clone)]
 pub struct DeploymentHealth {
     policy: HealthPolicy,
-    outlier: OutlierPolicy,
     models: Vec<ModelHealth>,
     deps: Vec<DepHealth>,
     rng: fastrand::Rng,
@@ -460,7 +459,6 @@ impl DeploymentHealth {
             })
             .collect();
         DeploymentHealth {
-            outlier: policy.outlier_policy(),
             policy,
             models,
             deps,
@@ -556,9 +554,12 @@ impl DeploymentHealth {
 
     fn update_model(&mut self, model: usize, now: Instant) -> Vec<HealthEvent> {
         let m = &mut self.models[model];
-        let report: OutlierReport =
-            m.detector
-                .update(&m.windows, now, &self.outlier, &mut self.rng);
+        let report: OutlierReport = m.detector.update(
+            &m.windows,
+            now,
+            &self.policy.outlier_policy(),
+            &mut self.rng,
+        );
         if report.window_closed {
             for w in &mut m.windows {
                 *w = EndpointWindow {

@@ -35,11 +35,10 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use http::HeaderMap;
-use serde::Serialize;
 
 use crate::catalogue::{Catalogue, ModelId};
 use crate::egress::ApiKey;
-use crate::ingress::{ErrorResponse, Ingress};
+use crate::ingress::{anthropic, openai, ErrorResponse, Ingress};
 use crate::limiter::{LimitExceeded, Limits, RateLimiter};
 
 /// How often a budget resets.
@@ -251,46 +250,15 @@ impl KeyError {
         let message = self.to_string();
         let body = match ingress {
             Ingress::OpenAi => {
-                #[derive(Serialize)]
-                struct Body<'a> {
-                    error: Inner<'a>,
-                }
-                #[derive(Serialize)]
-                struct Inner<'a> {
-                    message: &'a str,
-                    #[serde(rename = "type")]
-                    kind: &'static str,
-                    param: Option<&'static str>,
-                    code: &'static str,
-                }
                 let kind = match self {
                     KeyError::Missing | KeyError::Invalid => "invalid_request_error",
                     KeyError::ModelNotAllowed { .. } => "permission_error",
                     KeyError::BudgetExceeded { .. } => "budget_exceeded",
                     KeyError::RateLimited { .. } => "rate_limit_error",
                 };
-                serde_json::to_vec(&Body {
-                    error: Inner {
-                        message: &message,
-                        kind,
-                        param: None,
-                        code: self.code(),
-                    },
-                })
+                openai::ErrorBody::new(&message, kind, None, self.code()).to_vec()
             }
             Ingress::Anthropic => {
-                #[derive(Serialize)]
-                struct Body<'a> {
-                    #[serde(rename = "type")]
-                    kind: &'static str,
-                    error: Inner<'a>,
-                }
-                #[derive(Serialize)]
-                struct Inner<'a> {
-                    #[serde(rename = "type")]
-                    kind: &'static str,
-                    message: &'a str,
-                }
                 let kind = match self {
                     KeyError::Missing | KeyError::Invalid => "authentication_error",
                     KeyError::ModelNotAllowed { .. } => "permission_error",
@@ -298,18 +266,12 @@ impl KeyError {
                         "rate_limit_error"
                     }
                 };
-                serde_json::to_vec(&Body {
-                    kind: "error",
-                    error: Inner {
-                        kind,
-                        message: &message,
-                    },
-                })
+                anthropic::ErrorBody::new(kind, &message).to_vec()
             }
         };
         ErrorResponse {
             status: self.status(),
-            body: body.unwrap_or_default(),
+            body,
         }
     }
 }
@@ -383,7 +345,6 @@ pub trait KeyStore {
 
 #[derive(Debug, Clone)]
 struct KeyState {
-    limits: Limits,
     limiter: RateLimiter,
     spent: f64,
     period_start: Instant,
@@ -404,6 +365,13 @@ impl KeyState {
                 self.period_start += p.saturating_mul(step);
                 self.spent = 0.0;
             }
+        }
+    }
+
+    /// Adds a cost to the spend; negative or non-finite costs are ignored.
+    fn add_spend(&mut self, cost_usd: f64) {
+        if cost_usd.is_finite() && cost_usd > 0.0 {
+            self.spent += cost_usd;
         }
     }
 
@@ -428,18 +396,23 @@ impl MemoryKeyStore {
     }
 
     fn state(&mut self, key: &KeySpec, now: Instant) -> &mut KeyState {
+        // The name is copied once, when the key is first seen, not on every request.
+        if !self.keys.contains_key(&key.name) {
+            self.keys.insert(
+                key.name.clone(),
+                KeyState {
+                    limiter: RateLimiter::new(key.limits),
+                    spent: 0.0,
+                    period_start: now,
+                },
+            );
+        }
         let st = self
             .keys
-            .entry(key.name.clone())
-            .or_insert_with(|| KeyState {
-                limits: key.limits,
-                limiter: RateLimiter::new(key.limits),
-                spent: 0.0,
-                period_start: now,
-            });
+            .get_mut(&key.name)
+            .expect("inserted above when absent");
         // A reload that changed the limits starts them afresh (the spend is kept).
-        if st.limits != key.limits {
-            st.limits = key.limits;
+        if st.limiter.limits() != key.limits {
             st.limiter = RateLimiter::new(key.limits);
         }
         st.roll(key.budget.as_ref(), now);
@@ -448,9 +421,7 @@ impl MemoryKeyStore {
 
     /// Adds `cost_usd` to `key`'s spend for the period current at `now`.
     pub fn record_spend(&mut self, key: &KeySpec, cost_usd: f64, now: Instant) {
-        if cost_usd.is_finite() && cost_usd > 0.0 {
-            self.state(key, now).spent += cost_usd;
-        }
+        self.state(key, now).add_spend(cost_usd);
     }
 }
 
@@ -496,7 +467,7 @@ impl KeyStore for MemoryKeyStore {
             now,
         );
         if let Some(c) = cost_usd {
-            self.record_spend(key, c, now);
+            st.add_spend(c);
         }
     }
 

@@ -145,9 +145,26 @@ pub fn estimate_tokens(req: &ChatRequest) -> u64 {
     }
     for t in &req.tools {
         chars += t.name.len() + t.description.as_ref().map_or(0, String::len);
-        chars += t.parameters.to_string().len();
+        chars += json_len(&t.parameters);
     }
     (chars as u64).div_ceil(4) + images * 1000 + u64::from(req.max_tokens.unwrap_or(0))
+}
+
+/// The length of `v` as compact JSON text, counted without building the text.
+fn json_len(v: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    let _ = serde_json::to_writer(&mut n, v);
+    n.0
 }
 
 /// A connect failure or reset reported as an error, so that [`Outcome::from_error`] counts it
@@ -577,13 +594,17 @@ impl Attempts {
     }
 
     fn try_model(&mut self, router: &mut Router, model: ModelId, now: Instant) -> Option<Attempt> {
-        let tried: Vec<DeploymentId> = self.tried.iter().map(|t| t.dep).collect();
-        if let Some(dep) = router.pick(model, self.tokens, |d| tried.contains(&d), now) {
+        let tried = &self.tried;
+        if let Some(dep) = router.pick(
+            model,
+            self.tokens,
+            |d| tried.iter().any(|t| t.dep == d),
+            now,
+        ) {
             return Some(self.attempt(model, dep, Duration::ZERO));
         }
         let mut best: Option<(Duration, DeploymentId)> = None;
-        let deployments = router.catalogue.model(model).deployments.clone();
-        for dep in deployments {
+        for &dep in &router.catalogue.model(model).deployments {
             if router.health.is_excluded(dep, now) {
                 continue;
             }

@@ -192,12 +192,7 @@ fn too_large(limit: usize) -> LlmError {
 /// Appends one event: an optional `event:` line, one `data:` line per line of `data` (split
 /// at `\r\n`, `\n` and `\r`), and the blank line that dispatches it.
 pub fn encode_event(out: &mut Vec<u8>, event: Option<&str>, data: &str) {
-    if let Some(name) = event {
-        out.extend_from_slice(b"event: ");
-        // An event name cannot span lines.
-        out.extend(name.bytes().filter(|&b| b != b'\n' && b != b'\r'));
-        out.push(b'\n');
-    }
+    event_line(out, event);
     let mut rest = data;
     loop {
         let end = rest.find(['\r', '\n']).unwrap_or(rest.len());
@@ -215,6 +210,27 @@ pub fn encode_event(out: &mut Vec<u8>, event: Option<&str>, data: &str) {
         rest = &rest[end + skip..];
     }
     out.push(b'\n');
+}
+
+/// The `event:` line, when the event has a type.
+fn event_line(out: &mut Vec<u8>, event: Option<&str>) {
+    if let Some(name) = event {
+        out.extend_from_slice(b"event: ");
+        // An event name cannot span lines.
+        out.extend(name.bytes().filter(|&b| b != b'\n' && b != b'\r'));
+        out.push(b'\n');
+    }
+}
+
+/// Appends one event whose data is `value` as compact JSON, serialised straight into `out`:
+/// compact JSON has no raw line breaks (they are escaped inside strings), so it is always one
+/// `data:` line and the same bytes as [`encode_event`] with the JSON text.
+pub(crate) fn encode_json(out: &mut Vec<u8>, event: Option<&str>, value: &impl serde::Serialize) {
+    event_line(out, event);
+    out.extend_from_slice(b"data: ");
+    // Writing to a Vec cannot fail, nor can serialising the crate's plain output structs.
+    let _ = serde_json::to_writer(&mut *out, value);
+    out.extend_from_slice(b"\n\n");
 }
 
 /// Appends a comment line (`: text`), e.g. a keep-alive.
@@ -276,6 +292,17 @@ mod tests {
         assert_eq!(ev.len(), 2);
         assert_eq!(ev[0].data, "line1\nline2\nline3\nend");
         assert_eq!(ev[1].data, "");
+    }
+
+    #[test]
+    fn json_events_are_the_bytes_of_their_text() {
+        let value = serde_json::json!({"text": "a\nb\r\"c\"", "n": 1});
+        let mut direct = Vec::new();
+        encode_json(&mut direct, Some("delta"), &value);
+        let mut via_text = Vec::new();
+        encode_event(&mut via_text, Some("delta"), &value.to_string());
+        assert_eq!(direct, via_text);
+        assert_eq!(parse_all(&direct)[0].data, value.to_string());
     }
 
     #[test]

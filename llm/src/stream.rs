@@ -134,12 +134,12 @@ impl StreamTranslator {
         let mut events = std::mem::take(&mut self.events);
         let mut failure = None;
         for ev in events.drain(..) {
+            if let StreamEvent::Error(e) = ev {
+                self.upstream_ended = true;
+                failure = Some(e);
+                break;
+            }
             match &ev {
-                StreamEvent::Error(e) => {
-                    self.upstream_ended = true;
-                    failure = Some(e.clone());
-                    break;
-                }
                 StreamEvent::Usage(u) => self.usage = Some(*u),
                 StreamEvent::Finish(r) => self.finish = Some(r.clone()),
                 StreamEvent::Done => {

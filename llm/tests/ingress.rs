@@ -435,4 +435,12 @@ fn openai_rendering_uses_now_only_when_the_provider_gave_no_time() {
         serde_json::from_slice(&Ingress::Anthropic.render_response(&resp, NOW).unwrap()).unwrap();
     assert_eq!(a["stop_reason"], "stop_sequence");
     assert_eq!(a["stop_sequence"], "END");
+    // The provider's own time wins over now.
+    let dated = headwater_llm::ChatResponse {
+        created: Some(1_700_000_000),
+        ..resp
+    };
+    let v: Value =
+        serde_json::from_slice(&Ingress::OpenAi.render_response(&dated, NOW).unwrap()).unwrap();
+    assert_eq!(v["created"], 1_700_000_000);
 }

@@ -230,6 +230,30 @@ fn per_key_rate_limits() {
 }
 
 #[test]
+fn changed_limits_start_afresh_and_keep_the_spend() {
+    let c = catalogue(KEYS);
+    let key = &c.keys()[2];
+    let t = Clock::new().now;
+    let mut store = MemoryKeyStore::new();
+    for _ in 0..2 {
+        let _ = store.check_and_reserve(key, 1, t).unwrap();
+    }
+    assert!(store.check_and_reserve(key, 1, t).is_err());
+    store.record_spend(key, 0.5, t);
+    // A reload raises the key's rpm: the new limit applies at once, with full buckets.
+    let mut raised = key.clone();
+    raised.limits.rpm = Some(3);
+    for _ in 0..3 {
+        let _ = store.check_and_reserve(&raised, 1, t).unwrap();
+    }
+    match store.check_and_reserve(&raised, 1, t) {
+        Err(KeyError::RateLimited { limit, .. }) => assert_eq!(limit.limit, 3),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.spend(&raised, t), 0.5);
+}
+
+#[test]
 fn refusals_render_like_openai_compatible_gateways() {
     let e = KeyError::Invalid;
     let r = e.render(Ingress::OpenAi);

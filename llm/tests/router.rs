@@ -6,11 +6,11 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use headwater_llm::catalogue::{Catalogue, DeploymentId, ModelId};
+use headwater_llm::catalogue::{Catalogue, DeploymentId};
 use headwater_llm::router::transport_error;
 use headwater_llm::{
     estimate_tokens, Attempt, AttemptResult, ChatRequest, DeploymentState, ErrorKind, LlmError,
-    Message, Outcome, Part, Role, Router, Step, Usage,
+    Message, Outcome, Part, Role, Router, Step, Tool, Usage,
 };
 use support::{catalogue, ms, secs, Clock};
 
@@ -241,6 +241,18 @@ fn token_estimates() {
     };
     // (8 + 392) / 4 + 50.
     assert_eq!(estimate_tokens(&req), 150);
+    // A tool counts its name, description and compact JSON schema (`{"type":"object"}`, 17
+    // characters): (8 + 392 + 6 + 4 + 17) / 4, rounded up, + 50.
+    let with_tool = ChatRequest {
+        tools: vec![Tool {
+            name: "lookup".into(),
+            description: Some("find".into()),
+            parameters: serde_json::json!({"type": "object"}),
+            strict: None,
+        }],
+        ..req
+    };
+    assert_eq!(estimate_tokens(&with_tool), 157);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -771,7 +783,6 @@ fn success_usage_settles_the_token_reservation() {
     assert_eq!(r.limiter(d).remaining(clock.now), (None, Some(985)));
     assert_eq!(r.health().ttft(d), Some(ms(300)));
     assert_eq!(r.health().tokens_per_second(d), Some(50.0));
-    let _ = ModelId(0);
 }
 
 #[test]

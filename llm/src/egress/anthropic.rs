@@ -16,12 +16,12 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{malformed, parse_json, Deployment};
+use super::{arguments_object, body_bytes, malformed, parse_json, str_of, Deployment};
 use crate::canonical::{
     ChatRequest, ChatResponse, FinishReason, Image, Message, OutputPart, Part, ResponseFormat,
     ResultPart, Role, StreamEvent, ToolCall, ToolChoice,
 };
-use crate::error::{ErrorKind, LlmError, Origin};
+use crate::error::{LlmError, Origin};
 use crate::sse::SseEvent;
 use crate::usage::Usage;
 
@@ -129,22 +129,11 @@ fn turns(messages: &[Message]) -> Result<Vec<MsgOut<'_>>, LlmError> {
                 Part::Text(t) if t.is_empty() => {}
                 Part::Text(t) => others.push(Block::Text { text: t }),
                 Part::Image(img) => others.push(image_block(img)),
-                Part::ToolCall(c) => {
-                    let input = c.arguments_object().ok_or_else(|| {
-                        LlmError::client(
-                            format!("messages[{mi}]"),
-                            format!(
-                                "the arguments of tool call `{}` are not a JSON object",
-                                c.id
-                            ),
-                        )
-                    })?;
-                    others.push(Block::ToolUse {
-                        id: &c.id,
-                        name: &c.name,
-                        input,
-                    });
-                }
+                Part::ToolCall(c) => others.push(Block::ToolUse {
+                    id: &c.id,
+                    name: &c.name,
+                    input: arguments_object(c, mi)?,
+                }),
                 Part::ToolResult(r) => results.push(Block::ToolResult {
                     tool_use_id: &r.call_id,
                     content: r
@@ -246,9 +235,7 @@ pub(crate) fn build_request(
         metadata: req.user.as_ref().map(|u| serde_json::json!({"user_id": u})),
         output_config,
     };
-    let bytes = serde_json::to_vec(&body)
-        .map_err(|e| LlmError::new(ErrorKind::InvalidRequest, Origin::Gateway, e.to_string()))?;
-    Ok((format!("{}/messages", dep.root()), bytes))
+    Ok((format!("{}/messages", dep.root()), body_bytes(&body)?))
 }
 
 /// Maps an Anthropic `stop_reason` (and `stop_sequence`).
@@ -267,7 +254,7 @@ pub(crate) fn finish_reason(reason: &str, sequence: Option<&str>) -> FinishReaso
 pub(crate) fn parse_response(dep: &Deployment, body: &[u8]) -> Result<ChatResponse, LlmError> {
     let origin = dep.origin();
     let v = parse_json(origin, body)?;
-    if v.get("type").and_then(Value::as_str) == Some("error") {
+    if str_of(&v, "type") == Some("error") {
         return Err(super::errors::parse(dep.kind, 200, body, None));
     }
     let blocks = v
@@ -276,24 +263,16 @@ pub(crate) fn parse_response(dep: &Deployment, body: &[u8]) -> Result<ChatRespon
         .ok_or_else(|| malformed(origin, "response has no `content` array"))?;
     let mut content = Vec::new();
     for b in blocks {
-        match b.get("type").and_then(Value::as_str) {
+        match str_of(b, "type") {
             Some("text") => {
-                let t = b.get("text").and_then(Value::as_str).unwrap_or_default();
+                let t = str_of(b, "text").unwrap_or_default();
                 if !t.is_empty() {
                     content.push(OutputPart::Text(t.to_owned()));
                 }
             }
             Some("tool_use") => content.push(OutputPart::ToolCall(ToolCall {
-                id: b
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned(),
-                name: b
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned(),
+                id: str_of(b, "id").unwrap_or_default().to_owned(),
+                name: str_of(b, "name").unwrap_or_default().to_owned(),
                 arguments: b
                     .get("input")
                     .map(Value::to_string)
@@ -303,24 +282,13 @@ pub(crate) fn parse_response(dep: &Deployment, body: &[u8]) -> Result<ChatRespon
             _ => {}
         }
     }
-    let reason = v
-        .get("stop_reason")
-        .and_then(Value::as_str)
-        .unwrap_or("end_turn");
+    let reason = str_of(&v, "stop_reason").unwrap_or("end_turn");
     Ok(ChatResponse {
-        id: v
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned(),
-        model: v
-            .get("model")
-            .and_then(Value::as_str)
-            .unwrap_or(&dep.model)
-            .to_owned(),
+        id: str_of(&v, "id").unwrap_or_default().to_owned(),
+        model: str_of(&v, "model").unwrap_or(&dep.model).to_owned(),
         created: None,
         content,
-        finish_reason: finish_reason(reason, v.get("stop_sequence").and_then(Value::as_str)),
+        finish_reason: finish_reason(reason, str_of(&v, "stop_sequence")),
         usage: v.get("usage").and_then(Usage::from_anthropic),
     })
 }
@@ -360,7 +328,7 @@ impl StreamState {
         let kind = ev
             .event
             .as_deref()
-            .or_else(|| v.get("type").and_then(Value::as_str))
+            .or_else(|| str_of(&v, "type"))
             .unwrap_or_default();
         if kind != "message_start" && kind != "ping" && kind != "error" && !self.started {
             out.push(StreamEvent::Error(malformed(
@@ -375,16 +343,8 @@ impl StreamState {
                 self.started = true;
                 self.usage = msg.get("usage").cloned();
                 out.push(StreamEvent::Start {
-                    id: msg
-                        .get("id")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned(),
-                    model: msg
-                        .get("model")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned(),
+                    id: str_of(msg, "id").unwrap_or_default().to_owned(),
+                    model: str_of(msg, "model").unwrap_or_default().to_owned(),
                     created: None,
                     usage: self.usage.as_ref().and_then(Usage::from_anthropic),
                 });
@@ -392,13 +352,9 @@ impl StreamState {
             "content_block_start" => {
                 let index = v.get("index").and_then(Value::as_u64).unwrap_or_default();
                 let block = v.get("content_block").unwrap_or(&Value::Null);
-                let kind = match block.get("type").and_then(Value::as_str) {
+                let kind = match str_of(block, "type") {
                     Some("text") => {
-                        if let Some(t) = block
-                            .get("text")
-                            .and_then(Value::as_str)
-                            .filter(|t| !t.is_empty())
-                        {
+                        if let Some(t) = str_of(block, "text").filter(|t| !t.is_empty()) {
                             out.push(StreamEvent::TextDelta(t.to_owned()));
                         }
                         BlockKind::Text
@@ -408,16 +364,8 @@ impl StreamState {
                         self.next_call += 1;
                         out.push(StreamEvent::ToolCallStart {
                             index: call,
-                            id: block
-                                .get("id")
-                                .and_then(Value::as_str)
-                                .unwrap_or_default()
-                                .to_owned(),
-                            name: block
-                                .get("name")
-                                .and_then(Value::as_str)
-                                .unwrap_or_default()
-                                .to_owned(),
+                            id: str_of(block, "id").unwrap_or_default().to_owned(),
+                            name: str_of(block, "name").unwrap_or_default().to_owned(),
                         });
                         // The stream sends `input: {}` and then the JSON in deltas; a non-empty
                         // initial input would be the whole of it.
@@ -445,22 +393,14 @@ impl StreamState {
                     .find(|(i, _)| *i == index)
                     .map(|(_, k)| *k);
                 let delta = v.get("delta").unwrap_or(&Value::Null);
-                match (block, delta.get("type").and_then(Value::as_str)) {
+                match (block, str_of(delta, "type")) {
                     (Some(BlockKind::Text), Some("text_delta")) => {
-                        if let Some(t) = delta
-                            .get("text")
-                            .and_then(Value::as_str)
-                            .filter(|t| !t.is_empty())
-                        {
+                        if let Some(t) = str_of(delta, "text").filter(|t| !t.is_empty()) {
                             out.push(StreamEvent::TextDelta(t.to_owned()));
                         }
                     }
                     (Some(BlockKind::Tool(call)), Some("input_json_delta")) => {
-                        if let Some(j) = delta
-                            .get("partial_json")
-                            .and_then(Value::as_str)
-                            .filter(|j| !j.is_empty())
-                        {
+                        if let Some(j) = str_of(delta, "partial_json").filter(|j| !j.is_empty()) {
                             out.push(StreamEvent::ToolCallDelta {
                                 index: call,
                                 arguments: j.to_owned(),
@@ -489,12 +429,12 @@ impl StreamState {
                     }
                 }
                 let delta = v.get("delta").unwrap_or(&Value::Null);
-                if let Some(reason) = delta.get("stop_reason").and_then(Value::as_str) {
+                if let Some(reason) = str_of(delta, "stop_reason") {
                     if !self.finished {
                         self.finished = true;
                         out.push(StreamEvent::Finish(finish_reason(
                             reason,
-                            delta.get("stop_sequence").and_then(Value::as_str),
+                            str_of(delta, "stop_sequence"),
                         )));
                     }
                 }

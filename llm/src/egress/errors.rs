@@ -12,7 +12,7 @@
 
 use serde_json::Value;
 
-use super::ProviderKind;
+use super::{str_of, ProviderKind};
 use crate::error::{parse_fractional_seconds, ErrorKind, LlmError, Origin, RetryAfter};
 
 /// Reads a failed answer (`status`, body, `Retry-After` header value).
@@ -113,10 +113,6 @@ fn base(message: &str, code: Option<&str>) -> LlmError {
     let mut e = LlmError::new(ErrorKind::ProviderError, Origin::Gateway, message);
     e.provider_code = code.map(str::to_owned);
     e
-}
-
-fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key).and_then(Value::as_str)
 }
 
 /// A code that may be a string or a number.

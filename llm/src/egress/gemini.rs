@@ -21,12 +21,12 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::{ids, malformed, parse_json, Deployment};
+use super::{arguments_object, body_bytes, ids, malformed, parse_json, str_of, Deployment};
 use crate::canonical::{
     ChatRequest, ChatResponse, FinishReason, Image, OutputPart, Part, ResponseFormat, ResultPart,
     Role, StreamEvent, ToolCall, ToolChoice,
 };
-use crate::error::{ErrorKind, LlmError, Origin};
+use crate::error::{LlmError, Origin};
 use crate::sse::SseEvent;
 use crate::usage::Usage;
 
@@ -99,15 +99,7 @@ pub(crate) fn build_request(
                 Part::Text(t) => parts.push(serde_json::json!({ "text": t })),
                 Part::Image(img) => parts.push(image_part(img)),
                 Part::ToolCall(c) => {
-                    let args = c.arguments_object().ok_or_else(|| {
-                        LlmError::client(
-                            format!("messages[{mi}]"),
-                            format!(
-                                "the arguments of tool call `{}` are not a JSON object",
-                                c.id
-                            ),
-                        )
-                    })?;
+                    let args = arguments_object(c, mi)?;
                     parts.push(serde_json::json!({"functionCall": {"name": c.name, "args": args}}));
                 }
                 Part::ToolResult(r) => {
@@ -225,8 +217,7 @@ pub(crate) fn build_request(
         tool_config,
         generation_config: gc,
     };
-    let bytes = serde_json::to_vec(&body)
-        .map_err(|e| LlmError::new(ErrorKind::InvalidRequest, Origin::Gateway, e.to_string()))?;
+    let bytes = body_bytes(&body)?;
     let method = if req.stream {
         "streamGenerateContent?alt=sse"
     } else {
@@ -274,24 +265,18 @@ fn pieces(candidate: &Value) -> Vec<Piece> {
         if p.get("thought").and_then(Value::as_bool) == Some(true) {
             continue;
         }
-        if let Some(t) = p.get("text").and_then(Value::as_str) {
+        if let Some(t) = str_of(p, "text") {
             if !t.is_empty() {
                 out.push(Piece::Text(t.to_owned()));
             }
         } else if let Some(fc) = p.get("functionCall") {
             out.push(Piece::Call {
-                name: fc
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned(),
+                name: str_of(fc, "name").unwrap_or_default().to_owned(),
                 args: fc
                     .get("args")
                     .map(Value::to_string)
                     .unwrap_or_else(|| "{}".to_owned()),
-                id: fc
-                    .get("id")
-                    .and_then(Value::as_str)
+                id: str_of(fc, "id")
                     .filter(|s| !s.is_empty())
                     .map(str::to_owned),
             });
@@ -302,7 +287,7 @@ fn pieces(candidate: &Value) -> Vec<Piece> {
 
 /// The response id, or one derived from the body when the provider gave none.
 fn response_id(v: &Value, body: &[u8]) -> String {
-    match v.get("responseId").and_then(Value::as_str) {
+    match str_of(v, "responseId") {
         Some(id) if !id.is_empty() => id.to_owned(),
         _ => ids::response_id("gemini-", body),
     }
@@ -324,11 +309,7 @@ pub(crate) fn parse_response(dep: &Deployment, body: &[u8]) -> Result<ChatRespon
         return Err(super::errors::parse(dep.kind, 200, body, None));
     }
     let id = response_id(&v, body);
-    let model = v
-        .get("modelVersion")
-        .and_then(Value::as_str)
-        .unwrap_or(&dep.model)
-        .to_owned();
+    let model = str_of(&v, "modelVersion").unwrap_or(&dep.model).to_owned();
     let usage = v.get("usageMetadata").and_then(Usage::from_gemini);
     if prompt_blocked(&v) {
         return Ok(ChatResponse {
@@ -369,10 +350,7 @@ pub(crate) fn parse_response(dep: &Deployment, body: &[u8]) -> Result<ChatRespon
             }
         }
     }
-    let reason = candidate
-        .get("finishReason")
-        .and_then(Value::as_str)
-        .unwrap_or("STOP");
+    let reason = str_of(candidate, "finishReason").unwrap_or("STOP");
     Ok(ChatResponse {
         id,
         model,
@@ -387,9 +365,10 @@ pub(crate) fn parse_response(dep: &Deployment, body: &[u8]) -> Result<ChatRespon
 #[derive(Debug)]
 pub(crate) struct StreamState {
     model: String,
+    /// The response id, once the first chunk named (or was hashed into) it.
     id: Option<String>,
     calls: u32,
-    finish: Option<String>,
+    finished: bool,
     usage: Option<Usage>,
 }
 
@@ -399,7 +378,7 @@ impl StreamState {
             model: model.to_owned(),
             id: None,
             calls: 0,
-            finish: None,
+            finished: false,
             usage: None,
         }
     }
@@ -422,29 +401,24 @@ impl StreamState {
             )));
             return;
         }
-        let id = match &self.id {
-            Some(id) => id.clone(),
+        let id: &str = match &mut self.id {
+            Some(id) => id,
             None => {
                 let id = response_id(&v, ev.data.as_bytes());
-                self.id = Some(id.clone());
                 out.push(StreamEvent::Start {
                     id: id.clone(),
-                    model: v
-                        .get("modelVersion")
-                        .and_then(Value::as_str)
-                        .unwrap_or(&self.model)
-                        .to_owned(),
+                    model: str_of(&v, "modelVersion").unwrap_or(&self.model).to_owned(),
                     created: None,
                     usage: None,
                 });
-                id
+                self.id.insert(id)
             }
         };
         if let Some(u) = v.get("usageMetadata").and_then(Usage::from_gemini) {
             self.usage = Some(u);
         }
         if prompt_blocked(&v) {
-            self.finish = Some("SAFETY".to_owned());
+            self.finished = true;
             out.push(StreamEvent::Finish(FinishReason::ContentFilter));
             return;
         }
@@ -466,7 +440,7 @@ impl StreamState {
                     let index = self.calls;
                     self.calls += 1;
                     let call_id =
-                        call_id.unwrap_or_else(|| ids::tool_call_id(&id, index, &name, &args));
+                        call_id.unwrap_or_else(|| ids::tool_call_id(id, index, &name, &args));
                     out.push(StreamEvent::ToolCallStart {
                         index,
                         id: call_id,
@@ -479,9 +453,9 @@ impl StreamState {
                 }
             }
         }
-        if let Some(reason) = candidate.get("finishReason").and_then(Value::as_str) {
-            if self.finish.is_none() {
-                self.finish = Some(reason.to_owned());
+        if let Some(reason) = str_of(candidate, "finishReason") {
+            if !self.finished {
+                self.finished = true;
                 out.push(StreamEvent::Finish(finish_reason(reason, self.calls > 0)));
             }
         }
@@ -489,7 +463,7 @@ impl StreamState {
 
     /// The body ended: that is the end of a Gemini stream, when a finish reason came.
     pub(crate) fn end_of_body(&mut self, out: &mut Vec<StreamEvent>) {
-        if self.finish.is_some() {
+        if self.finished {
             if let Some(u) = self.usage {
                 out.push(StreamEvent::Usage(u));
             }

@@ -19,7 +19,10 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
 use http::{HeaderMap, Method};
 
-use crate::canonical::{ChatRequest, ChatResponse, StreamEvent};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::canonical::{ChatRequest, ChatResponse, StreamEvent, ToolCall};
 use crate::embeddings::{EmbeddingRequest, EmbeddingResponse};
 use crate::error::{ErrorKind, LlmError, Origin};
 use crate::sse::{SseEvent, SseParser};
@@ -294,15 +297,19 @@ impl Deployment {
             }),
         );
         if let Some(key) = &self.api_key {
+            let key = key.expose();
             let (name, value) = match self.kind {
-                ProviderKind::Anthropic => ("x-api-key", key.expose().to_owned()),
-                ProviderKind::Azure => ("api-key", key.expose().to_owned()),
-                ProviderKind::Gemini => ("x-goog-api-key", key.expose().to_owned()),
-                _ => ("authorization", format!("Bearer {}", key.expose())),
+                ProviderKind::Anthropic => ("x-api-key", HeaderValue::from_str(key)),
+                ProviderKind::Azure => ("api-key", HeaderValue::from_str(key)),
+                ProviderKind::Gemini => ("x-goog-api-key", HeaderValue::from_str(key)),
+                _ => (
+                    "authorization",
+                    HeaderValue::from_str(&format!("Bearer {key}")),
+                ),
             };
             // A key with bytes a header cannot carry is left out; the provider then answers
             // 401, which names the problem without echoing the key.
-            if let Ok(mut v) = HeaderValue::from_str(&value) {
+            if let Ok(mut v) = value {
                 v.set_sensitive(true);
                 headers.insert(HeaderName::from_static(name), v);
             }
@@ -449,6 +456,31 @@ impl StreamDecoder {
 
 fn is_terminal(ev: &StreamEvent) -> bool {
     matches!(ev, StreamEvent::Done | StreamEvent::Error(_))
+}
+
+/// `call`'s arguments as the JSON object Anthropic's `input` and Gemini's `args` need; a
+/// client error at `messages[{message}]` when they are not one.
+pub(crate) fn arguments_object(call: &ToolCall, message: usize) -> Result<Value, LlmError> {
+    call.arguments_object().ok_or_else(|| {
+        LlmError::client(
+            format!("messages[{message}]"),
+            format!(
+                "the arguments of tool call `{}` are not a JSON object",
+                call.id
+            ),
+        )
+    })
+}
+
+/// A provider request body as JSON bytes.
+pub(crate) fn body_bytes(body: &impl Serialize) -> Result<Vec<u8>, LlmError> {
+    serde_json::to_vec(body)
+        .map_err(|e| LlmError::new(ErrorKind::InvalidRequest, Origin::Gateway, e.to_string()))
+}
+
+/// The string at `key` of a provider's JSON object; `None` when absent or not a string.
+pub(crate) fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
 }
 
 /// A malformed-response error from `origin`.

@@ -14,10 +14,12 @@
 //! | `name` on tool messages | no | no | yes | no |
 //! | image `detail` | yes | yes | no | yes |
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{ids, malformed, parse_json, Deployment, ProviderKind};
+use super::{body_bytes, ids, malformed, parse_json, str_of, Deployment, ProviderKind};
 use crate::canonical::{
     ChatRequest, ChatResponse, FinishReason, Image, OutputPart, Part, ResponseFormat, ResultPart,
     Role, StreamEvent, ToolCall, ToolChoice,
@@ -125,7 +127,7 @@ enum Msg<'a> {
         tool_calls: Vec<CallOut<'a>>,
     },
     Tool {
-        tool_call_id: String,
+        tool_call_id: Cow<'a, str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         name: Option<&'a str>,
         content: String,
@@ -153,9 +155,11 @@ struct ImageUrl<'a> {
     detail: Option<&'a str>,
 }
 
+/// A tool call as the OpenAI format carries it, in requests to providers and in answers to
+/// clients: `{"id", "type": "function", "function": {"name", "arguments"}}`.
 #[derive(Serialize)]
-struct CallOut<'a> {
-    id: String,
+pub(crate) struct CallOut<'a> {
+    id: Cow<'a, str>,
     #[serde(rename = "type")]
     kind: &'static str,
     function: FunctionOut<'a>,
@@ -165,6 +169,20 @@ struct CallOut<'a> {
 struct FunctionOut<'a> {
     name: &'a str,
     arguments: &'a str,
+}
+
+impl<'a> CallOut<'a> {
+    /// `call` under the id `id`.
+    pub(crate) fn new(id: Cow<'a, str>, call: &'a ToolCall) -> CallOut<'a> {
+        CallOut {
+            id,
+            kind: "function",
+            function: FunctionOut {
+                name: &call.name,
+                arguments: &call.arguments,
+            },
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -205,11 +223,11 @@ pub(crate) fn build_request(
     let flavor = Flavor::of(dep.kind);
     let origin = dep.origin();
     let mistral = flavor == Flavor::Mistral;
-    let call_id = |id: &str| {
+    let call_id = |id| {
         if mistral {
-            ids::mistral_tool_id(id)
+            Cow::Owned(ids::mistral_tool_id(id))
         } else {
-            id.to_owned()
+            Cow::Borrowed(id)
         }
     };
 
@@ -225,14 +243,7 @@ pub(crate) fn build_request(
                 for p in &m.content {
                     match p {
                         Part::Text(t) => text.push_str(t),
-                        Part::ToolCall(c) => calls.push(CallOut {
-                            id: call_id(&c.id),
-                            kind: "function",
-                            function: FunctionOut {
-                                name: &c.name,
-                                arguments: &c.arguments,
-                            },
-                        }),
+                        Part::ToolCall(c) => calls.push(CallOut::new(call_id(&c.id), c)),
                         Part::Image(_) | Part::ToolResult(_) => {
                             return Err(LlmError::unsupported(
                                 origin,
@@ -390,14 +401,7 @@ pub(crate) fn build_request(
         parallel_tool_calls: req.parallel_tool_calls,
         response_format,
     };
-    let bytes = serde_json::to_vec(&body).map_err(|e| {
-        LlmError::new(
-            crate::error::ErrorKind::InvalidRequest,
-            Origin::Gateway,
-            e.to_string(),
-        )
-    })?;
-    Ok((path(dep, "chat/completions"), bytes))
+    Ok((path(dep, "chat/completions"), body_bytes(&body)?))
 }
 
 /// The name of the tool whose call `call_id` a result answers, from the assistant messages.
@@ -427,10 +431,7 @@ pub(crate) fn finish_reason(s: &str) -> FinishReason {
 fn content_text(v: Option<&Value>) -> String {
     match v {
         Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect(),
+        Some(Value::Array(parts)) => parts.iter().filter_map(|p| str_of(p, "text")).collect(),
         _ => String::new(),
     }
 }
@@ -462,14 +463,14 @@ pub(crate) fn parse_response(dep: &Deployment, body: &[u8]) -> Result<ChatRespon
     let mut content = Vec::new();
     let mut text = content_text(msg.get("content"));
     if text.is_empty() {
-        if let Some(r) = msg.get("refusal").and_then(Value::as_str) {
+        if let Some(r) = str_of(msg, "refusal") {
             text = r.to_owned();
         }
     }
     if !text.is_empty() {
         content.push(OutputPart::Text(text));
     }
-    let id = v.get("id").and_then(Value::as_str).unwrap_or_default();
+    let id = str_of(&v, "id").unwrap_or_default();
     let id = if id.is_empty() {
         ids::response_id("chatcmpl-", body)
     } else {
@@ -483,7 +484,7 @@ pub(crate) fn parse_response(dep: &Deployment, body: &[u8]) -> Result<ChatRespon
                 .and_then(Value::as_str)
                 .unwrap_or_default();
             let arguments = arguments_text(f.and_then(|f| f.get("arguments")));
-            let call_id = match c.get("id").and_then(Value::as_str) {
+            let call_id = match str_of(c, "id") {
                 Some(s) if !s.is_empty() => s.to_owned(),
                 _ => ids::tool_call_id(&id, i as u32, name, &arguments),
             };
@@ -494,7 +495,7 @@ pub(crate) fn parse_response(dep: &Deployment, body: &[u8]) -> Result<ChatRespon
             }));
         }
     }
-    let finish = match choice.get("finish_reason").and_then(Value::as_str) {
+    let finish = match str_of(choice, "finish_reason") {
         Some(s) => finish_reason(s),
         None if content.iter().any(|p| matches!(p, OutputPart::ToolCall(_))) => {
             FinishReason::ToolCalls
@@ -503,11 +504,7 @@ pub(crate) fn parse_response(dep: &Deployment, body: &[u8]) -> Result<ChatRespon
     };
     Ok(ChatResponse {
         id,
-        model: v
-            .get("model")
-            .and_then(Value::as_str)
-            .unwrap_or(&dep.model)
-            .to_owned(),
+        model: str_of(&v, "model").unwrap_or(&dep.model).to_owned(),
         created: v.get("created").and_then(Value::as_u64),
         content,
         finish_reason: finish,
@@ -532,7 +529,7 @@ struct StreamCall {
 /// Decoder state for an OpenAI-family SSE stream.
 #[derive(Debug)]
 pub(crate) struct StreamState {
-    origin: Origin,
+    kind: ProviderKind,
     model: String,
     started: bool,
     id: String,
@@ -545,7 +542,7 @@ pub(crate) struct StreamState {
 impl StreamState {
     pub(crate) fn new(dep: &Deployment) -> StreamState {
         StreamState {
-            origin: dep.origin(),
+            kind: dep.kind,
             model: dep.model.clone(),
             started: false,
             id: String::new(),
@@ -565,16 +562,13 @@ impl StreamState {
         if data.is_empty() {
             return;
         }
-        let Some(v) = super::parse_stream_json(self.origin, data, "stream chunk", out) else {
+        let origin = Origin::Provider(self.kind);
+        let Some(v) = super::parse_stream_json(origin, data, "stream chunk", out) else {
             return;
         };
         if v.get("error").is_some_and(|e| !e.is_null()) {
-            let kind = match self.origin {
-                Origin::Provider(k) => k,
-                _ => ProviderKind::OpenAiCompatible,
-            };
             out.push(StreamEvent::Error(super::errors::from_value(
-                kind, None, &v, None,
+                self.kind, None, &v, None,
             )));
             return;
         }
@@ -591,7 +585,7 @@ impl StreamState {
             if let Some(delta) = choice.get("delta") {
                 self.on_delta(delta, out);
             }
-            if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+            if let Some(reason) = str_of(choice, "finish_reason") {
                 if !self.finished {
                     self.finished = true;
                     self.flush_pending(out);
@@ -606,7 +600,7 @@ impl StreamState {
 
     fn start(&mut self, v: &Value, out: &mut Vec<StreamEvent>) {
         self.started = true;
-        let id = v.get("id").and_then(Value::as_str).unwrap_or_default();
+        let id = str_of(v, "id").unwrap_or_default();
         self.id = if id.is_empty() {
             ids::response_id("chatcmpl-", v.to_string().as_bytes())
         } else {
@@ -614,11 +608,7 @@ impl StreamState {
         };
         out.push(StreamEvent::Start {
             id: self.id.clone(),
-            model: v
-                .get("model")
-                .and_then(Value::as_str)
-                .unwrap_or(&self.model)
-                .to_owned(),
+            model: str_of(v, "model").unwrap_or(&self.model).to_owned(),
             created: v.get("created").and_then(Value::as_u64),
             usage: None,
         });
@@ -637,10 +627,7 @@ impl StreamState {
         };
         for (pos, c) in calls.iter().enumerate() {
             let provider_index = c.get("index").and_then(Value::as_u64).unwrap_or(pos as u64);
-            let id = c
-                .get("id")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty());
+            let id = str_of(c, "id").filter(|s| !s.is_empty());
             let f = c.get("function");
             let name = f
                 .and_then(|f| f.get("name"))
@@ -727,7 +714,7 @@ impl StreamState {
         if !self.finished {
             out.push(StreamEvent::Error(LlmError::new(
                 crate::error::ErrorKind::StreamInterrupted,
-                self.origin,
+                Origin::Provider(self.kind),
                 "the stream ended without a finish_reason",
             )));
             return;

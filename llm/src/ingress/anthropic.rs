@@ -15,6 +15,8 @@
 //! and `message_stop`. A failure after the stream began is an `event: error`, and no
 //! `message_stop` follows.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde_json::Value;
 
@@ -24,16 +26,10 @@ use crate::canonical::{
 };
 use crate::error::{ErrorKind, LlmError, Origin};
 use crate::json::{index, parse_body, wrong_type, Obj};
-use crate::sse::encode_event;
+use crate::sse::encode_json;
 use crate::usage::Usage;
 
-fn unsupported(param: &str, what: &str) -> LlmError {
-    LlmError::unsupported(
-        Origin::Gateway,
-        Some(param),
-        format!("`{param}`: {what} is not supported by this gateway"),
-    )
-}
+use super::{client_message, unsupported};
 
 fn image(o: &Obj<'_, '_>) -> Result<Image, LlmError> {
     let sp = o.at("source");
@@ -411,8 +407,9 @@ pub(crate) fn render_response(resp: &ChatResponse) -> Result<Vec<u8>, LlmError> 
     Ok(serde_json::to_vec(&out).unwrap_or_default())
 }
 
+/// `{"type": "error", "error": {"type", "message"}}`, the Anthropic error body.
 #[derive(Serialize)]
-struct ErrorBody<'a> {
+pub(crate) struct ErrorBody<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     error: ErrorOut<'a>,
@@ -423,6 +420,21 @@ struct ErrorOut<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     message: &'a str,
+}
+
+impl<'a> ErrorBody<'a> {
+    /// An error body of Anthropic error type `kind`.
+    pub(crate) fn new(kind: &'static str, message: &'a str) -> ErrorBody<'a> {
+        ErrorBody {
+            kind: "error",
+            error: ErrorOut { kind, message },
+        }
+    }
+
+    /// The body as JSON.
+    pub(crate) fn to_vec(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
 }
 
 /// The Anthropic error type for a canonical kind.
@@ -447,25 +459,23 @@ pub(crate) fn error_type(err: &LlmError) -> &'static str {
     }
 }
 
-/// Renders `{"type": "error", "error": {...}}` with the client-safe `message`; a field at
-/// fault is named in the message, as Anthropic does (`messages.0.content: ...`).
-pub(crate) fn render_error(err: &LlmError, message: &str) -> Vec<u8> {
-    let message = match (&err.param, err.origin) {
+/// The client-safe `message` with the field at fault named in front, as Anthropic does
+/// (`messages.0.content: ...`).
+fn with_param<'m>(err: &LlmError, message: &'m str) -> Cow<'m, str> {
+    match (&err.param, err.origin) {
         (Some(p), Origin::Client | Origin::Gateway)
             if !p.is_empty() && !message.contains(p.as_str()) =>
         {
-            format!("{p}: {message}")
+            Cow::Owned(format!("{p}: {message}"))
         }
-        _ => message.to_owned(),
-    };
-    let out = ErrorBody {
-        kind: "error",
-        error: ErrorOut {
-            kind: error_type(err),
-            message: &message,
-        },
-    };
-    serde_json::to_vec(&out).unwrap_or_default()
+        _ => Cow::Borrowed(message),
+    }
+}
+
+/// Renders `{"type": "error", "error": {...}}` with the client-safe `message`; a field at
+/// fault is named in the message, as Anthropic does (`messages.0.content: ...`).
+pub(crate) fn render_error(err: &LlmError, message: &str) -> Vec<u8> {
+    ErrorBody::new(error_type(err), &with_param(err, message)).to_vec()
 }
 
 /// What the open content block is.
@@ -533,22 +543,14 @@ struct StopOut<'a> {
 /// `message_delta` usage: cumulative counts, or only `output_tokens: 0` when unknown (the
 /// field is required).
 #[derive(Serialize)]
-struct DeltaUsage {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    input_tokens: Option<u64>,
-    output_tokens: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cache_creation_input_tokens: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cache_read_input_tokens: Option<u64>,
+#[serde(untagged)]
+enum DeltaUsage {
+    Known(UsageOut),
+    Unknown { output_tokens: u64 },
 }
 
 fn event(out: &mut Vec<u8>, name: &str, ev: &EventOut<'_>) {
-    encode_event(
-        out,
-        Some(name),
-        &serde_json::to_string(ev).unwrap_or_default(),
-    );
+    encode_json(out, Some(name), ev);
 }
 
 /// Encodes canonical events as the Messages event sequence.
@@ -693,18 +695,8 @@ impl StreamEncoder {
                 let finish = self.finish.take().unwrap_or(FinishReason::Stop);
                 let (stop_reason, stop_sequence) = stop_reason(&finish);
                 let usage = match &self.usage {
-                    Some(u) => DeltaUsage {
-                        input_tokens: Some(u.uncached_input_tokens()),
-                        output_tokens: u.output_tokens,
-                        cache_creation_input_tokens: Some(u.cache_write_input_tokens),
-                        cache_read_input_tokens: Some(u.cached_input_tokens),
-                    },
-                    None => DeltaUsage {
-                        input_tokens: None,
-                        output_tokens: 0,
-                        cache_creation_input_tokens: None,
-                        cache_read_input_tokens: None,
-                    },
+                    Some(u) => DeltaUsage::Known(usage_out(Some(u))),
+                    None => DeltaUsage::Unknown { output_tokens: 0 },
                 };
                 let delta = StopOut {
                     stop_reason,
@@ -719,12 +711,9 @@ impl StreamEncoder {
                 self.closed = true;
             }
             StreamEvent::Error(e) => {
-                let body = render_error(e, &super::client_message(e));
-                encode_event(
-                    out,
-                    Some("error"),
-                    std::str::from_utf8(&body).unwrap_or_default(),
-                );
+                let message = client_message(e);
+                let message = with_param(e, &message);
+                encode_json(out, Some("error"), &ErrorBody::new(error_type(e), &message));
                 self.closed = true;
             }
         }

@@ -129,6 +129,15 @@ impl Ingress {
     }
 }
 
+/// A request feature the gateway refuses, at `param`.
+pub(crate) fn unsupported(param: &str, what: &str) -> LlmError {
+    LlmError::unsupported(
+        Origin::Gateway,
+        Some(param),
+        format!("`{param}`: {what} is not supported by this gateway"),
+    )
+}
+
 /// The message shown to a client. A provider's words about the gateway's own credentials or
 /// billing are replaced: they can quote part of the key or name the account.
 pub(crate) fn client_message(err: &LlmError) -> String {

@@ -15,25 +15,22 @@
 //! chunk then has `"usage": null`), and `data: [DONE]`. A failure after the stream began is
 //! sent as `data: {"error": {...}}` without `[DONE]`, which the OpenAI SDKs raise as an error.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::canonical::{
-    ChatRequest, ChatResponse, FinishReason, Image, Message, OutputPart, Part, ResponseFormat,
-    ResultPart, Role, Sampling, StreamEvent, Tool, ToolCall, ToolChoice, ToolResult,
+    ChatRequest, ChatResponse, FinishReason, Image, Message, Part, ResponseFormat, ResultPart,
+    Role, Sampling, StreamEvent, Tool, ToolCall, ToolChoice, ToolResult,
 };
+use crate::egress::openai::CallOut;
 use crate::error::{ErrorKind, LlmError, Origin};
 use crate::json::{index, parse_body, wrong_type, Obj};
-use crate::sse::encode_event;
+use crate::sse::{encode_event, encode_json};
 use crate::usage::Usage;
 
-fn unsupported(param: &str, what: &str) -> LlmError {
-    LlmError::unsupported(
-        Origin::Gateway,
-        Some(param),
-        format!("`{param}`: {what} is not supported by this gateway"),
-    )
-}
+use super::{client_message, unsupported};
 
 /// Text from a `content` that may only hold text: a string or `{type: text}` parts
 /// (`refusal` parts count as text in assistant messages).
@@ -412,37 +409,12 @@ struct MessageOut<'a> {
     tool_calls: Vec<CallOut<'a>>,
 }
 
-#[derive(Serialize)]
-struct CallOut<'a> {
-    id: &'a str,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    function: FunctionOut<'a>,
-}
-
-#[derive(Serialize)]
-struct FunctionOut<'a> {
-    name: &'a str,
-    arguments: &'a str,
-}
-
 /// Renders a `chat.completion`.
 pub(crate) fn render_response(resp: &ChatResponse, now_unix: u64) -> Vec<u8> {
     let text = resp.text();
     let calls: Vec<CallOut<'_>> = resp
-        .content
-        .iter()
-        .filter_map(|p| match p {
-            OutputPart::ToolCall(c) => Some(CallOut {
-                id: &c.id,
-                kind: "function",
-                function: FunctionOut {
-                    name: &c.name,
-                    arguments: &c.arguments,
-                },
-            }),
-            OutputPart::Text(_) => None,
-        })
+        .tool_calls()
+        .map(|c| CallOut::new(Cow::Borrowed(&c.id), c))
         .collect();
     let out = Completion {
         id: &resp.id,
@@ -469,8 +441,9 @@ pub(crate) fn render_response(resp: &ChatResponse, now_unix: u64) -> Vec<u8> {
     serde_json::to_vec(&out).unwrap_or_default()
 }
 
+/// `{"error": {"message", "type", "param", "code"}}`, the OpenAI error body.
 #[derive(Serialize)]
-struct ErrorBody<'a> {
+pub(crate) struct ErrorBody<'a> {
     error: ErrorOut<'a>,
 }
 
@@ -483,41 +456,65 @@ struct ErrorOut<'a> {
     code: &'static str,
 }
 
+impl<'a> ErrorBody<'a> {
+    /// An error body with these fields.
+    pub(crate) fn new(
+        message: &'a str,
+        kind: &'static str,
+        param: Option<&'a str>,
+        code: &'static str,
+    ) -> ErrorBody<'a> {
+        ErrorBody {
+            error: ErrorOut {
+                message,
+                kind,
+                param,
+                code,
+            },
+        }
+    }
+
+    /// The body for `err` with the client-safe `message`.
+    fn of(err: &'a LlmError, message: &'a str) -> ErrorBody<'a> {
+        // A missing model, a refused key or permission are the client's own faults when the
+        // gateway found them (OpenAI answers those as invalid_request_error); from a provider
+        // they concern the gateway's access and are server errors.
+        let client_side = !matches!(err.origin, Origin::Provider(_));
+        let kind = match err.kind {
+            ErrorKind::InvalidRequest
+            | ErrorKind::Unsupported
+            | ErrorKind::ContextLengthExceeded
+            | ErrorKind::RequestTooLarge
+            | ErrorKind::ContentFiltered => "invalid_request_error",
+            ErrorKind::NotFound | ErrorKind::Authentication if client_side => {
+                "invalid_request_error"
+            }
+            ErrorKind::PermissionDenied if client_side => "permission_error",
+            ErrorKind::RateLimited | ErrorKind::QuotaExceeded => "rate_limit_error",
+            _ => "server_error",
+        };
+        let code = match err.kind {
+            ErrorKind::ContextLengthExceeded => "context_length_exceeded",
+            ErrorKind::QuotaExceeded => "insufficient_quota",
+            ErrorKind::RateLimited => "rate_limit_exceeded",
+            ErrorKind::NotFound if client_side && err.param.as_deref() == Some("model") => {
+                "model_not_found"
+            }
+            k => k.as_str(),
+        };
+        let param = err.param.as_deref().filter(|p| !p.is_empty());
+        ErrorBody::new(message, kind, param, code)
+    }
+
+    /// The body as JSON.
+    pub(crate) fn to_vec(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
 /// Renders `{"error": {...}}` for `err` with the client-safe `message`.
 pub(crate) fn render_error(err: &LlmError, message: &str) -> Vec<u8> {
-    // A missing model, a refused key or permission are the client's own faults when the
-    // gateway found them (OpenAI answers those as invalid_request_error); from a provider they
-    // concern the gateway's access and are server errors.
-    let client_side = !matches!(err.origin, Origin::Provider(_));
-    let kind = match err.kind {
-        ErrorKind::InvalidRequest
-        | ErrorKind::Unsupported
-        | ErrorKind::ContextLengthExceeded
-        | ErrorKind::RequestTooLarge
-        | ErrorKind::ContentFiltered => "invalid_request_error",
-        ErrorKind::NotFound | ErrorKind::Authentication if client_side => "invalid_request_error",
-        ErrorKind::PermissionDenied if client_side => "permission_error",
-        ErrorKind::RateLimited | ErrorKind::QuotaExceeded => "rate_limit_error",
-        _ => "server_error",
-    };
-    let code = match err.kind {
-        ErrorKind::ContextLengthExceeded => "context_length_exceeded",
-        ErrorKind::QuotaExceeded => "insufficient_quota",
-        ErrorKind::RateLimited => "rate_limit_exceeded",
-        ErrorKind::NotFound if client_side && err.param.as_deref() == Some("model") => {
-            "model_not_found"
-        }
-        k => k.as_str(),
-    };
-    let out = ErrorBody {
-        error: ErrorOut {
-            message,
-            kind,
-            param: err.param.as_deref().filter(|p| !p.is_empty()),
-            code,
-        },
-    };
-    serde_json::to_vec(&out).unwrap_or_default()
+    ErrorBody::of(err, message).to_vec()
 }
 
 #[derive(Serialize)]
@@ -526,7 +523,7 @@ struct Chunk<'a> {
     object: &'static str,
     created: u64,
     model: &'a str,
-    choices: Vec<ChunkChoice<'a>>,
+    choices: &'a [ChunkChoice<'a>],
     /// Absent without `include_usage`; `null` on ordinary chunks with it; set on the last.
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<Option<UsageOut>>,
@@ -546,8 +543,8 @@ struct Delta<'a> {
     role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     content: Option<&'a str>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    tool_calls: Vec<CallDelta<'a>>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    tool_calls: &'a [CallDelta<'a>],
 }
 
 #[derive(Serialize)]
@@ -596,21 +593,47 @@ impl StreamEncoder {
         }
     }
 
-    fn chunk(&self, out: &mut Vec<u8>, delta: Delta<'_>, finish: Option<&'static str>) {
+    /// One chunk with these `choices` and `usage` (absent, `null` or the counts).
+    fn write(
+        &self,
+        out: &mut Vec<u8>,
+        choices: &[ChunkChoice<'_>],
+        usage: Option<Option<UsageOut>>,
+    ) {
         let c = Chunk {
             id: &self.id,
             object: "chat.completion.chunk",
             created: self.created,
             model: &self.model,
-            choices: vec![ChunkChoice {
-                index: 0,
-                delta,
-                logprobs: None,
-                finish_reason: finish,
-            }],
-            usage: self.include_usage.then_some(None),
+            choices,
+            usage,
         };
-        encode_event(out, None, &serde_json::to_string(&c).unwrap_or_default());
+        encode_json(out, None, &c);
+    }
+
+    /// One ordinary chunk: choice 0 with `delta` and `finish`.
+    fn chunk(&self, out: &mut Vec<u8>, delta: Delta<'_>, finish: Option<&'static str>) {
+        let choice = ChunkChoice {
+            index: 0,
+            delta,
+            logprobs: None,
+            finish_reason: finish,
+        };
+        self.write(out, &[choice], self.include_usage.then_some(None));
+    }
+
+    /// A chunk with one tool-call delta.
+    fn call_chunk(&mut self, out: &mut Vec<u8>, call: CallDelta<'_>) {
+        self.ensure_started(out);
+        let calls = [call];
+        self.chunk(
+            out,
+            Delta {
+                tool_calls: &calls,
+                ..Delta::default()
+            },
+            None,
+        );
     }
 
     fn ensure_started(&mut self, out: &mut Vec<u8>) {
@@ -655,67 +678,44 @@ impl StreamEncoder {
                     None,
                 );
             }
-            StreamEvent::ToolCallStart { index, id, name } => {
-                self.ensure_started(out);
-                self.chunk(
-                    out,
-                    Delta {
-                        tool_calls: vec![CallDelta {
-                            index: *index,
-                            id: Some(id),
-                            kind: Some("function"),
-                            function: FunctionDelta {
-                                name: Some(name),
-                                arguments: "",
-                            },
-                        }],
-                        ..Delta::default()
+            StreamEvent::ToolCallStart { index, id, name } => self.call_chunk(
+                out,
+                CallDelta {
+                    index: *index,
+                    id: Some(id),
+                    kind: Some("function"),
+                    function: FunctionDelta {
+                        name: Some(name),
+                        arguments: "",
                     },
-                    None,
-                );
-            }
-            StreamEvent::ToolCallDelta { index, arguments } => {
-                self.ensure_started(out);
-                self.chunk(
-                    out,
-                    Delta {
-                        tool_calls: vec![CallDelta {
-                            index: *index,
-                            id: None,
-                            kind: None,
-                            function: FunctionDelta {
-                                name: None,
-                                arguments,
-                            },
-                        }],
-                        ..Delta::default()
+                },
+            ),
+            StreamEvent::ToolCallDelta { index, arguments } => self.call_chunk(
+                out,
+                CallDelta {
+                    index: *index,
+                    id: None,
+                    kind: None,
+                    function: FunctionDelta {
+                        name: None,
+                        arguments,
                     },
-                    None,
-                );
-            }
+                },
+            ),
             StreamEvent::Finish(reason) => self.finish(out, reason),
             StreamEvent::Usage(u) => self.usage = Some(*u),
             StreamEvent::Done => {
                 self.finish(out, &FinishReason::Stop);
                 if self.include_usage {
                     if let Some(u) = &self.usage {
-                        let c = Chunk {
-                            id: &self.id,
-                            object: "chat.completion.chunk",
-                            created: self.created,
-                            model: &self.model,
-                            choices: Vec::new(),
-                            usage: Some(Some(usage_out(u))),
-                        };
-                        encode_event(out, None, &serde_json::to_string(&c).unwrap_or_default());
+                        self.write(out, &[], Some(Some(usage_out(u))));
                     }
                 }
                 encode_event(out, None, "[DONE]");
                 self.closed = true;
             }
             StreamEvent::Error(e) => {
-                let body = render_error(e, &super::client_message(e));
-                encode_event(out, None, std::str::from_utf8(&body).unwrap_or_default());
+                encode_json(out, None, &ErrorBody::of(e, &client_message(e)));
                 self.closed = true;
             }
         }
