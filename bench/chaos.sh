@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Chaos benchmark: Headwater vs nginx while upstreams die, stall, fail, reset and flap.
 #
-#   bench/chaos.sh                               # every scenario, 15 s each, per proxy (~5 min)
+#   bench/chaos.sh                               # every scenario, 15 s each, per proxy (~4 min)
 #   DURATION=3 SCENARIOS=kill bench/chaos.sh     # smoke test
 #
 # Needs the Debian packages wrk and nginx (plus curl, taskset from util-linux, awk, cargo):
@@ -111,9 +111,7 @@ FAULT_FOR_MS=$(to_ms "$FAULT_FOR")
 
 # ---------------------------------------------------------------- prerequisites
 require_packages wrk nginx
-for cmd in curl taskset awk sort date; do
-    command -v "$cmd" >/dev/null 2>&1 || die "missing: $cmd"
-done
+require_cmds curl taskset awk sort date
 warn_few_cores
 for p in "${UPSTREAM_PORTS[@]}" $HEADWATER_PORT $NGINX_PORT $HEADWATER_ADMIN; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
@@ -174,21 +172,13 @@ stop_upstreams() {
     UP_PID=()
 }
 
-wait_http() { # url what: until it answers 200 (5 s)
-    for _ in $(seq 100); do
-        [[ $(curl -s -o /dev/null -m 1 -w '%{http_code}' "$1" || true) == 200 ]] && return 0
-        sleep 0.05
-    done
-    die "$2 did not answer 200 on $1 (logs in $TMP)"
-}
-
 start_proxy() { # proxy
     case $1 in
     headwater)
         taskset -c "$PROXY_CORE" "$HW" run -c "$HEADWATER_CONFIG" 2>>"$TMP/headwater.log" &
         PROXY_PID=$!
         PIDS+=("$PROXY_PID")
-        wait_http "http://127.0.0.1:$HEADWATER_ADMIN/healthz" "headwater admin"
+        wait_url "http://127.0.0.1:$HEADWATER_ADMIN/healthz" "headwater admin" "$TMP/headwater.log" "$PROXY_PID" 5
         # until every endpoint of both clusters is healthy (not just "unknown, tried anyway")
         local healthy=0
         for _ in $(seq 100); do
@@ -204,8 +194,8 @@ start_proxy() { # proxy
         PIDS+=("$PROXY_PID")
         ;;
     esac
-    wait_http "http://127.0.0.1:${PORT[$1]}/" "$1"
-    wait_http "http://127.0.0.1:${PORT[$1]}/backup" "$1"
+    wait_url "http://127.0.0.1:${PORT[$1]}/" "$1" "$TMP/$1.log" "$PROXY_PID" 5
+    wait_url "http://127.0.0.1:${PORT[$1]}/backup" "$1" "$TMP/$1.log" "$PROXY_PID" 5
 }
 stop_proxy() {
     stop_pids "$PROXY_PID"
@@ -228,7 +218,9 @@ run_one() { # scenario proxy round
     start_upstream 2
     start_upstream 3
     local i
-    for i in 1 2 3; do wait_http "http://127.0.0.1:${UPSTREAM_PORTS[$((i - 1))]}/" "upstream u$i"; done
+    for i in 1 2 3; do
+        wait_url "http://127.0.0.1:${UPSTREAM_PORTS[$((i - 1))]}/" "upstream u$i" "$TMP/upstreams.log" "${UP_PID[$i]}" 5
+    done
     start_proxy "$proxy"
 
     local raw="$TMP/raw/${scenario}_${proxy}_$round.txt"

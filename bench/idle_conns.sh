@@ -24,7 +24,7 @@ TIMEOUT=${TIMEOUT:-120}
 PROXY_CORE=${PROXY_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}
 
-STOP_WAIT=10 # seconds a proxy gets to exit on SIGTERM (see stop_pids)
+STOP_WAIT=10 # seconds a proxy gets to exit on SIGTERM (see lib.sh's stop_pids)
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH_DIR/.." && pwd)
@@ -86,10 +86,7 @@ for round in $(seq "$ROUNDS"); do
             -n "$N" --in-flight "$IN_FLIGHT" --timeout "$TIMEOUT") || status=1
         echo "$proxy round $round: $line"
         echo "$proxy $line" >>"$RESULTS"
-        stop_pids "$pid"
-        keep=()
-        for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
-        PIDS=("${keep[@]}")
+        stop_tracked "$pid"
     done
 done
 

@@ -58,6 +58,14 @@ stop_pids() { # pid...
     done
 }
 
+# stop_pids PID, and takes it out of PIDS (for a process stopped before the script ends).
+stop_tracked() { # pid
+    local keep=() p
+    stop_pids "$1"
+    for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
 # Makes TMP, a fresh directory /tmp/headwater-NAME.XXXXXX (mode 755: nginx workers run as nobody
 # when started by root), and PIDS, the processes to stop on exit, and installs the traps: on exit,
 # stop_pids "${PIDS[@]}" and remove TMP; on SIGINT, SIGTERM or SIGHUP, say so and exit 130.
@@ -82,15 +90,27 @@ start_nginx() { # core prefix conf log
     taskset -c "$1" nginx -p "$2" -e stderr -c "$3" -g 'daemon off;' 2>>"$4" &
 }
 
-# Waits (10 s at most) until http://127.0.0.1:PORT/100b answers 200; exits 1 if it does not.
-wait_port() { # port name
-    for _ in $(seq 100); do
-        if [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/100b") == 200 ]]; then return 0; fi
+# Waits until URL answers a GET with 200, polling every 0.1 s for up to SECS seconds (default
+# 10). Exits 1 if it does not, or at once if PID (when given) has exited, showing the end of LOG
+# (when given).
+wait_url() { # url name [log] [pid] [secs]
+    local log=${3:-} pid=${4:-}
+    for _ in $(seq $((${5:-10} * 10))); do
+        if [[ $(curl -s -m 5 -o /dev/null -w '%{http_code}' "$1") == 200 ]]; then return 0; fi
+        if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+            echo "$2 exited while starting" >&2
+            if [[ -n $log && -s $log ]]; then tail -15 "$log" | sed 's/^/  /' >&2; fi
+            exit 1
+        fi
         sleep 0.1
     done
-    echo "$2 did not answer 200 on port $1" >&2
+    echo "$2 did not answer 200 on $1 within ${5:-10} s" >&2
+    if [[ -n $log && -s $log ]]; then tail -15 "$log" | sed 's/^/  /' >&2; fi
     exit 1
 }
+
+# wait_url for http://127.0.0.1:PORT/100b (the bodies of make_nginx_prefix).
+wait_port() { wait_url "http://127.0.0.1:$1/100b" "$2"; } # port name
 
 # For the report: a warning (on stdout) naming fuzzers that run beside the benchmark, if any.
 warn_other_load() { # [when, e.g. "during measurement"]
@@ -128,7 +148,7 @@ AWK_WRK_MS='
         return v + 0
     }'
 
-# ---------------------------------------------------------------- added for bench/suite.sh
+# ---------------------------------------------------------------- CPU accounting, durations, versions
 
 # Exits (status 1) with `cargo install CRATE` as the hint if CMD is not on PATH (for tools that
 # come from crates.io rather than Debian, e.g. oha).
@@ -139,17 +159,6 @@ require_cargo_tool() { # cmd [crate]
         echo "the newest release needs a newer rustc than this one)" >&2
         exit 1
     fi
-}
-
-# Waits (10 s at most) until URL answers 200; exits 1 if it does not, showing the end of LOG.
-wait_url() { # url name [log]
-    for _ in $(seq 100); do
-        if [[ $(curl -s -o /dev/null -w '%{http_code}' "$1") == 200 ]]; then return 0; fi
-        sleep 0.1
-    done
-    echo "$2 did not answer 200 on $1" >&2
-    if [[ -n "${3:-}" && -s "$3" ]]; then tail -5 "$3" | sed 's/^/  /' >&2; fi
-    exit 1
 }
 
 # PID and its direct children (an nginx master and its workers), space-separated.
@@ -219,7 +228,7 @@ duration_secs() { # duration
 haproxy_version() { haproxy -v 2>&1 | awk 'NR == 1 { print $3 }'; }
 oha_version() { oha --version 2>&1 | awk 'NR == 1 { print $NF }'; }
 
-# ---------------------------------------------------------------- shared by bench/suite.sh and bench/llm.sh
+# ---------------------------------------------------------------- measure_row and reports (suite.sh, llm.sh)
 
 # The command line a script was run with, for its report: those of the KNOBs (environment
 # variables) that are set, shell-quoted, then SCRIPT. Call it before giving the knobs defaults.

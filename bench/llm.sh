@@ -236,21 +236,7 @@ cp "$HEADWATER_BIN" "$TMP/headwater" # a concurrent rebuild must not swap the bi
 
 # Waits up to STARTUP_WAIT seconds until URL answers 200 (GET); exits 1 if it does not, showing
 # the end of LOG, or at once if PID died.
-wait_http() { # url name log pid
-    local i
-    for i in $(seq $((STARTUP_WAIT * 10))); do
-        if [[ $(curl -s -o /dev/null -w '%{http_code}' "$1") == 200 ]]; then return 0; fi
-        if ! kill -0 "$4" 2>/dev/null; then
-            echo "$2 exited while starting:" >&2
-            tail -15 "$3" | sed 's/^/  /' >&2
-            exit 1
-        fi
-        sleep 0.1
-    done
-    echo "$2 did not answer 200 on $1 within ${STARTUP_WAIT}s" >&2
-    tail -15 "$3" | sed 's/^/  /' >&2
-    exit 1
-}
+wait_http() { wait_url "$1" "$2" "$3" "$4" "$STARTUP_WAIT"; } # url name log pid
 
 # The mock is restarted for the checks (its request counts are printed when it stops).
 MOCK_PID=""
@@ -263,10 +249,7 @@ start_mock() {
 }
 # Stops the mock; prints its own summary: "N requests on C connections (endpoint n, ...)".
 stop_mock() {
-    local keep=() p
-    stop_pids "$MOCK_PID"
-    for p in "${PIDS[@]}"; do [[ $p == "$MOCK_PID" ]] || keep+=("$p"); done
-    PIDS=("${keep[@]}")
+    stop_tracked "$MOCK_PID"
     MOCK_PID=""
     sed -n 's/^headwater mock-llm: stopped after //p' "$TMP/mock.err" | tail -1
 }

@@ -131,16 +131,8 @@ run_wrk() { # target path duration outfile
 # short-lived ones reaped by a long-lived parent, e.g. rustc under cargo, count too); and steal
 # time (this may be a VM), so a run disturbed by other load shows up.
 TICK=$(getconf CLK_TCK)
-NGINX_PIDS="$NGINX_PID $(pgrep -P "$NGINX_PID" | tr '\n' ' ')"
-UPSTREAM_PIDS="$UPSTREAM_PID $(pgrep -P "$UPSTREAM_PID" | tr '\n' ' ')"
-proc_ticks() { # pid... -> utime+stime summed (all threads)
-    local pid total=0 t
-    for pid in "$@"; do
-        t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat" 2>/dev/null || echo 0)
-        total=$((total + t))
-    done
-    echo "$total"
-}
+NGINX_PIDS=$(pid_tree "$NGINX_PID")
+UPSTREAM_PIDS=$(pid_tree "$UPSTREAM_PID")
 others_snapshot() { # file: "pid ticks" of every process but ours (and this shell's children)
     snapshot_other_cpu "$1" "$$ $BASHPID $HEADWATER_PID $NGINX_PIDS $UPSTREAM_PIDS"
 }
@@ -166,9 +158,9 @@ for path in $PATHS; do
             # shellcheck disable=SC2086
             {
                 others_snapshot "$TMP/others0"
-                p0=$(proc_ticks ${PROXY_PIDS[$target]}) st0=$(steal_ticks) t0=$(date +%s%N)
+                p0=$(proc_cpu_ticks ${PROXY_PIDS[$target]}) st0=$(steal_ticks) t0=$(date +%s%N)
                 run_wrk "$target" "$path" "$DURATION" "$out"
-                t1=$(date +%s%N) st1=$(steal_ticks) p1=$(proc_ticks ${PROXY_PIDS[$target]})
+                t1=$(date +%s%N) st1=$(steal_ticks) p1=$(proc_cpu_ticks ${PROXY_PIDS[$target]})
                 others_snapshot "$TMP/others1"
             }
             read -r proxy_pct other_pct steal_pct < <(awk -v p=$((p1 - p0)) \
@@ -188,10 +180,7 @@ if [[ -n "${KEEP_RAW:-}" ]]; then
 fi
 
 # ---------------------------------------------------------------- table
-median() { sort -g | awk '{a[NR] = $1} END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-col() { awk -v p="$1" -v t="$2" -v c="$3" '$1 == p && $2 == t { print $c }' "$RESULTS"; }
-sum() { awk '{ s += $1 } END { print s + 0 }'; }
-
+# (median, col PATH TARGET COLUMN and sum are lib.sh's)
 echo
 echo "| path | proxy | median req/s | median p50 (ms) | median p99 (ms) | best req/s | best p99 (ms) | non-2xx | socket errors | proxy CPU (% of core 0) | req per proxy CPU-s | max other CPU % | max steal % |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"

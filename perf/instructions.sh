@@ -25,8 +25,9 @@
 #              the only way to count io_uring properly (see below).
 #   perf trace perf trace -s (or, without it, strace -f -c): system calls per request, by name
 #              and with how many failed (EAGAIN), all threads, in two regimes: serial (the same
-#              subtraction, the client on one connection, so nothing is batched) and loaded (wrk -c64 for LOAD_SECS, the tool attached to the proxy; calls
-#              divided by wrk's request count). With several connections and no saturation the
+#              subtraction, the client on one connection, so nothing is batched) and loaded
+#              (wrk -c64 for LOAD_SECS, the tool attached to the proxy; calls divided by wrk's
+#              request count). With several connections and no saturation the
 #              counts depend on timing (how often a read finds data already there), which is
 #              why neither regime uses CONNS. perf trace reads tracepoints and barely slows the
 #              proxy; strace stops it on every call.
@@ -182,24 +183,8 @@ start_nginx "$LOAD_CORE" "$TMP/" "$BUDGET_DIR/upstream.conf" "$TMP/upstream.log"
 PIDS+=($!)
 
 # Waits until PORT answers GET /budget with 200 (up to 120 s: valgrind starts slowly), or the
-# process PID has exited (then prints its log and exits 1).
-wait_ready() { # port pid log
-    local i
-    for i in $(seq 1200); do
-        if [[ $(curl -s -m 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/budget") == 200 ]]; then
-            return 0
-        fi
-        if ! kill -0 "$2" 2>/dev/null; then
-            echo "the process serving port $1 exited; its log:" >&2
-            cat "$3" >&2
-            exit 1
-        fi
-        sleep 0.1
-    done
-    echo "nothing answered 200 on port $1 within 120 s; log $3:" >&2
-    cat "$3" >&2
-    exit 1
-}
+# process PID has exited (then shows the end of its log and exits 1).
+wait_ready() { wait_url "http://127.0.0.1:$1/budget" "the process serving port $1" "$3" "$2" 120; } # port pid log
 wait_ready $UPSTREAM_PORT "${PIDS[0]}" "$TMP/upstream.log"
 
 # Sets CMD to the proxy's command line (what follows the counting tool's).
@@ -336,8 +321,6 @@ per_request() { # tool proxy driver
     PER_REQUEST=$(awk -v a="$COUNT" -v b="$b" -v n="$N" 'BEGIN { printf "%.0f\n", (b - a) / n }')
 }
 
-median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.0f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-
 # ---------------------------------------------------------------- measuring
 echo "date:      $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo "machine:   $(machine_summary)"
@@ -375,7 +358,7 @@ if ((USE_PERF)); then
                 per_request perf "$proxy" "$driver"
                 echo "$PER_REQUEST" >>"$values"
             done
-            ROWS+=("perf $proxy $driver $(median <"$values")")
+            ROWS+=("perf $proxy $driver $(printf '%.0f' "$(median <"$values")")")
         done
     done
 fi
