@@ -34,8 +34,6 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use http::HeaderMap;
-
 use crate::catalogue::{Catalogue, ModelId};
 use crate::egress::ApiKey;
 use crate::ingress::{anthropic, openai, ErrorResponse, Ingress};
@@ -127,22 +125,19 @@ fn constant_time_eq(presented: &[u8], secret: &[u8]) -> bool {
 }
 
 /// The key a client presented: `Authorization: Bearer <key>` (OpenAI clients) or
-/// `x-api-key: <key>` (Anthropic clients), in that order.
-pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers.get(http::header::AUTHORIZATION) {
-        if let Some(token) = v.to_str().ok().and_then(|s| {
-            let (scheme, token) = s.trim().split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("bearer")
-                .then_some(token.trim())
-        }) {
-            return Some(token);
-        }
+/// `x-api-key: <key>` (Anthropic clients), in that order. `header` looks up one request header
+/// by its lowercase name (the engine passes its parsed head; no header map is built).
+pub fn presented_key<'a>(header: impl Fn(&str) -> Option<&'a [u8]>) -> Option<&'a str> {
+    let text = |name| header(name).and_then(|v| std::str::from_utf8(v).ok());
+    if let Some(token) = text("authorization").and_then(|s| {
+        let (scheme, token) = s.trim().split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then_some(token.trim())
+    }) {
+        return Some(token);
     }
-    headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
+    text("x-api-key").map(str::trim)
 }
 
 /// Finds the key `presented` names among `keys`, comparing it with every one of them (see

@@ -43,8 +43,7 @@ use headwater_llm::{
     estimate_tokens, Attempt, AttemptResult, ChatRequest, ErrorKind, Ingress, KeyError, KeySpec,
     KeyStore, LlmError, Origin, RequestOutcome, RequestRecord, Step, StreamTranslator, Usage,
 };
-use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
-use http::{HeaderMap, Method, StatusCode, Version};
+use http::{Method, StatusCode, Version};
 use monoio::net::TcpStream;
 
 use super::client::{ClientSettings, ProviderClient, ProviderResponse};
@@ -417,13 +416,7 @@ pub(crate) async fn serve(
     served.body_in = body.len() as u64;
 
     // Authentication first: even the model list is for key holders when keys are configured.
-    // Without keys there is nothing to look up.
-    let presented = if catalogue.keys().is_empty() {
-        HeaderMap::new()
-    } else {
-        key_headers(head)
-    };
-    let key = match authenticate(catalogue.keys(), presented_key(&presented)) {
+    let key = match authenticate(catalogue.keys(), presented_key(|n| head.header(n))) {
         Ok(k) => k,
         Err(e) => {
             reply.key_error(error_ingress, &e).await;
@@ -472,21 +465,6 @@ pub(crate) async fn serve(
             finish(served, &reply)
         }
     }
-}
-
-/// The two fields [`presented_key`] reads (`Authorization`, `x-api-key`), as a map: not every
-/// header of the request.
-fn key_headers(head: &RequestHead) -> HeaderMap {
-    let mut map = HeaderMap::new();
-    for name in [AUTHORIZATION, HeaderName::from_static("x-api-key")] {
-        let value = head
-            .header(name.as_str())
-            .and_then(|v| HeaderValue::from_bytes(v).ok());
-        if let Some(value) = value {
-            map.insert(name, value);
-        }
-    }
-    map
 }
 
 /// The accounting record for the access log, as JSON; `None` when this shard does not log
