@@ -1518,3 +1518,36 @@ fn llm_bad_ca_file_is_a_config_error() {
     );
     rejects(&text, "ca_file", &["/nonexistent/ca.pem"]);
 }
+
+/// A reload compares `[llm]` sections: equal text, secrets and CA file keep the running router;
+/// a rotated `env:` secret or a renewed CA file under the same path is a new section.
+#[test]
+fn llm_sections_compare_by_text_secrets_and_ca_contents() {
+    fn ca_pem() -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.self_signed(&key).unwrap().pem()
+    }
+    let dir = write_temp("").parent().unwrap().to_path_buf();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, ca_pem()).unwrap();
+    let var = format!("HEADWATER_TEST_LLM_KEY_{}", std::process::id());
+    std::env::set_var(&var, "first");
+    let text = LLM
+        .replace("api_key = \"sk-test\"", &format!("api_key = \"env:{var}\""))
+        .replace(
+            "max_request_body = 65536",
+            &format!("max_request_body = 65536\nca_file = \"{}\"", ca.display()),
+        );
+    let llm = |t: &str| config::parse(t, "t.toml").unwrap().llm.unwrap();
+    let a = llm(&text);
+    assert_eq!(a, llm(&text));
+    std::env::set_var(&var, "second");
+    let rotated = llm(&text);
+    assert_ne!(a, rotated);
+    std::fs::write(&ca, ca_pem()).unwrap();
+    assert_ne!(rotated, llm(&text));
+    std::env::remove_var(&var);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -58,7 +58,7 @@ use crate::usage::Prices;
 // ---------------------------------------------------------------------------------------------
 
 /// The `[llm]` section.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LlmConfig {
     /// `[[llm.model]]`: the public model aliases.
@@ -80,7 +80,7 @@ pub struct LlmConfig {
 
 /// `[llm.upstream]`: how the gateway talks to providers; see [`UpstreamPolicy`] for meanings
 /// and defaults.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// TCP connect (plus TLS handshake) deadline.
@@ -105,7 +105,7 @@ pub struct UpstreamConfig {
 }
 
 /// One `[[llm.model]]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// The public alias.
@@ -123,7 +123,7 @@ pub struct ModelConfig {
 }
 
 /// One `[[llm.model.deployment]]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentConfig {
     /// A name for logs and metrics; default `provider/model`.
@@ -155,7 +155,7 @@ pub struct DeploymentConfig {
 }
 
 /// `price = { ... }`, in USD per million tokens.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PriceConfig {
     /// Uncached prompt tokens.
@@ -169,7 +169,7 @@ pub struct PriceConfig {
 }
 
 /// `[llm.model.deployment.canary]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CanaryConfig {
     /// The user message sent.
@@ -190,7 +190,7 @@ pub struct CanaryConfig {
 
 /// `expect = { contains = "..." }`, `{ regex = "..." }` or
 /// `{ json_field = "a.b", equals = ... }`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectConfig {
     /// The answer contains this text (case-insensitive).
@@ -204,7 +204,7 @@ pub struct ExpectConfig {
 }
 
 /// One `[[llm.key]]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     /// The key's name, for logs and metrics.
@@ -222,7 +222,7 @@ pub struct KeyConfig {
 }
 
 /// `budget = { usd = 100.0, period = "30d" }`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetConfig {
     /// The most USD the key may spend per period.
@@ -232,7 +232,7 @@ pub struct BudgetConfig {
 }
 
 /// `[llm.failover]`; see [`FailoverPolicy`] for meanings and defaults.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FailoverConfig {
     /// Attempts per request, the first included.
@@ -254,7 +254,7 @@ pub struct FailoverConfig {
 }
 
 /// `[llm.health]`; see [`HealthPolicy`] for meanings and defaults.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
     /// Consecutive failures (5xx, transport, garbage) that eject.

@@ -17,9 +17,11 @@ pub struct LlmSection {
     pub catalogue: Arc<Catalogue>,
     /// How provider TLS sessions are made (roots, verification, SNI from each base URL).
     pub tls: TlsConnector,
-    /// The section as written (its `Debug` form): two sections are equal when their text
-    /// resolves to the same values, which is what a reload compares.
-    fingerprint: String,
+    /// What the section was built from, for [`PartialEq`] (what a reload compares): the
+    /// section as written, the values of the `env:NAME` secrets it names, and the bytes of
+    /// its CA file. A reload that changes any of them (a rotated key, a renewed CA under the
+    /// same path) builds a new section.
+    source: (LlmConfig, Vec<Option<String>>, Option<Vec<u8>>),
 }
 
 impl LlmSection {
@@ -30,7 +32,15 @@ impl LlmSection {
         config: &LlmConfig,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<LlmSection, Vec<(Option<String>, String)>> {
-        let catalogue = Catalogue::from_config(config, env).map_err(|errs| {
+        let secrets = config
+            .model
+            .iter()
+            .flat_map(|m| m.deployment.iter().filter_map(|d| d.api_key.as_deref()))
+            .chain(config.key.iter().map(|k| k.key.as_str()))
+            .filter_map(|v| v.strip_prefix("env:"))
+            .map(&env)
+            .collect();
+        let catalogue = Catalogue::from_config(config, &env).map_err(|errs| {
             errs.0
                 .into_iter()
                 .map(|e| (Some(e.path), e.message))
@@ -51,10 +61,17 @@ impl LlmSection {
         };
         let tls =
             TlsConnector::new(&tls).map_err(|e| vec![(Some(path.to_owned()), e.to_string())])?;
+        // The connector read the file just now; a failure to read it again is as good as a
+        // change (the next reload compares unequal and reports the problem).
+        let ca_pem = catalogue
+            .upstream
+            .ca_file
+            .as_ref()
+            .and_then(|f| std::fs::read(f).ok());
         Ok(LlmSection {
             catalogue: Arc::new(catalogue),
             tls,
-            fingerprint: format!("{config:?}"),
+            source: (config.clone(), secrets, ca_pem),
         })
     }
 }
@@ -71,6 +88,6 @@ impl fmt::Debug for LlmSection {
 
 impl PartialEq for LlmSection {
     fn eq(&self, other: &Self) -> bool {
-        self.fingerprint == other.fingerprint
+        self.source == other.source
     }
 }
