@@ -230,7 +230,7 @@ impl From<WriteError> for io::Error {
 }
 
 /// Whether `e` is what a cancelled operation returns.
-fn is_cancelled(e: &io::Error) -> bool {
+pub(crate) fn is_cancelled(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ECANCELED) || e.kind() == io::ErrorKind::Interrupted
 }
 
@@ -240,7 +240,7 @@ fn is_cancelled(e: &io::Error) -> bool {
 ///
 /// A canceller that was not used to cancel serves the next operation too: connections keep
 /// theirs ([`Cancellers`]) rather than making one per operation.
-async fn until_deadline<F: Future, D: Future<Output = ()>>(
+pub(crate) async fn until_deadline<F: Future, D: Future<Output = ()>>(
     op: F,
     mut deadline: Pin<&mut D>,
     canceller: &mut Canceller,
@@ -373,10 +373,13 @@ pub async fn write_vectored_all_until<T: CancelableAsyncWriteRent, S: Future<Out
         let write = io.cancelable_writev(bufs, canceller.handle());
         let ((res, returned), timed_out) = until_deadline(write, stop.as_mut(), canceller).await;
         bufs = returned;
-        let step = after_write(res, timed_out, &mut written, total);
-        bufs.set_consumed(written);
-        if let Err(e) = step {
+        if let Err(e) = after_write(res, timed_out, &mut written, total) {
             return (Err(e), bufs);
+        }
+        // Only a short write needs the iovecs redone (a buffer written whole keeps them,
+        // describing all of it again for a next write).
+        if written < total {
+            bufs.set_consumed(written);
         }
     }
     (Ok(()), bufs)

@@ -132,37 +132,35 @@ pub type MonoioRuntime = FusionRuntime<TimeDriver<IoUringDriver>, TimeDriver<Leg
 pub fn build_runtime(kind: DriverKind, entries: u32) -> io::Result<MonoioRuntime> {
     Ok(match kind {
         DriverKind::IoUring => {
-            // Cooperative task running: the kernel does not interrupt the shard with an IPI for
-            // every completion that another core produces; completions are gathered when the
-            // shard enters the kernel anyway (every submit and every wait). Under load that
-            // removed ~0.7 reschedule interrupts per request (bench/RESULTS.md). Kernels before
-            // 5.19 refuse the flags: then the ring is set up without them.
             let ring = || {
                 RuntimeBuilder::<IoUringDriver>::new()
                     .with_entries(entries)
                     .enable_timer()
             };
-            //
-            // Better still (kernel 6.1+), deferred task running on a single-issuer ring: the
-            // kernel runs completion work only when the shard asks for events, in its own
-            // context and in one batch, instead of from whichever interrupt or task produced
-            // it. monoio asks for events every time it parks (and the shard thread is the only
-            // one that ever submits). Each kernel falls back to what it supports.
+            // Deferred task running on a single-issuer ring (kernel 6.1+): the kernel runs
+            // completion work only when the shard asks for events, in its own context and in
+            // one batch, instead of from whichever interrupt or task produced it. monoio asks
+            // for events every time it parks (and the shard thread is the only one that ever
+            // submits).
             let mut deferred = io_uring::IoUring::builder();
             deferred
                 .setup_single_issuer()
                 .setup_defer_taskrun()
                 .setup_coop_taskrun()
                 .setup_taskrun_flag();
+            // Else cooperative task running (kernel 5.19+): the kernel does not interrupt the
+            // shard with an IPI for every completion that another core produces; completions
+            // are gathered when the shard enters the kernel anyway (every submit and every
+            // wait). Under load that removed ~0.7 reschedule interrupts per request
+            // (bench/RESULTS.md). Else a plain ring: each kernel gets what it supports.
             let mut cooperative = io_uring::IoUring::builder();
             cooperative.setup_coop_taskrun().setup_taskrun_flag();
-            match ring().uring_builder(deferred).build() {
-                Ok(rt) => rt.into(),
-                Err(_) => match ring().uring_builder(cooperative).build() {
-                    Ok(rt) => rt.into(),
-                    Err(_) => ring().build()?.into(),
-                },
-            }
+            ring()
+                .uring_builder(deferred)
+                .build()
+                .or_else(|_| ring().uring_builder(cooperative).build())
+                .or_else(|_| ring().build())?
+                .into()
         }
         DriverKind::Epoll => RuntimeBuilder::<LegacyDriver>::new()
             .with_entries(entries)

@@ -45,9 +45,6 @@ const HANDSHAKE: Duration = Duration::from_secs(10);
 const LONG: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------------
-// Drivers
-
-// ---------------------------------------------------------------------------------------------
 // Certificates
 
 /// A directory under the system temp dir, removed on drop.
@@ -232,6 +229,33 @@ async fn read_message(s: &mut TlsStream) -> (String, BytesMut) {
     (head, body)
 }
 
+/// Sends `msg` from `from` with `write_all` and reads it at `to` with `read_exact` (the plain,
+/// non-cancelable traits): it must arrive exactly.
+async fn send_plain(from: &mut TlsStream, to: &mut TlsStream, msg: &[u8]) {
+    let (res, _) = from.write_all(msg.to_vec()).await;
+    assert_eq!(res.unwrap(), msg.len());
+    let (res, got) = to.read_exact(vec![0u8; msg.len()]).await;
+    assert_eq!(res.unwrap(), msg.len());
+    assert!(got[..] == msg[..], "the {} bytes differ", msg.len());
+}
+
+/// Accepts one connection on `listener` and completes a sync rustls server handshake on it
+/// (its last flight sent).
+fn accept_sync(
+    listener: &std::net::TcpListener,
+    config: Arc<rustls::ServerConfig>,
+) -> (std::net::TcpStream, rustls::ServerConnection) {
+    let (mut sock, _) = listener.accept().unwrap();
+    let mut conn = rustls::ServerConnection::new(config).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).unwrap();
+    }
+    while conn.wants_write() {
+        conn.write_tls(&mut sock).unwrap();
+    }
+    (sock, conn)
+}
+
 /// Expects the next read to report a clean end of stream.
 async fn expect_clean_eof(s: &mut TlsStream) {
     let (out, buf) = read_timeout(s, BytesMut::with_capacity(1024), LONG).await;
@@ -349,12 +373,7 @@ fn http_exchange_both_directions() {
             }
 
             // Plain write_all / read_exact (the non-cancelable traits) too.
-            let msg = pattern(300 * 1024, 7);
-            let (res, _) = client.write_all(msg.to_vec()).await;
-            assert_eq!(res.unwrap(), msg.len());
-            let (res, got) = server.read_exact(vec![0u8; msg.len()]).await;
-            assert_eq!(res.unwrap(), msg.len());
-            assert!(got[..] == msg[..]);
+            send_plain(&mut client, &mut server, &pattern(300 * 1024, 7)).await;
 
             // Vectored read: 12 bytes spread over a 5-byte and a 20-byte buffer.
             let (res, _) = server.write_all(b"hello world!".to_vec()).await;
@@ -387,11 +406,7 @@ fn tcp_close_without_close_notify_is_an_error() {
             let (mut client, mut server) = pair(&acceptor, &connector, "127.0.0.1").await;
             // A round trip first, so that the client has read everything (session tickets
             // included): closing with unread bytes would reset the connection instead.
-            let (res, _) = server.write_all(b"x".to_vec()).await;
-            res.unwrap();
-            let (res, got) = client.read_exact(vec![0u8; 1]).await;
-            res.unwrap();
-            assert_eq!(got, b"x");
+            send_plain(&mut server, &mut client, b"x").await;
             drop(client);
             let (out, _) = read_timeout(&mut server, BytesMut::with_capacity(1024), LONG).await;
             match out {
@@ -502,11 +517,7 @@ fn client_roots_and_server_names() {
             );
 
             let (mut client, mut server) = pair(&acceptor, &insecure, "not-the-name.test").await;
-            let (res, _) = client.write_all(b"ping".to_vec()).await;
-            res.unwrap();
-            let (res, got) = server.read_exact(vec![0u8; 4]).await;
-            res.unwrap();
-            assert_eq!(got, b"ping");
+            send_plain(&mut client, &mut server, b"ping").await;
 
             for bad in ["", "bad name", "a..b"] {
                 let (listener, addr) = bind().await;
@@ -669,11 +680,7 @@ fn read_timeout_loses_no_plaintext() {
 
             // Still a working session both ways.
             let mut server = writer.await;
-            let (res, _) = client.write_all(b"done".to_vec()).await;
-            res.unwrap();
-            let (res, got) = server.read_exact(vec![0u8; 4]).await;
-            res.unwrap();
-            assert_eq!(got, b"done");
+            send_plain(&mut client, &mut server, b"done").await;
         });
     });
 }
@@ -694,14 +701,7 @@ fn cancelled_read_keeps_partial_record() {
         let expect: Vec<u8> = records.iter().flat_map(|r| r.to_vec()).collect();
         let config = acceptor.config().clone();
         let peer = thread::spawn(move || {
-            let (mut sock, _) = std_listener.accept().unwrap();
-            let mut conn = rustls::ServerConnection::new(config).unwrap();
-            while conn.is_handshaking() {
-                conn.complete_io(&mut sock).unwrap();
-            }
-            while conn.wants_write() {
-                conn.write_tls(&mut sock).unwrap();
-            }
+            let (mut sock, mut conn) = accept_sync(&std_listener, config);
             // Each record's ciphertext in three pieces, 250 ms apart.
             for record in &records {
                 conn.writer().write_all(record).unwrap();
@@ -772,14 +772,7 @@ fn write_timeout_then_resume_delivers_exactly() {
         let payload = pattern(4 << 20, 9);
         let (hs_done_tx, hs_done_rx) = mpsc::channel::<()>();
         let peer = thread::spawn(move || {
-            let (mut sock, _) = std_listener.accept().unwrap();
-            let mut conn = rustls::ServerConnection::new(config).unwrap();
-            while conn.is_handshaking() {
-                conn.complete_io(&mut sock).unwrap();
-            }
-            while conn.wants_write() {
-                conn.write_tls(&mut sock).unwrap();
-            }
+            let (mut sock, mut conn) = accept_sync(&std_listener, config);
             hs_done_tx.send(()).unwrap();
             // Not reading for a while: the client's write deadline passes.
             thread::sleep(Duration::from_millis(800));
@@ -906,6 +899,21 @@ fn name(path: &Path) -> String {
     path.display().to_string()
 }
 
+/// The error of an acceptor for the chain in `cert` and the key in `key`.
+fn pair_error(cert: &Path, key: &Path) -> (String, ConfigProblem, String) {
+    config_error(TlsAcceptor::new(&ServerTlsConfig::new(CertKey::files(
+        cert, key,
+    ))))
+}
+
+/// The path of a PEM file source.
+fn file_of(source: &PemSource) -> PathBuf {
+    match source {
+        PemSource::File(p) => p.clone(),
+        PemSource::Inline { .. } => unreachable!("a file source"),
+    }
+}
+
 /// Bad certificate and key files are refused with the file's name and what is wrong:
 /// unreadable, not PEM, no certificate, no private key, key of another certificate; the same
 /// for SNI entries, CA files and client certificates; bad and duplicate SNI names too.
@@ -914,20 +922,11 @@ fn bad_pem_files_are_named() {
     let f = fixture();
     let d = &f.dir;
     let good = f.server_files.clone();
-    let cert = match &good.cert_chain {
-        PemSource::File(p) => p.clone(),
-        _ => unreachable!(),
-    };
-    let key = match &good.key {
-        PemSource::File(p) => p.clone(),
-        _ => unreachable!(),
-    };
+    let (cert, key) = (file_of(&good.cert_chain), file_of(&good.key));
 
     // Unreadable.
     let missing = d.path("missing.crt");
-    let (file, problem, text) = config_error(TlsAcceptor::new(&ServerTlsConfig::new(
-        CertKey::files(&missing, &key),
-    )));
+    let (file, problem, text) = pair_error(&missing, &key);
     assert_eq!(file, name(&missing));
     assert!(
         matches!(problem, ConfigProblem::Unreadable(ref e) if e.kind() == std::io::ErrorKind::NotFound)
@@ -939,9 +938,7 @@ fn bad_pem_files_are_named() {
 
     // No certificate in the file.
     let junk = d.write("junk.crt", "this is not a certificate\n");
-    let (file, problem, text) = config_error(TlsAcceptor::new(&ServerTlsConfig::new(
-        CertKey::files(&junk, &key),
-    )));
+    let (file, problem, text) = pair_error(&junk, &key);
     assert_eq!(file, name(&junk));
     assert!(
         matches!(problem, ConfigProblem::NoCertificate),
@@ -954,16 +951,12 @@ fn bad_pem_files_are_named() {
         "broken.crt",
         "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n",
     );
-    let (file, problem, _) = config_error(TlsAcceptor::new(&ServerTlsConfig::new(CertKey::files(
-        &broken, &key,
-    ))));
+    let (file, problem, _) = pair_error(&broken, &key);
     assert_eq!(file, name(&broken));
     assert!(matches!(problem, ConfigProblem::BadPem(_)), "{problem:?}");
 
     // No private key (a certificate given as the key).
-    let (file, problem, text) = config_error(TlsAcceptor::new(&ServerTlsConfig::new(
-        CertKey::files(&cert, &cert),
-    )));
+    let (file, problem, text) = pair_error(&cert, &cert);
     assert_eq!(file, name(&cert));
     assert!(
         matches!(problem, ConfigProblem::NoPrivateKey),
@@ -973,13 +966,8 @@ fn bad_pem_files_are_named() {
 
     // The key of another certificate.
     let other = f.ca.issue(&["other.test"], false).files(d, "other");
-    let other_key = match &other.key {
-        PemSource::File(p) => p.clone(),
-        _ => unreachable!(),
-    };
-    let (file, problem, text) = config_error(TlsAcceptor::new(&ServerTlsConfig::new(
-        CertKey::files(&cert, &other_key),
-    )));
+    let other_key = file_of(&other.key);
+    let (file, problem, text) = pair_error(&cert, &other_key);
     assert_eq!(file, name(&other_key));
     assert!(
         matches!(&problem, ConfigProblem::KeyMismatch { cert: c } if *c == name(&cert)),

@@ -2,10 +2,8 @@
 
 use std::{
     fmt,
-    future::{poll_fn, Future},
     io::{self, BufRead, IoSlice, Write},
     pin::pin,
-    task::Poll,
     time::Duration,
 };
 
@@ -21,6 +19,7 @@ use monoio::{
 use rustls::{pki_types::CertificateDer, Connection, ProtocolVersion};
 
 use super::TlsError;
+use crate::io::{is_cancelled, until_deadline};
 
 /// Most plaintext bytes one write (or writev) encrypts; the rest of the caller's buffer is left
 /// for the next call, as a short write.
@@ -38,11 +37,6 @@ const KEEP_OUT_CAPACITY: usize = 18 * 1024;
 enum Fail {
     Io(io::Error),
     Tls(rustls::Error),
-}
-
-/// Whether `e` is what a cancelled operation returns.
-fn is_cancelled(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(libc::ECANCELED)
 }
 
 /// An established TLS session (client or server side) over a TCP stream.
@@ -139,9 +133,11 @@ impl TlsStream {
         timeout: Duration,
         peer: impl FnOnce() -> String,
     ) -> Result<(), TlsError> {
-        let canceller = Canceller::new();
+        let mut canceller = Canceller::new();
         let handle = canceller.handle();
-        let (res, timed_out) = race(self.handshake(&handle), timeout, canceller).await;
+        let deadline = pin!(monoio::time::sleep(timeout));
+        let (res, timed_out) =
+            until_deadline(self.handshake(&handle), deadline, &mut canceller).await;
         match res {
             Ok(()) => Ok(()),
             Err(Fail::Io(e)) if timed_out && is_cancelled(&e) => {
@@ -471,27 +467,6 @@ impl TlsStream {
 /// A handle that is never cancelled, for the plain (non-cancelable) I/O traits.
 fn uncancelled() -> CancelHandle {
     Canceller::new().handle()
-}
-
-/// Runs `op` until it completes or `dur` passes; then cancels it through `canceller` (whose
-/// handles `op` uses) and still awaits it. Returns its output and whether the deadline passed.
-async fn race<F: Future>(op: F, dur: Duration, canceller: Canceller) -> (F::Output, bool) {
-    let mut op = pin!(op);
-    let mut deadline = pin!(monoio::time::sleep(dur));
-    let first = poll_fn(|cx| {
-        if let Poll::Ready(out) = op.as_mut().poll(cx) {
-            return Poll::Ready(Some(out));
-        }
-        deadline.as_mut().poll(cx).map(|()| None)
-    })
-    .await;
-    match first {
-        Some(out) => (out, false),
-        None => {
-            let _ = canceller.cancel();
-            (op.await, true)
-        }
-    }
 }
 
 impl AsyncReadRent for TlsStream {
