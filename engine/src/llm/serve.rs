@@ -24,7 +24,6 @@
 //! Errors the client sees are in the format of the API it spoke (OpenAI or Anthropic), with
 //! the matching status and `Retry-After` when the gateway knows when to come back.
 
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -307,12 +306,10 @@ async fn read_body(
 }
 
 /// Serves one request on an LLM route. `rbuf` holds what was read after the head.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve(
     shard: &Rc<Shard>,
     generation: &Generation,
     client: &mut TcpStream,
-    _peer: SocketAddr,
     rbuf: &mut BytesMut,
     wbuf: &mut BytesMut,
     head: &RequestHead,

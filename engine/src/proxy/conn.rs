@@ -336,16 +336,9 @@ async fn handle(
             (next, None, None)
         }
         Some(ri) if config.routes[ri].cluster().is_none() => {
-            let served = crate::llm::serve::serve(
-                shard,
-                generation,
-                &mut client.stream,
-                peer,
-                rbuf,
-                wbuf,
-                head,
-            )
-            .await;
+            let served =
+                crate::llm::serve::serve(shard, generation, &mut client.stream, rbuf, wbuf, head)
+                    .await;
             record.status.set(served.status);
             record.bytes_in.set(record.bytes_in.get() + served.body_in);
             record.bytes_out.set(served.bytes_out);
@@ -477,16 +470,10 @@ async fn answer(
 
 /// Writes `wbuf` to the client; returns whether it all went out.
 async fn flush_client(client: &mut ClientConn<'_>, wbuf: &mut BytesMut, timeout: Duration) -> bool {
-    if wbuf.is_empty() {
-        return true;
-    }
-    let data = std::mem::take(wbuf);
-    let stop = Deadline::after(client.timer.as_mut(), timeout);
-    let (res, mut data) =
-        write_all_until(&mut client.stream, data, stop, &mut client.cancel.write).await;
-    data.clear();
-    *wbuf = data;
-    res.is_ok()
+    let (stream, cancel) = (&mut client.stream, &mut client.cancel.write);
+    write_out(stream, cancel, client.timer.as_mut(), wbuf, timeout)
+        .await
+        .is_ok()
 }
 
 /// Outcome of sending the request and reading the response head on one upstream connection.
@@ -689,7 +676,7 @@ async fn exchange(
                 if connect_failures >= MAX_CONNECT_FAILURES {
                     return Err(failure);
                 }
-                flight.replay(cluster_id, record);
+                flight.replay(record);
                 continue;
             }
         };
@@ -826,7 +813,7 @@ async fn exchange(
                     && replayable
                     && sent_tries < retry.attempts
                     && shard.has_alternative(generation, ci, &tried[..ntried])
-                    && flight.begin_retry(cluster_id, record);
+                    && flight.begin_retry(record);
                 if !retry_status {
                     break (conn, resp);
                 }
@@ -852,7 +839,7 @@ async fn exchange(
                 // reached an upstream, so replaying it adds no load. (Taking it let one request
                 // that found dead pooled connections use up a budget of 3, and concurrent
                 // requests then failed with a healthy endpoint or a fallback still available.)
-                flight.replay(cluster_id, record);
+                flight.replay(record);
                 continue;
             }
             Err(outcome) => {
@@ -873,7 +860,7 @@ async fn exchange(
         if !(retryable && replayable && sent_tries < retry.attempts) {
             return Err(failure);
         }
-        if !flight.begin_retry(cluster_id, record) {
+        if !flight.begin_retry(record) {
             return Err(failure);
         }
         backoff(retry, sent_tries).await;
@@ -1184,7 +1171,7 @@ async fn hedged<'a>(
             hedge: None,
         };
     };
-    if !flight.begin_retry(cluster_id, record) {
+    if !flight.begin_retry(record) {
         // The endpoint's breaker admitted a request: give it back unused.
         Trying::start(shard, generation, ci, ei, now).finish(None, now);
         return Raced::First {
@@ -1317,7 +1304,9 @@ struct InFlight<'a> {
     config_id: u64,
     cluster: usize,
     cluster_id: ClusterId,
-    retries: u32,
+    /// Whether it holds a slot of the cluster's retry budget (at most one: see
+    /// [`begin_retry`](Self::begin_retry)).
+    holds_retry: bool,
     open: bool,
 }
 
@@ -1348,7 +1337,7 @@ impl<'a> InFlight<'a> {
             config_id: generation.id,
             cluster,
             cluster_id,
-            retries: 0,
+            holds_retry: false,
             open: shard.is_current(generation),
         })
     }
@@ -1357,30 +1346,25 @@ impl<'a> InFlight<'a> {
     ///
     /// A request holds at most one slot: it runs one try at a time, so its second and third
     /// retries are still one retry in flight and reuse the slot its first one took.
-    fn begin_retry(&mut self, cluster_id: ClusterId, record: &Record) -> bool {
-        let allowed = if self.retries > 0 {
-            true
-        } else if self.open && self.shard.local_id() == self.config_id {
-            self.shard.upstreams.borrow_mut().clusters[self.cluster].begin_retry()
-        } else {
-            true
-        };
+    fn begin_retry(&mut self, record: &Record) -> bool {
+        let allowed = self.holds_retry
+            || !self.open
+            || self.shard.local_id() != self.config_id
+            || self.shard.upstreams.borrow_mut().clusters[self.cluster].begin_retry();
         if allowed {
-            if self.retries == 0 {
-                self.retries = u32::from(self.open);
-            }
-            self.shard.metrics().retry(cluster_id);
+            self.holds_retry = self.open;
+            self.shard.metrics().retry(self.cluster_id);
             record.retries.set(record.retries.get() + 1);
         } else {
-            self.shard.metrics().retry_budget_exhausted(cluster_id);
+            self.shard.metrics().retry_budget_exhausted(self.cluster_id);
         }
         allowed
     }
 
     /// Counts a try of a request that has not reached any upstream yet (after a connect failure,
     /// or a pooled connection found dead) as a retry, without taking it from the budget.
-    fn replay(&mut self, cluster_id: ClusterId, record: &Record) {
-        self.shard.metrics().retry(cluster_id);
+    fn replay(&self, record: &Record) {
+        self.shard.metrics().retry(self.cluster_id);
         record.retries.set(record.retries.get() + 1);
     }
 
@@ -1395,7 +1379,7 @@ impl<'a> InFlight<'a> {
         let state = {
             let mut ups = self.shard.upstreams.borrow_mut();
             let c = &mut ups.clusters[self.cluster];
-            c.end_retries(std::mem::take(&mut self.retries));
+            c.end_retries(u32::from(std::mem::take(&mut self.holds_retry)));
             c.release(ok);
             c.breaker_state()
         };
@@ -1729,6 +1713,8 @@ where
     }
 }
 
+/// Writes all of `wbuf` (nothing when it is empty) within `timeout` and leaves it empty, its
+/// allocation kept for the next bytes.
 async fn write_out<W: CancelableAsyncWriteRent>(
     dst: &mut W,
     canceller: &mut Canceller,
@@ -1796,15 +1782,11 @@ async fn relay<R, W>(
 {
     let mut timer = pin!(crate::io::timer());
     loop {
-        if !buf.is_empty() {
-            let data = std::mem::take(&mut buf);
-            let stop = Deadline::after(timer.as_mut(), idle);
-            let (res, mut data) = write_all_until(dst, data, stop, dst_cancel).await;
-            if res.is_err() {
-                break;
-            }
-            data.clear();
-            buf = data;
+        if write_out(dst, dst_cancel, timer.as_mut(), &mut buf, idle)
+            .await
+            .is_err()
+        {
+            break;
         }
         if buf.capacity() < 4096 {
             buf.reserve(16 * 1024);

@@ -211,6 +211,16 @@ impl ClusterRuntime {
         self.local.get(i).is_some_and(|l| l.quarantined(now))
     }
 
+    /// Why endpoint `i` is quarantined on this shard at `now`, if it is.
+    fn quarantine_cause(&self, i: usize, now: Instant) -> Option<&'static str> {
+        let local = self.local.get(i).filter(|l| l.quarantined(now))?;
+        Some(if local.by_runs {
+            "a run of failures (seen by this shard)"
+        } else {
+            "connect failed (seen by this shard)"
+        })
+    }
+
     fn endpoint_open(&self, i: usize, now: Instant) -> bool {
         self.endpoint_policy.is_some() && breaker_open(&self.endpoint_breakers, i, now)
     }
@@ -588,10 +598,10 @@ pub(crate) fn unavailable(
         .enumerate()
         .map(|(i, e)| {
             let h = health.and_then(|h| h.endpoints.get(i));
-            let quarantined = runtime.is_some_and(|r| r.quarantined(i, now));
+            let quarantined = runtime.and_then(|r| r.quarantine_cause(i, now));
             let breaker_open = runtime.is_some_and(|r| r.endpoint_open(i, now));
             let state = match h.map(|h| h.state) {
-                Some(EndpointState::Healthy) | None if quarantined => "unreachable",
+                Some(EndpointState::Healthy) | None if quarantined.is_some() => "unreachable",
                 Some(s) => s.name(),
                 None => "healthy",
             };
@@ -601,7 +611,7 @@ pub(crate) fn unavailable(
                 "state": state,
                 "breaker_open": breaker_open,
                 "last_failure": h.and_then(|h| h.last_failure.as_ref()).map(|(_, why)| why.to_string())
-                    .or_else(|| quarantined.then(|| "connect failed (seen by this shard)".to_owned())),
+                    .or_else(|| quarantined.map(str::to_owned)),
                 "recovery_in_ms": h.and_then(|h| h.recovery).map(|t| t.saturating_duration_since(now).as_millis() as u64),
             })
         })
@@ -635,13 +645,17 @@ pub(crate) fn unavailable(
 mod tests {
     use super::*;
 
-    /// Cluster "c" with three endpoints and the given extra cluster keys.
-    fn runtime(extra: &str) -> ClusterRuntime {
+    /// A config whose one cluster, "c", has three endpoints and the given extra cluster keys.
+    fn config(extra: &str) -> Config {
         let text = format!(
             "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[[cluster]]\nname = \"c\"\nendpoints = [{{ address = \"127.0.0.1:1\" }}, {{ address = \"127.0.0.1:2\" }}, {{ address = \"127.0.0.1:3\" }}]\n{extra}\n\n[[route]]\nname = \"r\"\ncluster = \"c\"\n"
         );
-        let config = crate::config::parse(&text, "test.toml").expect("config");
-        ClusterRuntime::new(&config.clusters[0], 0, 1)
+        crate::config::parse(&text, "test.toml").expect("config")
+    }
+
+    /// The runtime of cluster "c" of [`config`]`(extra)`.
+    fn runtime(extra: &str) -> ClusterRuntime {
+        ClusterRuntime::new(&config(extra).clusters[0], 0, 1)
     }
 
     fn status(status: u16) -> Option<Outcome> {
@@ -673,6 +687,27 @@ mod tests {
         );
         assert_eq!(pickable(&c, t0 + QUARANTINE), vec![0, 1, 2]);
         assert_eq!(c.earliest_quarantine_end(t0), Some(t0 + QUARANTINE));
+    }
+
+    #[test]
+    fn the_503_body_says_why_this_shard_quarantined_each_endpoint() {
+        let cfg = config("outlier = { consecutive_5xx = 1, max_ejection_percent = 100 }");
+        let mut c = ClusterRuntime::new(&cfg.clusters[0], 0, 1);
+        let t0 = Instant::now();
+        assert!(c.finish_attempt(0, Some(Outcome::ConnectFailed), t0));
+        assert!(c.finish_attempt(1, status(500), t0));
+        let u = unavailable(Some(&c), None, &cfg.clusters[0], Refusal::NoEndpoint, t0);
+        let eps = &u.body["error"]["endpoints"];
+        assert_eq!(eps[0]["state"], "unreachable");
+        assert_eq!(
+            eps[0]["last_failure"],
+            "connect failed (seen by this shard)"
+        );
+        assert_eq!(
+            eps[1]["last_failure"],
+            "a run of failures (seen by this shard)"
+        );
+        assert_eq!(eps[2]["last_failure"], serde_json::Value::Null);
     }
 
     #[test]
@@ -765,15 +800,9 @@ mod tests {
     fn the_health_threads_verdict_replaces_a_quarantine_for_failure_runs_only() {
         // 100 % ejection and a panic threshold of 100: every ejected endpoint makes the cluster
         // panic, so the plan itself would route to the ejected one.
-        let text =
-            "panic_threshold = 100\noutlier = { consecutive_5xx = 1, max_ejection_percent = 100 }";
-        let config = crate::config::parse(
-            &format!(
-                "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[[cluster]]\nname = \"c\"\nendpoints = [{{ address = \"127.0.0.1:1\" }}, {{ address = \"127.0.0.1:2\" }}, {{ address = \"127.0.0.1:3\" }}]\n{text}\n\n[[route]]\nname = \"r\"\ncluster = \"c\"\n"
-            ),
-            "test.toml",
-        )
-        .expect("config");
+        let config = config(
+            "panic_threshold = 100\noutlier = { consecutive_5xx = 1, max_ejection_percent = 100 }",
+        );
         let cc = &config.clusters[0];
         let mut c = ClusterRuntime::new(cc, 0, 1);
         let t0 = Instant::now();
