@@ -657,3 +657,102 @@ fn a_large_upload_streams_in_bounded_memory() {
         "RSS grew by {grew} KiB while streaming 512 MiB"
     );
 }
+
+/// Reads from `s` until `pred` holds for everything read so far; fails after 3 s.
+fn read_until_seen(s: &mut std::net::TcpStream, got: &mut Vec<u8>, pred: impl Fn(&[u8]) -> bool) {
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut buf = [0u8; 65536];
+    while !pred(got) {
+        let n = match std::io::Read::read(s, &mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => r.expect("the proxy sends within 3 s"),
+        };
+        assert!(
+            n > 0,
+            "closed early after {:?}",
+            String::from_utf8_lossy(got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[test]
+fn a_small_body_goes_out_with_its_head_and_large_or_chunked_ones_stream() {
+    use std::io::{Read, Write};
+    use std::sync::mpsc;
+    // An upstream whose answers come in two parts: the head (and maybe a few body bytes) first,
+    // the rest after a pause. For /small the pause is 200 ms; for /large and /chunked the rest
+    // is sent only once the client has seen the first part (signalled on `seen`), so a proxy
+    // that held the first part back would stall them.
+    let (seen_tx, seen_rx) = mpsc::channel::<()>();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut req = Vec::new();
+        let mut buf = [0u8; 4096];
+        for _ in 0..3 {
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).unwrap();
+                assert!(n > 0);
+                req.extend_from_slice(&buf[..n]);
+            }
+            let text = String::from_utf8_lossy(&req).into_owned();
+            req.clear();
+            let wait = || seen_rx.recv_timeout(Duration::from_secs(5)).is_ok();
+            if text.starts_with("GET /small") {
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+                    .unwrap();
+                std::thread::sleep(Duration::from_millis(200));
+                s.write_all(b"hello").unwrap();
+            } else if text.starts_with("GET /large") {
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n0123456789")
+                    .unwrap();
+                if !wait() {
+                    return;
+                }
+                s.write_all(&[b'x'; 99_990]).unwrap();
+            } else {
+                s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+                    .unwrap();
+                if !wait() {
+                    return;
+                }
+                s.write_all(b"4\r\nlast\r\n0\r\n\r\n").unwrap();
+            }
+        }
+    });
+    let gw = start(&config(&[addr], "", ""));
+    let mut c = std::net::TcpStream::connect(gw.listen_addrs()[0]).unwrap();
+
+    // Small: the proxy's first write is the whole response, head and body.
+    c.write_all(b"GET /small HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    read_until_seen(&mut c, &mut got, |g| g.windows(4).any(|w| w == b"\r\n\r\n"));
+    assert!(
+        got.ends_with(b"\r\n\r\nhello"),
+        "head and body in one piece: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+
+    // Large (above the hold limit): the head and the first bytes arrive before the rest exists.
+    c.write_all(b"GET /large HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    read_until_seen(&mut c, &mut got, |g| g.ends_with(b"0123456789"));
+    seen_tx.send(()).unwrap();
+    let head_len = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    read_until_seen(&mut c, &mut got, |g| g.len() >= head_len + 100_000);
+    assert_eq!(got.len(), head_len + 100_000);
+
+    // Chunked: the first chunk is relayed before the upstream sends the next.
+    c.write_all(b"GET /chunked HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    read_until_seen(&mut c, &mut got, |g| g.windows(5).any(|w| w == b"first"));
+    seen_tx.send(()).unwrap();
+    read_until_seen(&mut c, &mut got, |g| g.ends_with(b"0\r\n\r\n"));
+    assert!(got.windows(4).any(|w| w == b"last"));
+    server.join().unwrap();
+}

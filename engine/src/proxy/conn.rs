@@ -52,10 +52,15 @@ const ZERO_COPY_MIN: usize = 4 * 1024;
 /// Room for what the encoder adds to a forwarded response head (`Via`, `Connection`, the framing
 /// header), with some to spare.
 const HEAD_EXTRA: usize = 128;
+/// A message part that is at most this long with the rest of its fixed-length body is held
+/// back until that rest has arrived, and sent with it (see `pump`).
+const HOLD_MAX: usize = 16 * 1024;
 /// Flush the write buffer once it holds this much.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// Read buffers are topped up to at least this much spare room before a body read.
 pub(crate) const BODY_READ_SPARE: usize = 32 * 1024;
+/// The most a body read asks for at once (for the rest of a large fixed-length body).
+const BODY_READ_MAX: usize = 128 * 1024;
 /// A request whose head and body together are at most this large is kept until the response
 /// head arrives, so it can be replayed on a new connection if a pooled one turns out dead.
 const REPLAY_MAX: usize = 64 * 1024;
@@ -1647,6 +1652,7 @@ where
 {
     let chunked_out = out == BodyKind::Chunked;
     let mut written: u64 = 0;
+    let mut large_reads = false;
     let mut trailers: Option<Bytes> = None;
     loop {
         match dec.decode(sbuf).map_err(PumpError::Decode)? {
@@ -1688,13 +1694,34 @@ where
                     }
                 }
                 write_out(dst, dst_cancel, timer.as_mut(), wbuf, write_timeout).await?;
+                if large_reads && sbuf.is_empty() {
+                    // Not kept with an idle (or pooled) connection: the next read starts small.
+                    *sbuf = BytesMut::new();
+                }
                 return Ok(written);
             }
             None => {
-                // Need more input: send what we have, then read.
-                write_out(dst, dst_cancel, timer.as_mut(), wbuf, write_timeout).await?;
-                if sbuf.capacity() - sbuf.len() < 4096 {
-                    sbuf.reserve(BODY_READ_SPARE);
+                // Need more input. What is gathered goes out first, unless it and the rest of a
+                // fixed-length body fit in HOLD_MAX: then they leave together once the rest has
+                // arrived (a head whose small body comes in a second segment is still one write,
+                // one segment and one wake-up of the peer, not two).
+                let hold = !chunked_out
+                    && matches!(dec.remaining_hint(), Some(rest) if wbuf.len() as u64 + rest <= HOLD_MAX as u64);
+                if !hold {
+                    write_out(dst, dst_cancel, timer.as_mut(), wbuf, write_timeout).await?;
+                }
+                // The read takes as much of a large fixed-length body as has arrived (up to
+                // BODY_READ_MAX): fewer reads and fewer writes than BODY_READ_SPARE's worth each.
+                let want = match dec.remaining_hint() {
+                    Some(rest) if rest > BODY_READ_SPARE as u64 => {
+                        (rest as usize).min(BODY_READ_MAX)
+                    }
+                    _ => BODY_READ_SPARE,
+                };
+                let spare = sbuf.capacity() - sbuf.len();
+                if spare < 4096 || (spare < want && sbuf.is_empty()) {
+                    sbuf.reserve(want);
+                    large_reads |= want > BODY_READ_SPARE;
                 }
                 let buf = std::mem::take(sbuf);
                 let stop = Deadline::after(timer.as_mut(), read_timeout_dur);
