@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{admin, config, get, start, Conn};
-use headwater_engine::upstream_demo::{Behavior, Fnv1a64, UpstreamServer};
+use headwater_engine::upstream_demo::{fnv1a64_hex, pattern, Behavior, Fnv1a64, UpstreamServer};
 use http::Method;
 
 fn upstream(name: &str, behavior: Behavior) -> UpstreamServer {
@@ -132,15 +132,18 @@ fn bodies_both_ways_and_chunked_responses_with_trailers() {
     let r = c.get("/c");
     assert_eq!(r.status(), 200);
     assert_eq!(r.body.len(), 100_000);
+    // Every byte in place (the chunks, most of them gathered several to a write, in order).
+    assert!(r.body.iter().enumerate().all(|(i, &b)| b == pattern(i)));
     assert_eq!(r.header("transfer-encoding").as_deref(), Some("chunked"));
     let trailers = r.trailers.expect("trailers forwarded to a 1.1 client");
     assert!(String::from_utf8_lossy(&trailers)
         .to_ascii_lowercase()
-        .contains("x-checksum"));
+        .contains(&format!("x-checksum: {}", fnv1a64_hex(&r.body))));
     // An HTTP/1.0 client gets the same body close-delimited.
     let mut c = Conn::open(gw.listen_addrs()[0]);
     let r = c.request(b"GET /c HTTP/1.0\r\n\r\n", &Method::GET);
     assert_eq!(r.body.len(), 100_000);
+    assert!(r.body.iter().enumerate().all(|(i, &b)| b == pattern(i)));
     assert!(r.header("transfer-encoding").is_none());
     assert!(c.is_closed());
 }

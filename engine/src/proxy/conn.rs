@@ -54,11 +54,11 @@ const ZERO_COPY_MIN: usize = 4 * 1024;
 const HEAD_EXTRA: usize = 128;
 /// A message part that is at most this long with the rest of its fixed-length body is held
 /// back until that rest has arrived, and sent with it (see `pump`).
-const HOLD_MAX: usize = 16 * 1024;
+const HOLD_MAX: usize = 64 * 1024;
 /// Flush the write buffer once it holds this much.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// Read buffers are topped up to at least this much spare room before a body read.
-pub(crate) const BODY_READ_SPARE: usize = 32 * 1024;
+pub(crate) const BODY_READ_SPARE: usize = 64 * 1024;
 /// The most a body read asks for at once (for the rest of a large fixed-length body).
 const BODY_READ_MAX: usize = 128 * 1024;
 /// A request whose head and body together are at most this large is kept until the response
@@ -1653,6 +1653,11 @@ where
     let chunked_out = out == BodyKind::Chunked;
     let mut written: u64 = 0;
     let mut large_reads = false;
+    // Body pieces of ZERO_COPY_MIN or more, not copied: they go out with one writev, in order,
+    // followed by whatever `wbuf` holds (the head, chunk framing, small pieces) when the input
+    // runs dry, at the end, or at WRITE_HIGH_WATER.
+    let mut gathered = BytesVec::new();
+    let mut gathered_len = 0;
     let mut trailers: Option<Bytes> = None;
     loop {
         match dec.decode(sbuf).map_err(PumpError::Decode)? {
@@ -1662,24 +1667,28 @@ where
                     chunked::encode_chunk_header(data.len(), wbuf);
                 }
                 if data.len() >= ZERO_COPY_MIN {
-                    let mut parts = BytesVec::new();
-                    parts.push(wbuf.split().freeze());
-                    parts.push(data);
-                    if chunked_out {
-                        parts.push(Bytes::from_static(chunked::CRLF));
+                    if !wbuf.is_empty() {
+                        gathered.push(wbuf.split().freeze());
                     }
-                    let stop = Deadline::after(timer.as_mut(), write_timeout);
-                    let (res, _) =
-                        crate::io::write_vectored_all_until(dst, parts, stop, dst_cancel).await;
-                    res.map_err(|_| PumpError::WriteFailed)?;
+                    gathered_len += data.len();
+                    gathered.push(data);
                 } else {
                     wbuf.put_slice(&data);
-                    if chunked_out {
-                        wbuf.put_slice(chunked::CRLF);
-                    }
-                    if wbuf.len() >= WRITE_HIGH_WATER {
-                        write_out(dst, dst_cancel, timer.as_mut(), wbuf, write_timeout).await?;
-                    }
+                }
+                if chunked_out {
+                    wbuf.put_slice(chunked::CRLF);
+                }
+                if gathered_len + wbuf.len() >= WRITE_HIGH_WATER {
+                    flush(
+                        dst,
+                        dst_cancel,
+                        timer.as_mut(),
+                        wbuf,
+                        &mut gathered,
+                        write_timeout,
+                    )
+                    .await?;
+                    gathered_len = 0;
                 }
             }
             Some(Decoded::Trailers(t)) => trailers = Some(t),
@@ -1693,7 +1702,15 @@ where
                         None => wbuf.put_slice(chunked::LAST_CHUNK),
                     }
                 }
-                write_out(dst, dst_cancel, timer.as_mut(), wbuf, write_timeout).await?;
+                flush(
+                    dst,
+                    dst_cancel,
+                    timer.as_mut(),
+                    wbuf,
+                    &mut gathered,
+                    write_timeout,
+                )
+                .await?;
                 if large_reads && sbuf.is_empty() {
                     // Not kept with an idle (or pooled) connection: the next read starts small.
                     *sbuf = BytesMut::new();
@@ -1705,10 +1722,20 @@ where
                 // fixed-length body fit in HOLD_MAX: then they leave together once the rest has
                 // arrived (a head whose small body comes in a second segment is still one write,
                 // one segment and one wake-up of the peer, not two).
+                let pending = (gathered_len + wbuf.len()) as u64;
                 let hold = !chunked_out
-                    && matches!(dec.remaining_hint(), Some(rest) if wbuf.len() as u64 + rest <= HOLD_MAX as u64);
+                    && matches!(dec.remaining_hint(), Some(rest) if pending + rest <= HOLD_MAX as u64);
                 if !hold {
-                    write_out(dst, dst_cancel, timer.as_mut(), wbuf, write_timeout).await?;
+                    flush(
+                        dst,
+                        dst_cancel,
+                        timer.as_mut(),
+                        wbuf,
+                        &mut gathered,
+                        write_timeout,
+                    )
+                    .await?;
+                    gathered_len = 0;
                 }
                 // The read takes as much of a large fixed-length body as has arrived (up to
                 // BODY_READ_MAX): fewer reads and fewer writes than BODY_READ_SPARE's worth each.
@@ -1738,6 +1765,28 @@ where
             }
         }
     }
+}
+
+/// Writes the pieces in `gathered`, then `wbuf`, with one writev (or `wbuf` alone with a write)
+/// within `timeout`; leaves both empty.
+async fn flush<W: CancelableAsyncWriteRent>(
+    dst: &mut W,
+    canceller: &mut Canceller,
+    timer: Pin<&mut Sleep>,
+    wbuf: &mut BytesMut,
+    gathered: &mut BytesVec,
+    timeout: Duration,
+) -> Result<(), PumpError> {
+    if gathered.parts().is_empty() {
+        return write_out(dst, canceller, timer, wbuf, timeout).await;
+    }
+    if !wbuf.is_empty() {
+        gathered.push(wbuf.split().freeze());
+    }
+    let parts = std::mem::take(gathered);
+    let stop = Deadline::after(timer, timeout);
+    let (res, _) = crate::io::write_vectored_all_until(dst, parts, stop, canceller).await;
+    res.map_err(|_| PumpError::WriteFailed)
 }
 
 /// Writes all of `wbuf` (nothing when it is empty) within `timeout` and leaves it empty, its

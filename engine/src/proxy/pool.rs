@@ -51,8 +51,8 @@ impl UpstreamConn {
             stream,
             cancel: Cancellers::default(),
             addr,
-            // What the response-head read wants free, so a new connection does not grow it.
-            rbuf: BytesMut::with_capacity(super::conn::BODY_READ_SPARE),
+            // Allocated by the first read (see `Pool::checkin`).
+            rbuf: BytesMut::new(),
             head: ResponseHead::default(),
             created: now,
             idle_since: now,
@@ -77,7 +77,14 @@ pub struct Pool {
     /// Hashed with FxHash rather than std's SipHash: checkout and checkin hash an address on
     /// every request, and the keys are the configured endpoints, not input a client controls.
     idle: FxHashMap<SocketAddr, Idle>,
+    /// Read buffers taken from connections as they went idle, handed to connections as they
+    /// are checked out: an idle connection holds no buffer, and a busy one gets a buffer that is
+    /// already allocated (and already shared, so splitting a head off it allocates nothing).
+    spare_bufs: Vec<BytesMut>,
 }
+
+/// Most read buffers a pool keeps aside (each about `BODY_READ_SPARE`).
+const SPARE_BUFS: usize = 64;
 
 fn expired(
     c: &UpstreamConn,
@@ -100,6 +107,10 @@ impl Pool {
         let idle = self.idle.get_mut(&addr)?;
         while let Some(c) = idle.conns.pop() {
             if !expired(&c, now, cfg.idle_timeout, cfg.max_lifetime) {
+                let mut c = c;
+                if let Some(buf) = self.spare_bufs.pop() {
+                    c.rbuf = buf;
+                }
                 return Some(c);
             }
         }
@@ -117,6 +128,16 @@ impl Pool {
             return;
         }
         conn.idle_since = now;
+        if conn.rbuf.is_empty() {
+            // An idle connection holds no read buffer (a thousand pooled connections cost no
+            // buffer memory); up to SPARE_BUFS of them are kept for the next checkouts.
+            let buf = std::mem::take(&mut conn.rbuf);
+            if self.spare_bufs.len() < SPARE_BUFS
+                && buf.capacity() <= 2 * super::conn::BODY_READ_SPARE
+            {
+                self.spare_bufs.push(buf);
+            }
+        }
         let idle = self.idle.entry(conn.addr).or_insert_with(|| Idle {
             conns: Vec::new(),
             idle_timeout: cfg.idle_timeout,
