@@ -132,8 +132,8 @@ impl Pool {
             // An idle connection holds no read buffer (a thousand pooled connections cost no
             // buffer memory); up to SPARE_BUFS of them are kept for the next checkouts.
             let buf = std::mem::take(&mut conn.rbuf);
-            if self.spare_bufs.len() < SPARE_BUFS
-                && buf.capacity() <= 2 * super::conn::BODY_READ_SPARE
+            let room = super::conn::BODY_READ_SPARE;
+            if self.spare_bufs.len() < SPARE_BUFS && (room / 2..=2 * room).contains(&buf.capacity())
             {
                 self.spare_bufs.push(buf);
             }
