@@ -90,6 +90,15 @@ start_nginx() { # core prefix conf log
     taskset -c "$1" nginx -p "$2" -e stderr -c "$3" -g 'daemon off;' 2>>"$4" &
 }
 
+# Starts CMD... in the background pinned to CORE, its stdout and stderr appended to LOG, and
+# tracks it in PIDS (stopped on exit). $! is its pid afterwards.
+start_pinned() { # core log cmd...
+    local core=$1 log=$2
+    shift 2
+    taskset -c "$core" "$@" >>"$log" 2>&1 &
+    PIDS+=($!)
+}
+
 # Waits until URL answers a GET with 200, polling every 0.1 s for up to SECS seconds (default
 # 10). Exits 1 if it does not, or at once if PID (when given) has exited, showing the end of LOG
 # (when given).

@@ -160,14 +160,12 @@ if has_proxy nginx; then
     NGINX_PID=$!
 fi
 if has_proxy haproxy; then
-    taskset -c "$PROXY_CORE" haproxy -db -f "$SUITE_DIR/haproxy.cfg" >>"$TMP/haproxy.log" 2>&1 &
-    PIDS+=($!)
+    start_pinned "$PROXY_CORE" "$TMP/haproxy.log" haproxy -db -f "$SUITE_DIR/haproxy.cfg"
     PIDS_OF[haproxy]=$!
 fi
 if has_proxy headwater; then
     # its one shard pins itself to the first allowed core
-    taskset -c "$PROXY_CORE" "$TMP/headwater" run -c "$SUITE_DIR/headwater.toml" 2>"$TMP/headwater.log" &
-    PIDS+=($!)
+    start_pinned "$PROXY_CORE" "$TMP/headwater.log" "$TMP/headwater" run -c "$SUITE_DIR/headwater.toml"
     PIDS_OF[headwater]=$!
 fi
 

@@ -83,21 +83,18 @@ if has nginx; then
     NGINX_PID=$!
 fi
 if has haproxy; then
-    taskset -c "$PROXY_CORE" haproxy -db -f "$SUITE_DIR/haproxy.cfg" >>"$TMP/haproxy.log" 2>&1 &
-    PIDS+=($!)
+    start_pinned "$PROXY_CORE" "$TMP/haproxy.log" haproxy -db -f "$SUITE_DIR/haproxy.cfg"
     HAPROXY_PID=$!
 fi
 if has headwater; then
-    taskset -c "$PROXY_CORE" "$TMP/headwater" run -c "$SUITE_DIR/headwater.toml" 2>"$TMP/headwater.log" &
-    PIDS+=($!)
+    start_pinned "$PROXY_CORE" "$TMP/headwater.log" "$TMP/headwater" run -c "$SUITE_DIR/headwater.toml"
     PIDS_OF[headwater]=$!
 fi
 if has headwater-epoll; then
     sed -e "s/127.0.0.1:${PORT[headwater]}/127.0.0.1:${PORT[headwater-epoll]}/" \
         -e 's/^workers = 1$/workers = 1\nio_driver = "epoll"/' "$SUITE_DIR/headwater.toml" >"$TMP/epoll.toml"
     grep -q '^io_driver = "epoll"' "$TMP/epoll.toml" || { echo "could not make the epoll config" >&2; exit 1; }
-    taskset -c "$PROXY_CORE" "$TMP/headwater" run -c "$TMP/epoll.toml" 2>"$TMP/headwater-epoll.log" &
-    PIDS+=($!)
+    start_pinned "$PROXY_CORE" "$TMP/headwater-epoll.log" "$TMP/headwater" run -c "$TMP/epoll.toml"
     PIDS_OF[headwater-epoll]=$!
 fi
 wait_url "http://127.0.0.1:18950/128b" "upstream nginx" "$TMP/upstream.log"

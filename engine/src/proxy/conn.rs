@@ -1653,11 +1653,22 @@ where
     let chunked_out = out == BodyKind::Chunked;
     let mut written: u64 = 0;
     let mut large_reads = false;
-    // Body pieces of ZERO_COPY_MIN or more, not copied: they go out with one writev, in order,
-    // followed by whatever `wbuf` holds (the head, chunk framing, small pieces) when the input
-    // runs dry, at the end, or at WRITE_HIGH_WATER.
-    let mut gathered = BytesVec::new();
-    let mut gathered_len = 0;
+    // Pieces to send (with `wbuf`: the head, chunk framing, small pieces) when the input runs
+    // dry, at the end, or at WRITE_HIGH_WATER.
+    let mut pend = Gathered::default();
+    macro_rules! send_pending {
+        () => {
+            flush(
+                dst,
+                dst_cancel,
+                timer.as_mut(),
+                wbuf,
+                &mut pend,
+                write_timeout,
+            )
+            .await?
+        };
+    }
     let mut trailers: Option<Bytes> = None;
     loop {
         match dec.decode(sbuf).map_err(PumpError::Decode)? {
@@ -1668,27 +1679,18 @@ where
                 }
                 if data.len() >= ZERO_COPY_MIN {
                     if !wbuf.is_empty() {
-                        gathered.push(wbuf.split().freeze());
+                        pend.parts.push(wbuf.split().freeze());
                     }
-                    gathered_len += data.len();
-                    gathered.push(data);
+                    pend.len += data.len();
+                    pend.parts.push(data);
                 } else {
                     wbuf.put_slice(&data);
                 }
                 if chunked_out {
                     wbuf.put_slice(chunked::CRLF);
                 }
-                if gathered_len + wbuf.len() >= WRITE_HIGH_WATER {
-                    flush(
-                        dst,
-                        dst_cancel,
-                        timer.as_mut(),
-                        wbuf,
-                        &mut gathered,
-                        write_timeout,
-                    )
-                    .await?;
-                    gathered_len = 0;
+                if pend.len + wbuf.len() >= WRITE_HIGH_WATER {
+                    send_pending!();
                 }
             }
             Some(Decoded::Trailers(t)) => trailers = Some(t),
@@ -1702,15 +1704,7 @@ where
                         None => wbuf.put_slice(chunked::LAST_CHUNK),
                     }
                 }
-                flush(
-                    dst,
-                    dst_cancel,
-                    timer.as_mut(),
-                    wbuf,
-                    &mut gathered,
-                    write_timeout,
-                )
-                .await?;
+                send_pending!();
                 if large_reads && sbuf.is_empty() {
                     // Not kept with an idle (or pooled) connection: the next read starts small.
                     *sbuf = BytesMut::new();
@@ -1722,20 +1716,11 @@ where
                 // fixed-length body fit in HOLD_MAX: then they leave together once the rest has
                 // arrived (a head whose small body comes in a second segment is still one write,
                 // one segment and one wake-up of the peer, not two).
-                let pending = (gathered_len + wbuf.len()) as u64;
+                let pending = (pend.len + wbuf.len()) as u64;
                 let hold = !chunked_out
                     && matches!(dec.remaining_hint(), Some(rest) if pending + rest <= HOLD_MAX as u64);
                 if !hold {
-                    flush(
-                        dst,
-                        dst_cancel,
-                        timer.as_mut(),
-                        wbuf,
-                        &mut gathered,
-                        write_timeout,
-                    )
-                    .await?;
-                    gathered_len = 0;
+                    send_pending!();
                 }
                 // The read takes as much of a large fixed-length body as has arrived (up to
                 // BODY_READ_MAX): fewer reads and fewer writes than BODY_READ_SPARE's worth each.
@@ -1767,23 +1752,31 @@ where
     }
 }
 
-/// Writes the pieces in `gathered`, then `wbuf`, with one writev (or `wbuf` alone with a write)
+/// Body pieces of ZERO_COPY_MIN or more, not copied, in order, waiting to go out with one
+/// writev followed by whatever the write buffer holds (see `pump`).
+#[derive(Default)]
+struct Gathered {
+    parts: BytesVec,
+    len: usize,
+}
+
+/// Writes the pieces in `pend`, then `wbuf`, with one writev (or `wbuf` alone with a write)
 /// within `timeout`; leaves both empty.
 async fn flush<W: CancelableAsyncWriteRent>(
     dst: &mut W,
     canceller: &mut Canceller,
     timer: Pin<&mut Sleep>,
     wbuf: &mut BytesMut,
-    gathered: &mut BytesVec,
+    pend: &mut Gathered,
     timeout: Duration,
 ) -> Result<(), PumpError> {
-    if gathered.parts().is_empty() {
+    if pend.parts.parts().is_empty() {
         return write_out(dst, canceller, timer, wbuf, timeout).await;
     }
     if !wbuf.is_empty() {
-        gathered.push(wbuf.split().freeze());
+        pend.parts.push(wbuf.split().freeze());
     }
-    let parts = std::mem::take(gathered);
+    let parts = std::mem::take(pend).parts;
     let stop = Deadline::after(timer, timeout);
     let (res, _) = crate::io::write_vectored_all_until(dst, parts, stop, canceller).await;
     res.map_err(|_| PumpError::WriteFailed)
