@@ -36,6 +36,15 @@
 set -Eeuo pipefail
 trap 'echo "loaded.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 
+PERF_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$PERF_DIR/.." && pwd)
+BENCH_DIR="$ROOT/bench"
+SUITE_DIR="$BENCH_DIR/suite"
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"
+# The command as given, for the report (only the settings that were set).
+COMMAND=$(command_line perf/loaded.sh ROWS PROXIES ROUNDS DURATION PROXY_CORE LOAD_CORE NO_BUILD HEADWATER_BIN KEEP)
+
 ROWS=${ROWS:-"ka128 ka4k ka16k ka160k close c1 c1024 post16k chunked"}
 PROXIES=${PROXIES:-"headwater headwater-epoll nginx haproxy"}
 ROUNDS=${ROUNDS:-3}
@@ -43,12 +52,6 @@ DURATION=${DURATION:-3}
 PROXY_CORE=${PROXY_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}
 
-PERF_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$PERF_DIR/.." && pwd)
-BENCH_DIR="$ROOT/bench"
-SUITE_DIR="$BENCH_DIR/suite"
-# shellcheck source=bench/lib.sh
-source "$BENCH_DIR/lib.sh"
 HEADWATER_BIN=${HEADWATER_BIN:-"$ROOT/target/release/headwater"}
 has() { [[ " $PROXIES " == *" $1 "* ]]; }
 
@@ -104,7 +107,7 @@ has haproxy && PIDS_OF[haproxy]=$(pid_tree "$HAPROXY_PID")
 
 echo "date:     $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo "machine:  $(machine_summary)"
-echo "command:  $(command_line perf/loaded.sh ROWS PROXIES ROUNDS DURATION)"
+echo "command:  $COMMAND"
 echo "method:   perf stat -e instructions:u,instructions:k on the proxy during wrk -t1 (core $LOAD_CORE), / requests; medians of $ROUNDS x ${DURATION}s"
 warn_other_load "during measurement"
 echo

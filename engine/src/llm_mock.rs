@@ -85,7 +85,7 @@ use serde_json::{json, Value};
 
 use crate::llm::unix_now;
 use crate::loopback_server::{self, lock, lossy, Fail, Server, Service};
-use crate::upstream_demo::Fnv1a64;
+use crate::upstream_demo::{xorshift64_unit, Fnv1a64};
 
 /// The default reply prefix.
 pub const DEFAULT_PREFIX: &str = "echo: ";
@@ -1321,12 +1321,7 @@ fn embedding(text: &str, dims: u64) -> Vec<f32> {
     h.update(text.as_bytes());
     let mut x = h.value() | 1;
     let mut v: Vec<f32> = (0..dims)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            ((x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32
-        })
+        .map(|_| (xorshift64_unit(&mut x) * 2.0 - 1.0) as f32)
         .collect();
     let norm = v.iter().map(|f| f * f).sum::<f32>().sqrt();
     if norm > 0.0 {

@@ -171,14 +171,19 @@ impl Shared {
 
     /// The next uniform draw in [0, 1).
     fn draw(&self) -> f64 {
-        let mut s = lock(&self.rng);
-        let mut x = *s;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *s = x;
-        (x >> 11) as f64 / (1u64 << 53) as f64
+        xorshift64_unit(&mut lock(&self.rng))
     }
+}
+
+/// Advances the xorshift64 generator `state` (which must not be 0) and returns a uniform draw
+/// in [0, 1) (also the mock LLM providers' embeddings).
+pub(crate) fn xorshift64_unit(state: &mut u64) -> f64 {
+    let mut x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *state = x;
+    (x >> 11) as f64 / (1u64 << 53) as f64
 }
 
 impl Service for Shared {

@@ -34,7 +34,6 @@ use headwater_engine::{
         ClientTlsConfig, PemSource, RootSource, TlsConnector,
     },
 };
-use headwater_http1::{BodyDecoder, Decoded, Limits, RequestParser};
 use headwater_llm::{ErrorKind, Origin, UpstreamRequest};
 use http::{HeaderMap, HeaderValue, Method};
 
@@ -44,9 +43,6 @@ const LONG: Duration = Duration::from_secs(10);
 const SHORT: Duration = Duration::from_millis(200);
 /// The API key sent with every request; it must never appear in an error.
 const SECRET: &str = "sk-test-secret-1234567890";
-
-// ---------------------------------------------------------------------------------------------
-// Drivers
 
 // ---------------------------------------------------------------------------------------------
 // In-process servers
@@ -86,35 +82,13 @@ impl Peer {
         }
     }
 
-    /// Reads one request (head and content-length body); `None` when the client closed (or
-    /// the TLS handshake failed).
+    /// Reads one request (head and body); `None` when the client closed (or the TLS handshake
+    /// failed).
     fn request(&mut self) -> Option<Captured> {
-        let mut parser = RequestParser::new(Limits::default());
-        let head = loop {
-            if let Some(h) = parser.parse(&mut self.buf).expect("valid request head") {
-                break h;
-            }
-            if self.fill() == 0 {
-                return None;
-            }
-        };
-        let mut dec = BodyDecoder::new(head.body_kind());
-        let mut body = BytesMut::new();
-        loop {
-            match dec.decode(&mut self.buf).expect("valid request body") {
-                Some(Decoded::Data(d)) => body.extend_from_slice(&d),
-                Some(Decoded::Trailers(_)) => {}
-                Some(Decoded::Done) => break,
-                None => {
-                    if self.fill() == 0 {
-                        return None;
-                    }
-                }
-            }
-        }
+        let (head, body) = common::read_request(&mut self.io, &mut self.buf)?;
         let captured = Captured {
             head: String::from_utf8_lossy(head.as_bytes()).into_owned(),
-            body: body.freeze(),
+            body,
             conn: self.conn,
         };
         self.log.lock().unwrap().push(captured.clone());

@@ -6,25 +6,13 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{admin, Conn, Response};
-use headwater_engine::llm_mock::{Behavior, MockProvider};
+use common::{admin, parse_sse, serial, start_mock, Conn, Response};
+use headwater_engine::llm_mock::{Behavior, DEFAULT_DIMENSIONS};
 use headwater_engine::server::Server;
 use http::Method;
 use serde_json::{json, Value};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// The tests share the machine's two cores: one at a time.
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn mock() -> MockProvider {
-    MockProvider::start("127.0.0.1:0".parse().unwrap()).expect("mock provider starts")
-}
 
 /// A gateway with one LLM route and `llm` as its `[llm]` tables.
 fn gateway(llm: &str) -> Server {
@@ -37,33 +25,19 @@ fn addr(s: &Server) -> SocketAddr {
 
 /// POSTs `body` (JSON) to `path` with extra header lines, on a new connection.
 fn post(addr: SocketAddr, path: &str, headers: &str, body: &Value) -> Response {
-    post_on(&mut Conn::open(addr), path, headers, body)
-}
-
-/// [`post`] on connection `c` (kept by the caller for more checks).
-fn post_on(c: &mut Conn, path: &str, headers: &str, body: &Value) -> Response {
-    let body = body.to_string();
-    let raw = format!(
-        "POST {path} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    c.request(raw.as_bytes(), &Method::POST)
+    Conn::open(addr).post_json(path, headers, body)
 }
 
 /// The `data:` payloads of an SSE body, in order.
 fn sse_data(body: &str) -> Vec<String> {
-    body.split("\n\n")
-        .flat_map(|event| event.lines())
-        .filter_map(|l| l.strip_prefix("data:"))
-        .map(|d| d.trim_start().to_owned())
-        .collect()
+    parse_sse(body).into_iter().map(|e| e.data).collect()
 }
 
 /// The `event:` names of an SSE body, in order.
 fn sse_events(body: &str) -> Vec<String> {
-    body.lines()
-        .filter_map(|l| l.strip_prefix("event:"))
-        .map(|d| d.trim().to_owned())
+    parse_sse(body)
+        .into_iter()
+        .filter_map(|e| e.event)
         .collect()
 }
 
@@ -95,7 +69,7 @@ fn chat(model: &str, text: &str) -> Value {
 #[test]
 fn openai_ingress_to_openai_and_anthropic_egress() {
     let _s = serial();
-    let m = mock();
+    let m = start_mock();
     let base = format!("http://{}/v1", m.addr());
     let gw = gateway(&format!(
         "[[llm.model]]\nname = \"gpt\"\n{}\n[[llm.model]]\nname = \"claude\"\n{}",
@@ -112,7 +86,17 @@ fn openai_ingress_to_openai_and_anthropic_egress() {
     assert_eq!(v["choices"][0]["message"]["role"], "assistant");
     assert_eq!(v["choices"][0]["message"]["content"], "echo: hello there");
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
-    assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 0, "{v}");
+    // The mock's usage, in words: "hello there" in, "echo: hello there" out.
+    let usage = &v["usage"];
+    assert_eq!(
+        [
+            &usage["prompt_tokens"],
+            &usage["completion_tokens"],
+            &usage["total_tokens"]
+        ],
+        [2, 3, 5],
+        "{v}"
+    );
     let sent = m.requests();
     let last = sent.last().unwrap();
     assert_eq!(last.path, "/v1/chat/completions");
@@ -138,10 +122,8 @@ fn openai_ingress_to_openai_and_anthropic_egress() {
     let data = sse_data(&body);
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{body}");
     let usage_chunk: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
-    assert!(
-        usage_chunk["usage"]["completion_tokens"].as_u64().unwrap() > 0,
-        "{body}"
-    );
+    assert_eq!(usage_chunk["usage"]["prompt_tokens"], 3, "{body}");
+    assert_eq!(usage_chunk["usage"]["completion_tokens"], 4, "{body}");
     let last = m.requests().pop().unwrap();
     assert_eq!(last.path, "/v1/messages");
     assert_eq!(last.header("x-api-key"), Some("sk-anthropic"));
@@ -171,7 +153,7 @@ fn openai_ingress_to_openai_and_anthropic_egress() {
 #[test]
 fn anthropic_ingress_streams_from_gemini() {
     let _s = serial();
-    let m = mock();
+    let m = start_mock();
     let base = format!("http://{}/v1beta", m.addr());
     let gw = gateway(&format!(
         "[[llm.model]]\nname = \"gem\"\n{}",
@@ -222,8 +204,8 @@ fn anthropic_ingress_streams_from_gemini() {
 #[test]
 fn failover_invisible_before_the_first_token_explicit_after() {
     let _s = serial();
-    let bad = mock();
-    let good = mock();
+    let bad = start_mock();
+    let good = start_mock();
     let gw = gateway(&format!(
         "[llm.failover]\nmax_attempts = 3\n\n[[llm.model]]\nname = \"m\"\nrouting = \"weighted\"\n{}weight = 1000\n{}weight = 1\n",
         deployment("openai", "primary", &format!("http://{}/v1", bad.addr())),
@@ -256,6 +238,7 @@ fn failover_invisible_before_the_first_token_explicit_after() {
     let started = Instant::now();
     let r = post(a, "/v1/chat/completions", "", &chat("m", "again"));
     assert_eq!(r.status(), 200, "{}", r.text());
+    assert_eq!(r.json()["choices"][0]["message"]["content"], "echo: again");
     assert!(started.elapsed() < Duration::from_secs(5));
 
     // After the first token: an explicit error event, a proper end of the chunked body.
@@ -291,7 +274,7 @@ fn failover_invisible_before_the_first_token_explicit_after() {
 #[test]
 fn a_deployment_that_is_down_is_skipped_and_ejected() {
     let _s = serial();
-    let good = mock();
+    let good = start_mock();
     // A port nothing listens on: connection refused.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_addr = dead.local_addr().unwrap();
@@ -335,8 +318,8 @@ fn a_deployment_that_is_down_is_skipped_and_ejected() {
 #[test]
 fn a_deployment_answering_garbage_to_its_canary_is_taken_out() {
     let _s = serial();
-    let liar = mock();
-    let honest = mock();
+    let liar = start_mock();
+    let honest = start_mock();
     let canary = |reply: &str| {
         format!(
             "canary = {{ prompt = \"mock:reply:{reply}\", expect = {{ contains = \"pong\" }}, interval = \"100ms\", timeout = \"1s\", fall = 1, rise = 1 }}\n"
@@ -407,7 +390,7 @@ fn a_deployment_answering_garbage_to_its_canary_is_taken_out() {
 #[test]
 fn virtual_keys_authenticate_and_budgets_stop_spending() {
     let _s = serial();
-    let m = mock();
+    let m = start_mock();
     let gw = gateway(&format!(
         "[[llm.key]]\nname = \"team\"\nkey = \"sk-team\"\nbudget = {{ usd = 0.000001, period = \"total\" }}\n\n[[llm.key]]\nname = \"other\"\nkey = \"sk-other\"\nmodels = [\"m\"]\n\n[[llm.model]]\nname = \"m\"\n{}price = {{ input_per_million = 1.0, output_per_million = 1.0 }}\n",
         deployment("openai", "x", &format!("http://{}/v1", m.addr()))
@@ -469,7 +452,7 @@ fn virtual_keys_authenticate_and_budgets_stop_spending() {
 #[test]
 fn models_embeddings_and_bad_requests() {
     let _s = serial();
-    let m = mock();
+    let m = start_mock();
     let base = format!("http://{}/v1", m.addr());
     let gw = gateway(&format!(
         "[llm.upstream]\nmax_request_body = 4096\n\n[[llm.model]]\nname = \"chat\"\n{}\n[[llm.model]]\nname = \"embed\"\n{}",
@@ -499,7 +482,13 @@ fn models_embeddings_and_bad_requests() {
     let v = r.json();
     assert_eq!(v["object"], "list");
     assert_eq!(v["data"].as_array().unwrap().len(), 2);
-    assert!(v["data"][0]["embedding"].as_array().unwrap().len() > 1);
+    assert_eq!(
+        v["data"][0]["embedding"].as_array().unwrap().len(),
+        DEFAULT_DIMENSIONS as usize
+    );
+    let sent = m.requests().pop().unwrap();
+    assert_eq!(sent.path, "/v1/embeddings");
+    assert_eq!(sent.json()["model"], "text-embedding-3-small");
 
     // Unknown model: 404 in OpenAI's format, naming the parameter.
     let r = post(a, "/v1/chat/completions", "", &chat("nope", "hi"));
@@ -512,7 +501,7 @@ fn models_embeddings_and_bad_requests() {
     // Too large: 413, and the connection closes.
     let big = "x".repeat(5000);
     let mut c = Conn::open(a);
-    let r = post_on(&mut c, "/v1/chat/completions", "", &chat("chat", &big));
+    let r = c.post_json("/v1/chat/completions", "", &chat("chat", &big));
     assert_eq!(r.status(), 413, "{}", r.text());
     assert!(c.is_closed(), "the connection stays open after a 413");
     // Unknown endpoint and wrong method.
@@ -523,13 +512,12 @@ fn models_embeddings_and_bad_requests() {
     // Keep-alive: several requests on one connection.
     let mut c = Conn::open(a);
     for i in 0..3 {
-        let body = chat("chat", &format!("k{i}")).to_string();
-        let raw = format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        let r = c.request(raw.as_bytes(), &Method::POST);
+        let r = c.post_json("/v1/chat/completions", "", &chat("chat", &format!("k{i}")));
         assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.json()["choices"][0]["message"]["content"],
+            format!("echo: k{i}")
+        );
     }
     gw.shutdown();
     m.stop();
@@ -538,7 +526,7 @@ fn models_embeddings_and_bad_requests() {
 #[test]
 fn the_access_log_carries_each_llm_request_record() {
     let _s = serial();
-    let m = mock();
+    let m = start_mock();
     let dir = std::env::temp_dir().join(format!(
         "headwater-llm-access-log-{}-{}",
         std::process::id(),

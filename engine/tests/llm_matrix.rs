@@ -21,27 +21,19 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::fmt::{Debug, Display};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
 
-use common::{Conn, Response};
+use bytes::BytesMut;
+use common::{parse_sse, serial, start_mock, Conn, Response};
 use headwater_engine::llm_mock::{
     Behavior, MockProvider, Received, DEFAULT_PREFIX, TOOL_ARGUMENTS, TOOL_ARGUMENT_PIECES,
     TOOL_CALL_TOKENS,
 };
 use headwater_engine::server::Server;
-use http::Method;
 use serde_json::{json, Value};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// The tests share the machine's two cores: one at a time.
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 // ---------------------------------------------------------------------------------------------
 // The matrix's axes
@@ -260,10 +252,6 @@ fn openai_messages(shape: Shape, call_id: &str, tool_name: bool) -> Vec<Value> {
 // Gateway and client
 // ---------------------------------------------------------------------------------------------
 
-fn mock() -> MockProvider {
-    MockProvider::start("127.0.0.1:0".parse().unwrap()).expect("mock provider starts")
-}
-
 /// The `[llm]` tables: one alias per provider, all at `mock`, and one virtual key.
 fn llm_config(mock: SocketAddr) -> String {
     let mut s = String::new();
@@ -308,41 +296,7 @@ fn post(addr: SocketAddr, ingress: Ingress, body: &Value) -> Response {
             format!("x-api-key: {CLIENT_KEY}\r\nanthropic-version: 2023-06-01\r\n"),
         ),
     };
-    let body = body.to_string();
-    let raw = format!(
-        "POST {path} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    Conn::open(addr).request(raw.as_bytes(), &Method::POST)
-}
-
-/// One server-sent event.
-#[derive(Debug)]
-struct Sse {
-    event: Option<String>,
-    data: String,
-}
-
-/// The events of an SSE body, in order (LF or CRLF line ends; `data:` lines joined by LF).
-fn parse_sse(body: &str) -> Vec<Sse> {
-    let body = body.replace("\r\n", "\n");
-    body.split("\n\n")
-        .filter_map(|block| {
-            let mut event = None;
-            let mut data: Vec<&str> = Vec::new();
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    event = Some(v.trim().to_owned());
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push(v.strip_prefix(' ').unwrap_or(v));
-                }
-            }
-            (event.is_some() || !data.is_empty()).then(|| Sse {
-                event,
-                data: data.join("\n"),
-            })
-        })
-        .collect()
+    Conn::open(addr).post_json(path, &headers, body)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1434,7 +1388,7 @@ fn cell_name(ingress: Ingress, p: &Provider, stream: Option<bool>, shape: Shape)
 /// then fails with every mismatch reported, under `what`.
 fn matrix(what: &str, cells: impl FnOnce(&MockProvider, SocketAddr, &mut Report)) {
     let _s = serial();
-    let m = mock();
+    let m = start_mock();
     let gw = gateway(&llm_config(m.addr()));
     let mut report = Report::default();
     cells(&m, addr(&gw), &mut report);
@@ -1606,24 +1560,8 @@ fn mistral_stream_server() -> (SocketAddr, thread::JoinHandle<Vec<u8>>) {
         };
         s.set_nonblocking(false).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 8192];
-        let body = loop {
-            let n = s.read(&mut chunk).unwrap();
-            assert!(n > 0, "mistral stub: the gateway closed early");
-            buf.extend_from_slice(&chunk[..n]);
-            let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                continue;
-            };
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse().unwrap());
-            if buf.len() >= end + 4 + len {
-                break buf[end + 4..end + 4 + len].to_vec();
-            }
-        };
+        let (_, body) = common::read_request(&mut s, &mut BytesMut::new())
+            .expect("mistral stub: the gateway closed early");
         let chunk = |delta: Value, finish: Value, usage: Option<Value>| {
             let mut v = json!({
                 "id": "cmpl-mistral1", "object": "chat.completion.chunk", "created": 1_700_000_000,
@@ -1654,7 +1592,7 @@ fn mistral_stream_server() -> (SocketAddr, thread::JoinHandle<Vec<u8>>) {
         );
         s.write_all(resp.as_bytes()).unwrap();
         let _ = s.flush();
-        body
+        body.to_vec()
     });
     (addr, handle)
 }

@@ -10,34 +10,19 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::raw::{Client, Resp};
+use common::{parse_sse, start_mock};
 use headwater_engine::llm_mock::{
-    Behavior, Endpoint, MockProvider, DEFAULT_PREFIX, TOOL_ARGUMENTS,
+    Behavior, Endpoint, MockProvider, DEFAULT_PREFIX, MODELS, TOOL_ARGUMENTS,
 };
 use http::Method;
 use serde_json::{json, Value};
 
-fn start() -> MockProvider {
-    MockProvider::start("127.0.0.1:0".parse().unwrap()).unwrap()
-}
-
 impl Resp {
     /// SSE events as (event name, data).
     fn events(&self) -> Vec<(Option<String>, String)> {
-        let text = self.text().replace("\r\n", "\n");
-        text.split("\n\n")
-            .filter(|b| !b.trim().is_empty())
-            .map(|block| {
-                let mut event = None;
-                let mut data = Vec::new();
-                for line in block.lines() {
-                    if let Some(e) = line.strip_prefix("event:") {
-                        event = Some(e.trim().to_owned());
-                    } else if let Some(d) = line.strip_prefix("data:") {
-                        data.push(d.strip_prefix(' ').unwrap_or(d).to_owned());
-                    }
-                }
-                (event, data.join("\n"))
-            })
+        parse_sse(&self.text())
+            .into_iter()
+            .map(|e| (e.event, e.data))
             .collect()
     }
 
@@ -171,7 +156,7 @@ fn gemini_stream_text(chunks: &[Value]) -> (String, usize) {
 
 #[test]
 fn openai_non_stream() {
-    let mock = start();
+    let mock = start_mock();
     let r = post(
         &mock,
         OPENAI,
@@ -200,7 +185,7 @@ fn openai_non_stream() {
 
 #[test]
 fn openai_stream_usage_only_with_include_usage() {
-    let mock = start();
+    let mock = start_mock();
     for include in [false, true] {
         let mut req = openai_req("tell me a story", true);
         if include {
@@ -248,7 +233,7 @@ fn openai_stream_usage_only_with_include_usage() {
 
 #[test]
 fn azure_mistral_and_compatible_paths() {
-    let mock = start();
+    let mock = start_mock();
     let mut body = openai_req("hi", false);
     body.as_object_mut().unwrap().remove("model");
     let path = "/openai/deployments/my-gpt4o/chat/completions?api-version=2024-10-21";
@@ -301,7 +286,7 @@ fn azure_mistral_and_compatible_paths() {
 
 #[test]
 fn openai_parallel_tool_calls() {
-    let mock = start();
+    let mock = start_mock();
     let text = "Weather and time in Paris? call:get_weather call:get_time";
     let req = with_tools(openai_req(text, false), weather_tool_openai());
     let v = post(&mock, OPENAI, &[], &req).json();
@@ -394,7 +379,7 @@ fn openai_parallel_tool_calls() {
 
 #[test]
 fn token_limit_cuts_the_reply() {
-    let mock = start();
+    let mock = start_mock();
     let mut req = openai_req("one two three four five", false);
     req["max_completion_tokens"] = json!(3);
     let v = post(&mock, OPENAI, &[], &req).json();
@@ -416,7 +401,7 @@ fn token_limit_cuts_the_reply() {
 
 #[test]
 fn anthropic_non_stream() {
-    let mock = start();
+    let mock = start_mock();
     let r = post(
         &mock,
         ANTHROPIC,
@@ -444,7 +429,7 @@ fn anthropic_non_stream() {
 
 #[test]
 fn anthropic_stream() {
-    let mock = start();
+    let mock = start_mock();
     let r = post(
         &mock,
         ANTHROPIC,
@@ -495,7 +480,7 @@ fn anthropic_stream() {
 
 #[test]
 fn anthropic_parallel_tool_calls() {
-    let mock = start();
+    let mock = start_mock();
     let tools = json!([{"name": "get_weather", "input_schema": {"type": "object"}},
                        {"name": "get_time", "input_schema": {"type": "object"}}]);
     let text = "call:get_weather and call:get_time please";
@@ -557,7 +542,7 @@ fn anthropic_parallel_tool_calls() {
 
 #[test]
 fn gemini_generate_and_stream() {
-    let mock = start();
+    let mock = start_mock();
     let r = post(
         &mock,
         GEMINI,
@@ -616,7 +601,7 @@ fn gemini_generate_and_stream() {
 
 #[test]
 fn gemini_function_calls() {
-    let mock = start();
+    let mock = start_mock();
     let tools = json!([{"functionDeclarations": [{"name": "get_weather"}, {"name": "get_time"}]}]);
     let req = with_tools(gemini_req("call:get_weather call:get_time"), tools);
     let v = post(&mock, GEMINI, &[], &req).json();
@@ -675,7 +660,7 @@ fn unbase64(s: &str) -> Vec<u8> {
 
 #[test]
 fn embeddings_all_formats() {
-    let mock = start();
+    let mock = start_mock();
     let v = post(
         &mock,
         "/v1/embeddings",
@@ -753,12 +738,18 @@ fn embeddings_all_formats() {
 
 #[test]
 fn model_lists_per_format() {
-    let mock = start();
+    let mock = start_mock();
     let mut c = Client::connect(mock.addr());
     let v = c.get("/v1/models", &[("authorization", "Bearer k")]).json();
     assert_eq!(v["object"], "list");
     assert_eq!(v["data"][0]["object"], "model");
-    assert!(v["data"][0]["id"].is_string());
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, MODELS);
     let v = c.get("/v1/models", ANTHROPIC_HEADERS).json();
     assert_eq!(v["data"][0]["type"], "model");
     assert_eq!(v["has_more"], false);
@@ -772,7 +763,7 @@ fn model_lists_per_format() {
 
 #[test]
 fn unknown_paths_and_bad_bodies() {
-    let mock = start();
+    let mock = start_mock();
     let mut c = Client::connect(mock.addr());
     let r = c.post("/v1/completions", &[], &json!({}));
     assert_eq!(r.status, 404);
@@ -799,7 +790,7 @@ fn unknown_paths_and_bad_bodies() {
 
 #[test]
 fn status_errors_in_each_provider_shape() {
-    let mock = start();
+    let mock = start_mock();
     mock.set(Behavior::Status {
         code: 429,
         retry_after: Some(7),
@@ -842,17 +833,22 @@ fn status_errors_in_each_provider_shape() {
     // A magic word overrides the handle's behavior both ways.
     let r = post(&mock, OPENAI, &[], &openai_req("fine mock:normal", false));
     assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"],
+        "echo: fine mock:normal"
+    );
     mock.set(Behavior::Normal);
     let r = post(&mock, GEMINI, &[], &gemini_req("boom mock:status:503"));
     assert_eq!(r.status, 503);
     assert_eq!(r.json()["error"]["status"], "UNAVAILABLE");
     let r = post(&mock, OPENAI, &[], &openai_req("mock:status:500", false));
+    assert_eq!(r.status, 500);
     assert_eq!(r.json()["error"]["type"], "server_error");
 }
 
 #[test]
 fn stall_and_reset() {
-    let mock = start();
+    let mock = start_mock();
     mock.set(Behavior::Stall);
     let mut c = Client::connect(mock.addr());
     c.stream
@@ -914,7 +910,7 @@ fn stall_and_reset() {
 
 #[test]
 fn garbage() {
-    let mock = start();
+    let mock = start_mock();
     mock.set(Behavior::Garbage);
     let r = post(&mock, OPENAI, &[], &openai_req("hi", false));
     assert_eq!(r.status, 200);
@@ -944,7 +940,7 @@ fn garbage() {
 
 #[test]
 fn fail_before_first_token() {
-    let mock = start();
+    let mock = start_mock();
     mock.set(Behavior::FailBeforeFirstToken);
     let r = post(&mock, OPENAI, &[], &openai_req("hello world", true));
     assert_eq!(r.status, 200);
@@ -992,7 +988,7 @@ fn fail_before_first_token() {
 
 #[test]
 fn fail_after_tokens() {
-    let mock = start();
+    let mock = start_mock();
     mock.set(Behavior::FailAfterTokens(2));
     let text = "one two three four";
     let r = post(&mock, OPENAI, &[], &openai_req(text, true));
@@ -1060,7 +1056,7 @@ fn fail_after_tokens() {
 
 #[test]
 fn mid_stream_error_then_the_connection_is_reusable() {
-    let mock = start();
+    let mock = start_mock();
     mock.set(Behavior::MidStreamError);
     let mut c = Client::connect(mock.addr());
     let text = "one two three four";
@@ -1102,7 +1098,7 @@ fn mid_stream_error_then_the_connection_is_reusable() {
 
 #[test]
 fn slow_and_latency() {
-    let mock = start();
+    let mock = start_mock();
     mock.set(Behavior::Slow {
         first_token_ms: 250,
         per_token_ms: 40,
@@ -1150,7 +1146,7 @@ fn slow_and_latency() {
 
 #[test]
 fn fixed_reply_and_prefix() {
-    let mock = start();
+    let mock = start_mock();
     mock.set(Behavior::Reply("The capital of France is Paris.".into()));
     let req = with_tools(openai_req("call:get_weather", false), weather_tool_openai());
     let v = post(&mock, OPENAI, &[], &req).json();
@@ -1188,7 +1184,7 @@ fn fixed_reply_and_prefix() {
 
 #[test]
 fn requests_are_recorded_field_by_field() {
-    let mock = start();
+    let mock = start_mock();
     let body = anthropic_req("record me", false);
     let mut c = Client::connect(mock.addr());
     c.post(ANTHROPIC, ANTHROPIC_HEADERS, &body);
@@ -1215,7 +1211,7 @@ fn requests_are_recorded_field_by_field() {
 
 #[test]
 fn many_keep_alive_connections() {
-    let mock = start();
+    let mock = start_mock();
     mock.set_recording(false);
     let addr = mock.addr();
     let threads: Vec<_> = (0..32)

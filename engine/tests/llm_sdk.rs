@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use headwater_engine::llm_mock::{Behavior, Endpoint, MockProvider};
+use headwater_engine::llm_mock::{Behavior, Endpoint};
 
 /// The virtual key the script authenticates with.
 const KEY: &str = "sk-headwater-sdk-test";
@@ -28,10 +28,6 @@ fn root() -> PathBuf {
         .parent()
         .expect("the engine crate sits in the workspace")
         .to_path_buf()
-}
-
-fn mock() -> MockProvider {
-    MockProvider::start("127.0.0.1:0".parse().unwrap()).expect("mock provider starts")
 }
 
 fn deployment(provider: &str, model: &str, base: &str) -> String {
@@ -141,10 +137,10 @@ fn official_python_sdks_against_the_gateway() {
 
     // One mock per egress format, so each one's traffic can be checked; `down` answers 503 to
     // everything (the first deployment of the fallback chain).
-    let openai = mock();
-    let anthropic = mock();
-    let gemini = mock();
-    let down = mock();
+    let openai = common::start_mock();
+    let anthropic = common::start_mock();
+    let gemini = common::start_mock();
+    let down = common::start_mock();
     down.set(Behavior::Status {
         code: 503,
         retry_after: None,

@@ -3,6 +3,8 @@
 //! io_uring cases are skipped (with a note on stderr) where io_uring cannot be set up; set
 //! `HEADWATER_REQUIRE_IO_URING=1` to make that a failure instead.
 
+mod common;
+
 use std::{
     collections::BTreeSet,
     io::{Read, Write},
@@ -17,6 +19,7 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
+use common::drivers::{drivers, require_io_uring};
 use headwater_engine::{
     io::{
         self, accept_timeout, read_timeout, read_until, write_all_timeout, write_all_until,
@@ -31,31 +34,9 @@ use monoio::net::TcpStream;
 
 const LOCALHOST: &str = "127.0.0.1:0";
 
-fn require_io_uring() -> bool {
-    std::env::var_os("HEADWATER_REQUIRE_IO_URING").is_some_and(|v| v != "0")
-}
-
 /// Whether io_uring tests can run; prints why not.
 fn io_uring_or_skip(test: &str) -> bool {
-    match io_uring_usable() {
-        Ok(()) => true,
-        Err(reason) => {
-            assert!(
-                !require_io_uring(),
-                "io_uring required but unusable: {reason}"
-            );
-            eprintln!("note: skipping the io_uring part of {test}: {reason}");
-            false
-        }
-    }
-}
-
-fn drivers(test: &str) -> Vec<DriverKind> {
-    let mut kinds = vec![DriverKind::Epoll];
-    if io_uring_or_skip(test) {
-        kinds.insert(0, DriverKind::IoUring);
-    }
-    kinds
+    drivers(test).contains(&DriverKind::IoUring)
 }
 
 fn block_on<F: std::future::Future>(kind: DriverKind, fut: F) -> F::Output {

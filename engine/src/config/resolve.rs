@@ -39,13 +39,12 @@ pub(super) fn resolve(raw: RawConfig, text: &str, origin: &str) -> Result<Config
     let ctx = Ctx { text, origin };
     let server = server(&ctx, raw.server)?;
     let clusters = clusters(&ctx, raw.cluster)?;
-    let llm_span = raw.llm.as_ref().map(|l| l.span());
     let routes = routes(
         &ctx,
         raw.route,
         &clusters,
         &server.defaults,
-        llm_span.is_some(),
+        raw.llm.is_some(),
     )?;
     let llm = match raw.llm {
         None => None,
@@ -99,35 +98,28 @@ fn span_of_path(doc: &toml::de::DeTable<'_>, path: &str) -> Option<Range<usize>>
         Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
         None => (seg, None),
     });
-    let (first, first_index) = segments.next()?;
-    let mut current = doc
-        .iter()
-        .find(|(k, _)| k.get_ref() == first)
-        .map(|(_, v)| v)?;
-    let mut span = current.span();
-    let mut index = first_index;
+    let (first, mut index) = segments.next()?;
+    let mut current = doc.iter().find(|(k, _)| k.get_ref() == first)?.1;
+    // Each segment's key, then its array index; a missing step stops at the deepest value.
     loop {
-        if let Some(i) = index.take() {
+        if let Some(i) = index {
             match current.get_ref().get(i) {
-                Some(v) => {
-                    current = v;
-                    span = current.span();
-                }
-                None => return Some(span),
+                Some(v) => current = v,
+                None => break,
             }
         }
         let Some((name, next_index)) = segments.next() else {
-            return Some(span);
+            break;
         };
         match current.get_ref().get(name) {
             Some(v) => {
                 current = v;
-                span = current.span();
                 index = next_index;
             }
-            None => return Some(span),
+            None => break,
         }
     }
+    Some(current.span())
 }
 
 fn server(ctx: &Ctx<'_>, raw: RawServer) -> Result<ServerConfig, ConfigError> {
@@ -469,7 +461,7 @@ fn routes(
         let matcher = route_match(ctx, route.matcher)?;
 
         let llm = route.llm.as_ref().is_some_and(|l| *l.get_ref());
-        let cluster_name = match (&route.cluster, llm) {
+        let target = match (&route.cluster, llm) {
             (Some(_), true) => {
                 return Err(ctx.err(
                     route_span.clone(),
@@ -482,7 +474,6 @@ fn routes(
                     "missing `cluster = \"name\"` (or `llm = true` for an LLM gateway route)",
                 ))
             }
-            (Some(c), false) => c,
             (None, true) => {
                 if !has_llm {
                     return Err(ctx.err(
@@ -490,6 +481,7 @@ fn routes(
                         "`llm = true` needs an `[llm]` section with at least one `[[llm.model]]`",
                     ));
                 }
+                // With none of these set, the proxy settings below resolve to their defaults.
                 let proxy_only = [
                     ("rewrite", route.rewrite.is_some()),
                     ("retry", route.retry.is_some()),
@@ -507,38 +499,25 @@ fn routes(
                         ),
                     ));
                 }
-                routes.push(RouteConfig {
-                    name,
-                    retry: RetryConfig::default(),
-                    fallback: None,
-                    queue: None,
-                    matcher,
-                    target: RouteTarget::Llm,
-                    timeouts: route_timeouts(route.timeouts, defaults),
-                    request_headers: HeaderEdits::default(),
-                    response_headers: HeaderEdits::default(),
-                    rewrite_prefix: None,
-                });
-                name_spans.push(name_span);
-                continue;
+                RouteTarget::Llm
             }
-        };
-        let cluster = match clusters
-            .iter()
-            .position(|c| &c.name == cluster_name.get_ref())
-        {
-            Some(cluster) => cluster,
-            None => {
-                let known = if clusters.is_empty() {
-                    "no clusters are defined".to_owned()
-                } else {
-                    let names: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
-                    format!("defined clusters: {}", names.join(", "))
+            (Some(cluster_name), false) => {
+                let Some(cluster) = clusters
+                    .iter()
+                    .position(|c| &c.name == cluster_name.get_ref())
+                else {
+                    let known = if clusters.is_empty() {
+                        "no clusters are defined".to_owned()
+                    } else {
+                        let names: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
+                        format!("defined clusters: {}", names.join(", "))
+                    };
+                    return Err(ctx.err(
+                        cluster_name.span(),
+                        format!("unknown cluster \"{}\" ({known})", cluster_name.get_ref()),
+                    ));
                 };
-                return Err(ctx.err(
-                    cluster_name.span(),
-                    format!("unknown cluster \"{}\" ({known})", cluster_name.get_ref()),
-                ));
+                RouteTarget::Cluster(cluster)
             }
         };
 
@@ -561,7 +540,7 @@ fn routes(
         };
         let fallback = match route.fallback {
             Some(name) => match clusters.iter().position(|c| &c.name == name.get_ref()) {
-                Some(i) if i == cluster => {
+                Some(i) if target == RouteTarget::Cluster(i) => {
                     return Err(ctx.err(
                         name.span(),
                         format!(
@@ -587,7 +566,7 @@ fn routes(
             fallback,
             queue: route.queue.map(|q| q.timeout.0),
             matcher,
-            target: RouteTarget::Cluster(cluster),
+            target,
             timeouts: route_timeouts(route.timeouts, defaults),
             request_headers: header_edits(route.request_headers),
             response_headers: header_edits(route.response_headers),

@@ -992,30 +992,14 @@ impl ProviderResponse {
         if self.decoder.remaining_hint().is_some_and(over) {
             return Err(self.too_large(max_bytes));
         }
-        let mut first: Option<Bytes> = None;
-        let mut rest = BytesMut::new();
-        let mut total = 0u64;
+        let mut body = Joined::default();
         while let Some(data) = self.chunk(idle).await? {
-            total += data.len() as u64;
-            if over(total) {
+            if over(body.len() + data.len() as u64) {
                 return Err(self.too_large(max_bytes));
             }
-            // One chunk (the usual case for a small body) is returned without a copy.
-            match first.take() {
-                None if rest.is_empty() => first = Some(data),
-                earlier => {
-                    if let Some(earlier) = earlier {
-                        rest.reserve(earlier.len() + data.len());
-                        rest.extend_from_slice(&earlier);
-                    }
-                    rest.extend_from_slice(&data);
-                }
-            }
+            body.push(data);
         }
-        Ok(match first {
-            Some(only) => only,
-            None => rest.freeze(),
-        })
+        Ok(body.into_bytes())
     }
 
     fn too_large(&mut self, max_bytes: usize) -> ClientError {
@@ -1045,6 +1029,45 @@ impl ProviderResponse {
                 .pool
                 .borrow_mut()
                 .checkin(key, conn, &self.client.settings, Instant::now());
+        }
+    }
+}
+
+/// Body pieces joined into one buffer. A body that came in one piece (the usual case for a
+/// small one) is that piece, without a copy.
+#[derive(Default)]
+pub(super) struct Joined {
+    first: Option<Bytes>,
+    rest: BytesMut,
+    len: u64,
+}
+
+impl Joined {
+    /// Bytes pushed so far.
+    pub(super) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Appends `data`.
+    pub(super) fn push(&mut self, data: Bytes) {
+        self.len += data.len() as u64;
+        match self.first.take() {
+            None if self.rest.is_empty() => self.first = Some(data),
+            earlier => {
+                if let Some(earlier) = earlier {
+                    self.rest.reserve(earlier.len() + data.len());
+                    self.rest.extend_from_slice(&earlier);
+                }
+                self.rest.extend_from_slice(&data);
+            }
+        }
+    }
+
+    /// The whole body.
+    pub(super) fn into_bytes(self) -> Bytes {
+        match self.first {
+            Some(only) => only,
+            None => self.rest.freeze(),
         }
     }
 }

@@ -45,7 +45,7 @@ use headwater_llm::{
 use http::{Method, StatusCode, Version};
 use monoio::net::TcpStream;
 
-use super::client::{ClientSettings, ProviderClient, ProviderResponse};
+use super::client::{ClientSettings, Joined, ProviderClient, ProviderResponse};
 use super::state::LlmRuntime;
 use super::unix_now;
 use crate::io::{read_timeout, write_all_timeout, ReadOutcome};
@@ -274,18 +274,18 @@ async fn read_body(
         }
     }
     let mut decoder = BodyDecoder::new(kind);
-    let mut body = BytesMut::new();
+    let mut body = Joined::default();
     loop {
         loop {
             match decoder.decode(rbuf) {
                 Ok(Some(Decoded::Data(d))) => {
-                    if body.len() as u64 + d.len() as u64 > limit {
+                    if body.len() + d.len() as u64 > limit {
                         return Err(BodyError::TooLarge);
                     }
-                    body.put_slice(&d);
+                    body.push(d);
                 }
                 Ok(Some(Decoded::Trailers(_))) => {}
-                Ok(Some(Decoded::Done)) => return Ok(body.freeze()),
+                Ok(Some(Decoded::Done)) => return Ok(body.into_bytes()),
                 Ok(None) => break,
                 Err(_) => return Err(BodyError::Malformed),
             }

@@ -1653,9 +1653,10 @@ where
     let chunked_out = out == BodyKind::Chunked;
     let mut written: u64 = 0;
     let mut large_reads = false;
-    // Pieces to send (with `wbuf`: the head, chunk framing, small pieces) when the input runs
-    // dry, at the end, or at WRITE_HIGH_WATER.
-    let mut pend = Gathered::default();
+    // Body pieces of ZERO_COPY_MIN or more, not copied, in order: sent with one writev followed
+    // by `wbuf` (the head, chunk framing, small pieces) when the input runs dry, at the end, or
+    // at WRITE_HIGH_WATER.
+    let mut pend = BytesVec::new();
     macro_rules! send_pending {
         () => {
             flush(
@@ -1679,17 +1680,16 @@ where
                 }
                 if data.len() >= ZERO_COPY_MIN {
                     if !wbuf.is_empty() {
-                        pend.parts.push(wbuf.split().freeze());
+                        pend.push(wbuf.split().freeze());
                     }
-                    pend.len += data.len();
-                    pend.parts.push(data);
+                    pend.push(data);
                 } else {
                     wbuf.put_slice(&data);
                 }
                 if chunked_out {
                     wbuf.put_slice(chunked::CRLF);
                 }
-                if pend.len + wbuf.len() >= WRITE_HIGH_WATER {
+                if pend.total_len() + wbuf.len() >= WRITE_HIGH_WATER {
                     send_pending!();
                 }
             }
@@ -1716,7 +1716,7 @@ where
                 // fixed-length body fit in HOLD_MAX: then they leave together once the rest has
                 // arrived (a head whose small body comes in a second segment is still one write,
                 // one segment and one wake-up of the peer, not two).
-                let pending = (pend.len + wbuf.len()) as u64;
+                let pending = (pend.total_len() + wbuf.len()) as u64;
                 let hold = !chunked_out
                     && matches!(dec.remaining_hint(), Some(rest) if pending + rest <= HOLD_MAX as u64);
                 if !hold {
@@ -1752,14 +1752,6 @@ where
     }
 }
 
-/// Body pieces of ZERO_COPY_MIN or more, not copied, in order, waiting to go out with one
-/// writev followed by whatever the write buffer holds (see `pump`).
-#[derive(Default)]
-struct Gathered {
-    parts: BytesVec,
-    len: usize,
-}
-
 /// Writes the pieces in `pend`, then `wbuf`, with one writev (or `wbuf` alone with a write)
 /// within `timeout`; leaves both empty.
 async fn flush<W: CancelableAsyncWriteRent>(
@@ -1767,16 +1759,16 @@ async fn flush<W: CancelableAsyncWriteRent>(
     canceller: &mut Canceller,
     timer: Pin<&mut Sleep>,
     wbuf: &mut BytesMut,
-    pend: &mut Gathered,
+    pend: &mut BytesVec,
     timeout: Duration,
 ) -> Result<(), PumpError> {
-    if pend.parts.parts().is_empty() {
+    if pend.parts().is_empty() {
         return write_out(dst, canceller, timer, wbuf, timeout).await;
     }
     if !wbuf.is_empty() {
-        pend.parts.push(wbuf.split().freeze());
+        pend.push(wbuf.split().freeze());
     }
-    let parts = std::mem::take(pend).parts;
+    let parts = std::mem::take(pend);
     let stop = Deadline::after(timer, timeout);
     let (res, _) = crate::io::write_vectored_all_until(dst, parts, stop, canceller).await;
     res.map_err(|_| PumpError::WriteFailed)

@@ -105,9 +105,8 @@ impl Pool {
         now: Instant,
     ) -> Option<Box<UpstreamConn>> {
         let idle = self.idle.get_mut(&addr)?;
-        while let Some(c) = idle.conns.pop() {
+        while let Some(mut c) = idle.conns.pop() {
             if !expired(&c, now, cfg.idle_timeout, cfg.max_lifetime) {
-                let mut c = c;
                 if let Some(buf) = self.spare_bufs.pop() {
                     c.rbuf = buf;
                 }

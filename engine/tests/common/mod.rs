@@ -1,22 +1,27 @@
-//! Shared helpers for the engine's integration tests: start a gateway from TOML on loopback, and
-//! a raw-socket HTTP/1.1 client that parses responses with the project's codec; in submodules,
-//! running under each monoio driver ([`drivers`]), a test CA ([`certs`]), and a raw client for
-//! the in-process test servers ([`raw`]).
+//! Shared helpers for the engine's integration tests: start a gateway from TOML on loopback (and
+//! a mock LLM provider), a raw-socket HTTP/1.1 client that parses responses with the project's
+//! codec, and an SSE parser; in submodules, running under each monoio driver ([`drivers`]), a
+//! test CA ([`certs`]), and a raw client for the in-process test servers ([`raw`]).
 #![allow(dead_code)]
 
 pub mod certs;
 pub mod drivers;
 pub mod raw;
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use headwater_engine::config;
+use headwater_engine::llm_mock::MockProvider;
 use headwater_engine::server::Server;
-use headwater_http1::{BodyDecoder, Decoded, Limits, ResponseHead, ResponseParser};
+use headwater_http1::{
+    BodyDecoder, Decoded, Limits, RequestHead, RequestParser, ResponseHead, ResponseParser,
+};
 use http::Method;
+use serde_json::Value;
 
 /// Starts a gateway from `toml` (which should listen on 127.0.0.1:0).
 pub fn start(toml: &str) -> Server {
@@ -30,6 +35,18 @@ pub fn start_llm(llm: &str) -> Server {
     start(&format!(
         "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 2\nadmin = \"127.0.0.1:0\"\n\n[[route]]\nname = \"ai\"\nmatch = {{ path_prefix = \"/v1/\" }}\nllm = true\n\n{llm}\n"
     ))
+}
+
+/// Starts a mock LLM provider on a free loopback port.
+pub fn start_mock() -> MockProvider {
+    MockProvider::start("127.0.0.1:0".parse().unwrap()).expect("mock provider starts")
+}
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// For tests that share the machine's two cores with a gateway each: one at a time.
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Starts a gateway from a config file (so that reload re-reads it).
@@ -104,49 +121,20 @@ impl Conn {
     }
 
     fn fill(&mut self) -> std::io::Result<usize> {
-        let mut chunk = [0u8; 64 * 1024];
-        loop {
-            match self.stream.read(&mut chunk) {
-                Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n]);
-                    return Ok(n);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        read_into(&mut self.stream, &mut self.buf)
     }
 
     /// Reads one response to a request with `method`.
     pub fn read_response(&mut self, method: &Method) -> std::io::Result<Response> {
-        let mut parser = ResponseParser::new(Limits::default());
-        let head = loop {
-            if let Some(h) = parser.parse(&mut self.buf).map_err(std::io::Error::other)? {
-                break h;
-            }
-            if self.fill()? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-        };
-        let mut dec = BodyDecoder::new(head.body_kind(method));
-        let mut body = BytesMut::new();
-        let mut trailers = None;
-        loop {
-            match dec.decode(&mut self.buf).map_err(std::io::Error::other)? {
-                Some(Decoded::Data(d)) => body.extend_from_slice(&d),
-                Some(Decoded::Trailers(t)) => trailers = Some(t),
-                Some(Decoded::Done) => break,
-                None => {
-                    if self.fill()? == 0 {
-                        dec.eof().map_err(std::io::Error::other)?;
-                    }
-                }
-            }
+        let (stream, buf) = (&mut self.stream, &mut self.buf);
+        let m = read_message(buf, method, |b| Ok(read_into(stream, b)? > 0))?;
+        if let Some(e) = m.cut {
+            return Err(io::Error::other(e));
         }
         Ok(Response {
-            head,
-            body: body.freeze(),
-            trailers,
+            head: m.head,
+            body: m.body.freeze(),
+            trailers: m.trailers,
         })
     }
 
@@ -154,6 +142,16 @@ impl Conn {
     pub fn request(&mut self, raw: &[u8], method: &Method) -> Response {
         self.send(raw);
         self.read_response(method).expect("response")
+    }
+
+    /// POSTs `body` as JSON to `path`, with `headers` (whole lines, each ending in CRLF).
+    pub fn post_json(&mut self, path: &str, headers: &str, body: &Value) -> Response {
+        let body = body.to_string();
+        let raw = format!(
+            "POST {path} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.request(raw.as_bytes(), &Method::POST)
     }
 
     pub fn get(&mut self, path: &str) -> Response {
@@ -172,6 +170,138 @@ impl Conn {
             Err(e) => matches!(e.kind(), ConnectionReset | ConnectionAborted),
         }
     }
+}
+
+/// Reads what `stream` has into `buf` (retrying interrupted reads); 0 at EOF.
+fn read_into(stream: &mut (impl Read + ?Sized), buf: &mut BytesMut) -> io::Result<usize> {
+    let mut chunk = [0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                return Ok(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A response as [`read_message`] reads it.
+struct Message {
+    head: ResponseHead,
+    /// When the head was complete.
+    head_at: Instant,
+    body: BytesMut,
+    trailers: Option<Bytes>,
+    /// Why the body is incomplete: the connection closed before its framing said it ends.
+    cut: Option<headwater_http1::Error>,
+}
+
+/// Reads one response to a request with `method` from `buf`, which `fill` tops up (`Ok(false)`
+/// at EOF). EOF before the head, or a response the codec rejects, is an error; EOF in the body
+/// is reported in [`Message::cut`].
+fn read_message(
+    buf: &mut BytesMut,
+    method: &Method,
+    mut fill: impl FnMut(&mut BytesMut) -> io::Result<bool>,
+) -> io::Result<Message> {
+    let mut parser = ResponseParser::new(Limits::default());
+    let head = loop {
+        if let Some(h) = parser.parse(buf).map_err(io::Error::other)? {
+            break h;
+        }
+        if !fill(buf)? {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    };
+    let head_at = Instant::now();
+    let mut dec = BodyDecoder::new(head.body_kind(method));
+    let (mut body, mut trailers) = (BytesMut::new(), None);
+    let cut = loop {
+        match dec.decode(buf).map_err(io::Error::other)? {
+            Some(Decoded::Data(d)) => body.extend_from_slice(&d),
+            Some(Decoded::Trailers(t)) => trailers = Some(t),
+            Some(Decoded::Done) => break None,
+            None => {
+                if !fill(buf)? {
+                    if let Err(e) = dec.eof() {
+                        break Some(e);
+                    }
+                }
+            }
+        }
+    };
+    Ok(Message {
+        head,
+        head_at,
+        body,
+        trailers,
+        cut,
+    })
+}
+
+/// Reads one request, its head and whole body, from `io` after what `buf` already holds (the
+/// rest stays in `buf`); `None` when the stream ends (or fails) first. A request the codec
+/// rejects is a panic.
+pub fn read_request(
+    io: &mut (impl Read + ?Sized),
+    buf: &mut BytesMut,
+) -> Option<(RequestHead, Bytes)> {
+    let mut more = |buf: &mut BytesMut| read_into(io, buf).is_ok_and(|n| n > 0);
+    let mut parser = RequestParser::new(Limits::default());
+    let head = loop {
+        if let Some(h) = parser.parse(buf).expect("valid request head") {
+            break h;
+        }
+        if !more(buf) {
+            return None;
+        }
+    };
+    let mut dec = BodyDecoder::new(head.body_kind());
+    let mut body = BytesMut::new();
+    loop {
+        match dec.decode(buf).expect("valid request body") {
+            Some(Decoded::Data(d)) => body.extend_from_slice(&d),
+            Some(Decoded::Trailers(_)) => {}
+            Some(Decoded::Done) => return Some((head, body.freeze())),
+            None => {
+                if !more(buf) {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// One server-sent event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sse {
+    pub event: Option<String>,
+    pub data: String,
+}
+
+/// The events of an SSE body, in order (LF or CRLF line ends; `data:` lines joined by LF;
+/// blocks with neither `event:` nor `data:`, such as comments, skipped).
+pub fn parse_sse(body: &str) -> Vec<Sse> {
+    let body = body.replace("\r\n", "\n");
+    body.split("\n\n")
+        .filter_map(|block| {
+            let mut event = None;
+            let mut data: Vec<&str> = Vec::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    event = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push(v.strip_prefix(' ').unwrap_or(v));
+                }
+            }
+            (event.is_some() || !data.is_empty()).then(|| Sse {
+                event,
+                data: data.join("\n"),
+            })
+        })
+        .collect()
 }
 
 /// One GET on a fresh connection.

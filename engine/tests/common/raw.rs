@@ -3,14 +3,15 @@
 //! into a [`Resp`] that keeps the headers as text, the trailers, whether the body ended as its
 //! framing says, and when the head and the end arrived.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use headwater_http1::{BodyDecoder, Decoded, Limits, ResponseParser};
 use http::Method;
 use serde_json::Value;
+
+use super::{read_into, read_message};
 
 /// One response as read by [`Client::response`].
 #[derive(Debug)]
@@ -74,16 +75,7 @@ impl Client {
 
     /// Reads more bytes; false at EOF or reset.
     pub fn fill(&mut self) -> bool {
-        let mut tmp = [0u8; 65536];
-        match self.stream.read(&mut tmp) {
-            Ok(0) => false,
-            Ok(n) => {
-                self.buf.extend_from_slice(&tmp[..n]);
-                true
-            }
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => false,
-            Err(e) => panic!("read: {e}"),
-        }
+        fill(&mut self.stream, &mut self.buf)
     }
 
     /// Reads one whole response (an interim 1xx counts as one) to a request with `method`; a
@@ -100,37 +92,27 @@ impl Client {
     /// Reads one response to a request with `method` sent at `sent`; its body may be cut short
     /// (see [`Resp::complete`]).
     pub fn response_since(&mut self, method: &Method, sent: Instant) -> Resp {
-        let mut parser = ResponseParser::new(Limits::default());
-        let head = loop {
-            if let Some(h) = parser.parse(&mut self.buf).unwrap() {
-                break h;
-            }
-            assert!(self.fill(), "EOF before a response head");
-        };
-        let head_after = sent.elapsed();
-        let mut dec = BodyDecoder::new(head.body_kind(method));
-        let (mut body, mut trailers) = (Vec::new(), Vec::new());
-        let complete = loop {
-            match dec.decode(&mut self.buf).unwrap() {
-                Some(Decoded::Data(b)) => body.extend_from_slice(&b),
-                Some(Decoded::Trailers(t)) => trailers.extend_from_slice(&t),
-                Some(Decoded::Done) => break true,
-                None => {
-                    if !self.fill() {
-                        break dec.eof().is_ok();
-                    }
-                }
-            }
-        };
+        let (stream, buf) = (&mut self.stream, &mut self.buf);
+        let m = read_message(buf, method, |b| Ok(fill(stream, b)))
+            .unwrap_or_else(|e| panic!("no response read: {e}"));
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         Resp {
-            status: head.status().as_u16(),
-            headers: head.headers().map(|(n, v)| (text(n), text(v))).collect(),
-            body,
-            trailers,
-            complete,
-            head_after,
+            status: m.head.status().as_u16(),
+            headers: m.head.headers().map(|(n, v)| (text(n), text(v))).collect(),
+            body: m.body.to_vec(),
+            trailers: m.trailers.map(|t| t.to_vec()).unwrap_or_default(),
+            complete: m.cut.is_none(),
+            head_after: m.head_at.duration_since(sent),
             total: sent.elapsed(),
         }
+    }
+}
+
+/// Reads more of `stream` into `buf`; false at EOF or reset.
+fn fill(stream: &mut TcpStream, buf: &mut BytesMut) -> bool {
+    match read_into(stream, buf) {
+        Ok(n) => n > 0,
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => false,
+        Err(e) => panic!("read: {e}"),
     }
 }
