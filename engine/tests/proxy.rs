@@ -624,6 +624,88 @@ fn stalled_response_body_is_cut_after_the_upstream_idle_timeout() {
     drop(server);
 }
 
+/// A client that stops reading a long response: the write to it times out (`client_body`),
+/// the exchange ends and the connection is closed, and the shard goes on serving. What the
+/// client did receive is the start of the response, intact.
+#[test]
+fn a_client_that_stops_reading_is_cut_off_after_the_write_timeout() {
+    const LEN: usize = 256 * 1024 * 1024;
+    let big = upstream(
+        "big",
+        Behavior::Chunked {
+            len: LEN,
+            chunk: 64 * 1024,
+        },
+    );
+    let small = upstream("small", fixed(b"ok"));
+    // One shard, so that the requests served meanwhile are served by the stalled one's shard.
+    let gw = start(&format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 1\n\n[server.timeouts]\nclient_body = \"300ms\"\n\n\
+         [[cluster]]\nname = \"big\"\nendpoints = [{{ address = \"{}\" }}]\n\n\
+         [[cluster]]\nname = \"small\"\nendpoints = [{{ address = \"{}\" }}]\n\n\
+         [[route]]\nname = \"small\"\nmatch = {{ path = \"/small\" }}\ncluster = \"small\"\n\n\
+         [[route]]\nname = \"big\"\ncluster = \"big\"\n",
+        big.addr(),
+        small.addr()
+    ));
+    let addr = gw.listen_addrs()[0];
+    let mut c = Conn::open(addr);
+    c.send(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
+    // Not reading while the proxy's writes fill the socket buffers and then time out; the
+    // shard serves others meanwhile.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(get(addr, "/small").text(), "ok");
+    std::thread::sleep(Duration::from_millis(1300));
+    assert_eq!(get(addr, "/small").text(), "ok");
+    // Everything the client gets now was sent before the timeout; then the connection ends.
+    let t = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match std::io::Read::read(&mut c.stream, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("after {} bytes: {e}", got.len()),
+        }
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "the connection was closed"
+    );
+    assert!(got.starts_with(b"HTTP/1.1 200 "));
+    assert!(
+        got.len() < LEN / 2,
+        "cut off, not streamed: {} bytes",
+        got.len()
+    );
+    let head_end = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head")
+        + 4;
+    // The chunked body so far: whole 64 KiB chunks of the pattern, then maybe a partial one.
+    let mut body = &got[head_end..];
+    let mut decoded = Vec::new();
+    while let Some(line_end) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(std::str::from_utf8(&body[..line_end]).unwrap(), 16)
+            .expect("a chunk size line");
+        let data = &body[line_end + 2..];
+        let take = size.min(data.len());
+        decoded.extend_from_slice(&data[..take]);
+        if data.len() < size + 2 {
+            break;
+        }
+        body = &data[size + 2..];
+    }
+    assert!(decoded.len() > 64 * 1024, "{} body bytes", decoded.len());
+    let bad = decoded
+        .iter()
+        .enumerate()
+        .position(|(i, &b)| b != pattern(i));
+    assert_eq!(bad, None, "body corrupted");
+}
+
 /// Resident memory of this process in KiB.
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();

@@ -22,15 +22,16 @@ use bytes::{Bytes, BytesMut};
 use common::drivers::{drivers, require_io_uring};
 use headwater_engine::{
     io::{
-        self, accept_timeout, read_timeout, read_until, write_all_timeout, write_all_until,
-        write_vectored_all_timeout, BytesVec, Cancellers, Deadline, ReadOutcome, WriteError,
+        self, accept_timeout, read_timeout, read_until, write_all_or_drop, write_all_timeout,
+        write_all_until, write_vectored_all_or_drop, write_vectored_all_timeout, BytesVec,
+        Deadline, ReadOutcome, WriteError,
     },
     runtime::{
         build_runtime, io_uring_usable, reserve_addr, shard_listener, spawn_shards,
         spawn_shards_with, tune_accepted, DriverChoice, DriverKind, ShardOptions,
     },
 };
-use monoio::net::TcpStream;
+use monoio::{io::Canceller, net::TcpStream};
 
 const LOCALHOST: &str = "127.0.0.1:0";
 
@@ -511,7 +512,7 @@ fn trickle_near_deadline_loses_nothing(test: &str, reads: TrickleReads) {
             .await;
             let mut kept = match reads {
                 TrickleReads::Fresh => None,
-                TrickleReads::Kept => Some((Cancellers::default(), Box::pin(io::timer()))),
+                TrickleReads::Kept => Some((Canceller::new(), Box::pin(io::timer()))),
             };
             let mut got = Vec::with_capacity(BYTES);
             let mut timeouts = 0;
@@ -521,7 +522,7 @@ fn trickle_near_deadline_loses_nothing(test: &str, reads: TrickleReads) {
                     None => read_timeout(&mut stream, buf, DEADLINE).await,
                     Some((cancel, timer)) => {
                         let stop = Deadline::after(timer.as_mut(), DEADLINE);
-                        read_until(&mut stream, buf, stop, &mut cancel.read).await
+                        read_until(&mut stream, buf, stop, cancel).await
                     }
                 };
                 buf = b;
@@ -568,8 +569,8 @@ fn read_timeout_near_deadline_loses_nothing() {
 /// timed-out read cancels only the read (the write after it, on the other direction's canceller,
 /// goes through), the replaced canceller serves the next operations, and no byte is lost.
 #[test]
-fn kept_cancellers_and_timer_serve_operation_after_operation() {
-    for kind in drivers("kept_cancellers_and_timer_serve_operation_after_operation") {
+fn kept_canceller_and_timer_serve_operation_after_operation() {
+    for kind in drivers("kept_canceller_and_timer_serve_operation_after_operation") {
         let peer = block_on(kind, async {
             let (mut stream, peer) = accept_one(|mut conn| {
                 let mut got = [0u8; 4];
@@ -583,7 +584,7 @@ fn kept_cancellers_and_timer_serve_operation_after_operation() {
                 // Dropping closes: EOF.
             })
             .await;
-            let mut cancel = Cancellers::default();
+            let mut cancel = Canceller::new();
             let mut timer = pin!(io::timer());
             let short = Duration::from_millis(50);
             let long = Duration::from_secs(5);
@@ -591,13 +592,8 @@ fn kept_cancellers_and_timer_serve_operation_after_operation() {
             // Nothing comes: the read times out (after the deadline, not before).
             let started = Instant::now();
             let stop = Deadline::after(timer.as_mut(), short);
-            let (outcome, buf) = read_until(
-                &mut stream,
-                BytesMut::with_capacity(64),
-                stop,
-                &mut cancel.read,
-            )
-            .await;
+            let (outcome, buf) =
+                read_until(&mut stream, BytesMut::with_capacity(64), stop, &mut cancel).await;
             assert!(
                 matches!(outcome, ReadOutcome::TimedOut),
                 "{kind}: {outcome:?}"
@@ -607,22 +603,22 @@ fn kept_cancellers_and_timer_serve_operation_after_operation() {
                 "{kind}: early"
             );
 
-            // The write direction was not cancelled.
+            // The stream still takes a write (a plain one, as the proxy's).
             let stop = Deadline::after(timer.as_mut(), long);
             let ping = Bytes::from_static(b"ping");
-            let (res, _) = write_all_until(&mut stream, ping, stop, &mut cancel.write).await;
+            let (res, _) = write_all_or_drop(&mut stream, ping, stop).await;
             res.unwrap_or_else(|e| panic!("{kind}: {e}"));
 
             // The replaced read canceller reads the answer (the timer re-armed later).
             let stop = Deadline::after(timer.as_mut(), long);
-            let (outcome, mut buf) = read_until(&mut stream, buf, stop, &mut cancel.read).await;
+            let (outcome, mut buf) = read_until(&mut stream, buf, stop, &mut cancel).await;
             assert_eq!(read_bytes(&outcome), 4);
             assert_eq!(&buf[..], b"pong");
 
             // Re-armed earlier than the pending 5 s: times out at the new deadline.
             let started = Instant::now();
             let stop = Deadline::after(timer.as_mut(), short);
-            let (outcome, b) = read_until(&mut stream, buf, stop, &mut cancel.read).await;
+            let (outcome, b) = read_until(&mut stream, buf, stop, &mut cancel).await;
             buf = b;
             let waited = started.elapsed();
             assert!(
@@ -633,7 +629,7 @@ fn kept_cancellers_and_timer_serve_operation_after_operation() {
 
             // A deadline at an instant already past times out at once, losing nothing.
             let stop = Deadline::at(timer.as_mut(), Instant::now());
-            let (outcome, b) = read_until(&mut stream, buf, stop, &mut cancel.read).await;
+            let (outcome, b) = read_until(&mut stream, buf, stop, &mut cancel).await;
             buf = b;
             assert!(
                 matches!(outcome, ReadOutcome::TimedOut),
@@ -642,11 +638,12 @@ fn kept_cancellers_and_timer_serve_operation_after_operation() {
 
             let stop = Deadline::after(timer.as_mut(), long);
             let bye = Bytes::from_static(b"bye!");
-            let (res, _) = write_all_until(&mut stream, bye, stop, &mut cancel.write).await;
+            let mut write_cancel = Canceller::new();
+            let (res, _) = write_all_until(&mut stream, bye, stop, &mut write_cancel).await;
             res.unwrap_or_else(|e| panic!("{kind}: {e}"));
             loop {
                 let stop = Deadline::after(timer.as_mut(), long);
-                let (outcome, b) = read_until(&mut stream, buf, stop, &mut cancel.read).await;
+                let (outcome, b) = read_until(&mut stream, buf, stop, &mut cancel).await;
                 buf = b;
                 match outcome {
                     ReadOutcome::Read(0) => break,
@@ -707,6 +704,57 @@ fn write_all_timeout_times_out_and_resumes() {
             peer
         });
         peer.join().unwrap();
+    }
+}
+
+/// The proxy's writes: a plain write that the deadline drops. The peer reads nothing for 1 s,
+/// then everything until the end of the stream, which comes when the timed-out stream is
+/// dropped: what it got must be what was written, in order (a prefix of the data, at least as
+/// long as the `written` reported), whether the last write was dropped under io_uring (whose
+/// driver keeps the buffer until the kernel is done with it) or under epoll.
+#[test]
+fn write_or_drop_times_out_and_what_went_out_is_intact() {
+    const TOTAL: usize = 32 * 1024 * 1024;
+    for vectored in [false, true] {
+        for kind in drivers("write_or_drop_times_out_and_what_went_out_is_intact") {
+            let data = pattern(TOTAL);
+            let expected = data.clone();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let peer = block_on(kind, async move {
+                let (mut stream, peer) = accept_one(move |mut conn| {
+                    thread::sleep(Duration::from_millis(1000));
+                    let mut got = Vec::with_capacity(TOTAL);
+                    conn.read_to_end(&mut got).unwrap();
+                    let written: usize = rx.recv().unwrap();
+                    assert!(got.len() >= written, "got {} of {written}", got.len());
+                    assert!(got.len() < TOTAL);
+                    assert!(got[..] == expected[..got.len()], "stream corrupted");
+                })
+                .await;
+                let started = Instant::now();
+                let stop = monoio::time::sleep(Duration::from_millis(200));
+                let (res, returned) = if vectored {
+                    let bufs = BytesVec::from(vec![data.slice(..100), data.slice(100..)]);
+                    let (res, bufs) = write_vectored_all_or_drop(&mut stream, bufs, stop).await;
+                    (res, bufs.is_some())
+                } else {
+                    let (res, buf) = write_all_or_drop(&mut stream, data, stop).await;
+                    (res, buf.is_some())
+                };
+                let waited = started.elapsed();
+                let written = match res {
+                    Err(WriteError::TimedOut { written }) => written,
+                    other => panic!("{kind}: expected a timeout, got {other:?}"),
+                };
+                assert!(!returned, "{kind}: the dropped write's buffer came back");
+                assert!(waited >= Duration::from_millis(190), "{kind}: {waited:?}");
+                assert!(waited < Duration::from_millis(900), "{kind}: {waited:?}");
+                tx.send(written).unwrap();
+                drop(stream);
+                peer
+            });
+            peer.join().unwrap();
+        }
     }
 }
 

@@ -26,9 +26,7 @@ use headwater_http1::{
     RequestParser, ResponseEdits, ResponseHead, ResponseParser, CONTINUE_100,
 };
 use http::{Method, StatusCode, Version};
-use monoio::io::{
-    AsyncWriteRent, CancelableAsyncReadRent, CancelableAsyncWriteRent, Canceller, Splitable,
-};
+use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Canceller, Splitable};
 use monoio::net::TcpStream;
 use monoio::time::Sleep;
 
@@ -38,7 +36,9 @@ use super::upstreams::{Refusal, Unavailable};
 use super::{Generation, Shard};
 use crate::access_log::Entry;
 use crate::config::{ClusterConfig, HashKey, PathMatch};
-use crate::io::{read_until, write_all_until, BytesVec, Cancellers, Deadline, ReadOutcome};
+use crate::io::{
+    read_until, write_all_or_drop, write_vectored_all_or_drop, BytesVec, Deadline, ReadOutcome,
+};
 use crate::metrics::TimeoutKind;
 use crate::metrics::{ClusterId, Unavailability};
 
@@ -72,12 +72,13 @@ const MAX_TRIED: usize = 16;
 /// How often a queued request (`queue = {...}`) looks for an endpoint that came back.
 const QUEUE_POLL: Duration = Duration::from_millis(10);
 
-/// A client connection: its socket, the cancellers of its timed reads and writes, and the
-/// timer of its task, all kept for the connection's life ([`crate::io`]). Its requests' upstream
+/// A client connection: its socket, the canceller of its timed reads, and the timer of its
+/// task, all kept for the connection's life ([`crate::io`]; writes are plain operations, the
+/// connection is closed when one fails or times out). Its requests' upstream
 /// reads and writes run in the same task, one at a time, and use the same timer.
 struct ClientConn<'t> {
     stream: TcpStream,
-    cancel: Cancellers,
+    read_cancel: Canceller,
     timer: Pin<&'t mut Sleep>,
 }
 
@@ -86,7 +87,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, client: TcpStream, peer: SocketAddr)
     let timer = pin!(crate::io::timer());
     let mut client = ClientConn {
         stream: client,
-        cancel: Cancellers::default(),
+        read_cancel: Canceller::new(),
         timer,
     };
     shard.active.set(shard.active.get() + 1);
@@ -210,7 +211,7 @@ async fn read_head(
         let (outcome, buf) = match deadline {
             Some(d) => {
                 let stop = Deadline::at(client.timer.as_mut(), d);
-                read_until(&mut client.stream, buf, stop, &mut client.cancel.read).await
+                read_until(&mut client.stream, buf, stop, &mut client.read_cancel).await
             }
             None => {
                 // Waiting for the first byte of a request: the connection is idle, and a drain
@@ -228,7 +229,7 @@ async fn read_head(
                     Deadline::after(client.timer.as_mut(), wait),
                     shard.drain.wait(),
                 );
-                read_until(&mut client.stream, buf, stop, &mut client.cancel.read).await
+                read_until(&mut client.stream, buf, stop, &mut client.read_cancel).await
             }
         };
         *rbuf = buf;
@@ -475,8 +476,7 @@ async fn answer(
 
 /// Writes `wbuf` to the client; returns whether it all went out.
 async fn flush_client(client: &mut ClientConn<'_>, wbuf: &mut BytesMut, timeout: Duration) -> bool {
-    let (stream, cancel) = (&mut client.stream, &mut client.cancel.write);
-    write_out(stream, cancel, client.timer.as_mut(), wbuf, timeout)
+    write_out(&mut client.stream, client.timer.as_mut(), wbuf, timeout)
         .await
         .is_ok()
 }
@@ -774,10 +774,10 @@ async fn exchange(
                 let mut dec = BodyDecoder::new(body_kind);
                 let mut head_buf = std::mem::take(&mut ubuf);
                 let pumped = pump(
-                    (&mut client.stream, &mut client.cancel.read),
+                    (&mut client.stream, &mut client.read_cancel),
                     rbuf,
                     &mut dec,
-                    (&mut conn.stream, &mut conn.cancel.write),
+                    &mut conn.stream,
                     framing,
                     &mut head_buf,
                     server.timeouts.client_body,
@@ -968,14 +968,14 @@ async fn exchange(
     let UpstreamConn {
         stream: ustream,
         rbuf: urbuf,
-        cancel: ucancel,
+        read_cancel: ucancel,
         ..
     } = &mut *upstream;
     let pumped = pump(
-        (ustream, &mut ucancel.read),
+        (ustream, ucancel),
         urbuf,
         &mut dec,
-        (&mut client.stream, &mut client.cancel.write),
+        &mut client.stream,
         down,
         wbuf,
         timeouts.upstream_idle,
@@ -1563,7 +1563,7 @@ async fn send_whole(
     mut timer: Pin<&mut Sleep>,
 ) -> Result<Attempt, Outcome> {
     let stop = Deadline::after(timer.as_mut(), timeout);
-    let (res, _) = write_all_until(&mut conn.stream, bytes, stop, &mut conn.cancel.write).await;
+    let (res, _) = write_all_or_drop(&mut conn.stream, bytes, stop).await;
     if let Err(e) = res {
         return if reused && !e.is_timeout() {
             Ok(Attempt::Stale)
@@ -1604,7 +1604,7 @@ async fn read_response_head(
         }
         let buf = std::mem::take(&mut conn.rbuf);
         let stop = &mut deadline;
-        let (outcome, buf) = read_until(&mut conn.stream, buf, stop, &mut conn.cancel.read).await;
+        let (outcome, buf) = read_until(&mut conn.stream, buf, stop, &mut conn.read_cancel).await;
         conn.rbuf = buf;
         match outcome {
             ReadOutcome::Read(0) | ReadOutcome::Err(_) => {
@@ -1631,15 +1631,15 @@ enum PumpError {
 
 /// Moves one message body from `src` (bytes already read are in `sbuf`) to `dst`, decoding with
 /// `dec` and re-framing as `out`. `wbuf` may hold bytes to send first (a head); they are
-/// coalesced with the first body bytes. Returns the body bytes written. Each stream comes with
-/// the canceller of the direction it is used in; `timer` keeps the deadline of each read and
-/// write.
+/// coalesced with the first body bytes. Returns the body bytes written. `src` comes with its
+/// read canceller; writes to `dst` are plain operations (a failed or timed-out write ends the
+/// exchange and the connection); `timer` keeps the deadline of each read and write.
 #[allow(clippy::too_many_arguments)]
 async fn pump<R, W>(
     (src, src_cancel): (&mut R, &mut Canceller),
     sbuf: &mut BytesMut,
     dec: &mut BodyDecoder,
-    (dst, dst_cancel): (&mut W, &mut Canceller),
+    dst: &mut W,
     out: BodyKind,
     wbuf: &mut BytesMut,
     read_timeout_dur: Duration,
@@ -1648,7 +1648,7 @@ async fn pump<R, W>(
 ) -> Result<u64, PumpError>
 where
     R: CancelableAsyncReadRent,
-    W: CancelableAsyncWriteRent,
+    W: AsyncWriteRent,
 {
     let chunked_out = out == BodyKind::Chunked;
     let mut written: u64 = 0;
@@ -1659,15 +1659,7 @@ where
     let mut pend = BytesVec::new();
     macro_rules! send_pending {
         () => {
-            flush(
-                dst,
-                dst_cancel,
-                timer.as_mut(),
-                wbuf,
-                &mut pend,
-                write_timeout,
-            )
-            .await?
+            flush(dst, timer.as_mut(), wbuf, &mut pend, write_timeout).await?
         };
     }
     let mut trailers: Option<Bytes> = None;
@@ -1754,31 +1746,29 @@ where
 
 /// Writes the pieces in `pend`, then `wbuf`, with one writev (or `wbuf` alone with a write)
 /// within `timeout`; leaves both empty.
-async fn flush<W: CancelableAsyncWriteRent>(
+async fn flush<W: AsyncWriteRent>(
     dst: &mut W,
-    canceller: &mut Canceller,
     timer: Pin<&mut Sleep>,
     wbuf: &mut BytesMut,
     pend: &mut BytesVec,
     timeout: Duration,
 ) -> Result<(), PumpError> {
     if pend.parts().is_empty() {
-        return write_out(dst, canceller, timer, wbuf, timeout).await;
+        return write_out(dst, timer, wbuf, timeout).await;
     }
     if !wbuf.is_empty() {
         pend.push(wbuf.split().freeze());
     }
     let parts = std::mem::take(pend);
     let stop = Deadline::after(timer, timeout);
-    let (res, _) = crate::io::write_vectored_all_until(dst, parts, stop, canceller).await;
+    let (res, _) = write_vectored_all_or_drop(dst, parts, stop).await;
     res.map_err(|_| PumpError::WriteFailed)
 }
 
 /// Writes all of `wbuf` (nothing when it is empty) within `timeout` and leaves it empty, its
 /// allocation kept for the next bytes.
-async fn write_out<W: CancelableAsyncWriteRent>(
+async fn write_out<W: AsyncWriteRent>(
     dst: &mut W,
-    canceller: &mut Canceller,
     timer: Pin<&mut Sleep>,
     wbuf: &mut BytesMut,
     timeout: Duration,
@@ -1788,16 +1778,19 @@ async fn write_out<W: CancelableAsyncWriteRent>(
     }
     let data = std::mem::take(wbuf);
     let stop = Deadline::after(timer, timeout);
-    let (res, mut data) = write_all_until(dst, data, stop, canceller).await;
-    data.clear();
-    *wbuf = data;
+    let (res, data) = write_all_or_drop(dst, data, stop).await;
+    // A dropped write keeps its buffer (see `crate::io`); the stream is closed then anyway.
+    if let Some(mut data) = data {
+        data.clear();
+        *wbuf = data;
+    }
     res.map_err(|_| PumpError::WriteFailed)
 }
 
 /// Relays bytes both ways between an upgraded client connection and its upstream until both
-/// directions have closed or one stays idle longer than `idle`. Each relay reads and writes
-/// with the cancellers of its own directions, so one direction's timeout leaves the other's
-/// operation alone, and has a timer of its own (they wait at the same time).
+/// directions have closed or one stays idle longer than `idle`. Each relay reads through the
+/// read canceller of its source, so one direction's timeout leaves the other's operation alone,
+/// and has a timer of its own (they wait at the same time).
 async fn tunnel(
     client: ClientConn<'_>,
     upstream: UpstreamConn,
@@ -1806,44 +1799,34 @@ async fn tunnel(
 ) {
     let ClientConn {
         stream: client,
-        cancel: mut ccancel,
+        read_cancel: mut ccancel,
         ..
     } = client;
     let UpstreamConn {
         stream,
         rbuf: pending_upstream,
-        cancel: mut ucancel,
+        read_cancel: mut ucancel,
         ..
     } = upstream;
     let (mut cr, mut cw) = client.into_split();
     let (mut ur, mut uw) = stream.into_split();
-    let up = relay(
-        (&mut cr, &mut ccancel.read),
-        (&mut uw, &mut ucancel.write),
-        pending_client,
-        idle,
-    );
-    let down = relay(
-        (&mut ur, &mut ucancel.read),
-        (&mut cw, &mut ccancel.write),
-        pending_upstream,
-        idle,
-    );
+    let up = relay((&mut cr, &mut ccancel), &mut uw, pending_client, idle);
+    let down = relay((&mut ur, &mut ucancel), &mut cw, pending_upstream, idle);
     monoio::join!(up, down);
 }
 
 async fn relay<R, W>(
     (src, src_cancel): (&mut R, &mut Canceller),
-    (dst, dst_cancel): (&mut W, &mut Canceller),
+    dst: &mut W,
     mut buf: BytesMut,
     idle: Duration,
 ) where
     R: CancelableAsyncReadRent,
-    W: CancelableAsyncWriteRent + AsyncWriteRent,
+    W: AsyncWriteRent,
 {
     let mut timer = pin!(crate::io::timer());
     loop {
-        if write_out(dst, dst_cancel, timer.as_mut(), &mut buf, idle)
+        if write_out(dst, timer.as_mut(), &mut buf, idle)
             .await
             .is_err()
         {

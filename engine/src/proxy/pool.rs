@@ -15,17 +15,17 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use fxhash::FxHashMap;
 use headwater_http1::ResponseHead;
-use monoio::net::TcpStream;
+use monoio::{io::Canceller, net::TcpStream};
 
 use crate::config::PoolConfig;
-use crate::io::Cancellers;
 
-/// An upstream connection with its read buffer and its cancellers.
+/// An upstream connection with its read buffer and its read canceller.
 pub struct UpstreamConn {
     /// The socket.
     pub stream: TcpStream,
-    /// The cancellers of its timed reads and writes ([`crate::io`]), kept with it.
-    pub cancel: Cancellers,
+    /// The canceller of its timed reads ([`crate::io`]), kept with it. (Its writes are plain
+    /// operations: a connection whose write fails or times out is closed.)
+    pub read_cancel: Canceller,
     /// The endpoint it is connected to.
     pub addr: SocketAddr,
     /// Bytes read from the upstream and not consumed yet.
@@ -49,7 +49,7 @@ impl UpstreamConn {
         let now = Instant::now();
         Box::new(UpstreamConn {
             stream,
-            cancel: Cancellers::default(),
+            read_cancel: Canceller::new(),
             addr,
             // Allocated by the first read (see `Pool::checkin`).
             rbuf: BytesMut::new(),
