@@ -19,32 +19,33 @@
 //! Do not drop these futures half-way either (for instance inside another `timeout`): that
 //! reintroduces the problem they solve. Put the deadline in `dur` (or `stop`) instead.
 //!
-//! # Writes that end the stream when they time out
+//! # Operations that end the stream when they are stopped
 //!
-//! The proxy closes a stream whose write fails or times out: a peer that stops reading gets no
-//! second chance. For such streams [`write_all_or_drop`] and [`write_vectored_all_or_drop`]
-//! write with plain monoio operations and *drop* the one in flight when the deadline passes,
-//! instead of cancelling it. Dropping a write is safe for the buffer (the io_uring driver keeps
-//! a dropped operation's buffer until the kernel completes it, after the `ASYNC_CANCEL` it
-//! submits; the epoll driver makes the system call inside `poll`, so a dropped write never
-//! handed anything over); what is lost is how much of the last write went out, which a stream
-//! that is closed next does not need. It is cheaper: a cancelable operation registers with its
-//! canceller, an insert into and a removal from monoio's `HashSet` with SipHash, about 0.35k
-//! instructions per operation, 1.5k per proxied request with two writes (perf stat).
+//! Most of the proxy's operations are on a stream that is closed if they time out: a write to
+//! a peer that stops reading, a read of a response head or of a body that stalls. For those,
+//! [`read_or_drop`], [`write_all_or_drop`] and [`write_vectored_all_or_drop`] use plain monoio
+//! operations and *drop* the one in flight when the deadline passes, instead of cancelling it.
+//! Dropping is safe for the buffer: the io_uring driver keeps a dropped operation's buffer until
+//! the kernel completes it (after the `ASYNC_CANCEL` it submits), and the epoll driver makes the
+//! system call inside `poll`, so a dropped operation never handed anything over. What is lost is
+//! what the last operation did (bytes a read received, how much of a write went out), which a
+//! stream that is closed next does not need. And it is cheaper: a cancelable operation
+//! registers with its canceller, an insert into and a removal from monoio's `HashSet` with
+//! SipHash, about 0.35k instructions per operation (perf stat).
 //!
-//! Reads keep the cancelable form everywhere: a read that a timer, a reload or a drain
-//! interrupts may have received bytes that still matter (the next request on a keep-alive
-//! connection), and [`read_until`] returns them. So do the one-off helpers below, which serve
-//! streams that may be written again (TLS sessions, whose writes must not be dropped).
+//! Operations whose stream lives on after a stop keep the cancelable form: the client's
+//! request-head reads, which a keep-alive timeout, a reload or a drain may interrupt while the
+//! next request is arriving ([`read_until`] returns those bytes), and the one-off helpers below,
+//! which serve streams that may be used again (TLS sessions, whose records must not be cut).
 //!
 //! # Kept per connection: a read canceller and a timer
 //!
 //! A canceller costs an `Rc` and a hash table, and a monoio timer (`Sleep`) a timer-wheel entry
 //! and half a kilobyte of future state. So a connection keeps both for its whole life and lends
-//! them to each operation ([`read_until`], [`write_all_or_drop`], ...):
+//! them to each operation ([`read_until`], [`read_or_drop`], ...):
 //!
-//! - a read `Canceller` per stream (per half of a split stream). After a cancel the used
-//!   canceller is replaced by a fresh one (a cancelled canceller refuses every later operation).
+//! - a `Canceller` for the stream's cancelable reads. After a cancel the used canceller is
+//!   replaced by a fresh one (a cancelled canceller refuses every later operation).
 //! - one pinned timer ([`timer`]) per task, re-armed by each operation's [`Deadline`]
 //!   (`Sleep::reset`), and only once the operation has to wait: an operation that completes
 //!   at once reads no clock and touches no timer. A `Sleep` keeps the waker of the task that
@@ -71,7 +72,9 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use monoio::{
     buf::{IoBuf, IoBufMut, IoVecBuf},
-    io::{AsyncWriteRent, CancelableAsyncReadRent, CancelableAsyncWriteRent, Canceller},
+    io::{
+        AsyncReadRent, AsyncWriteRent, CancelableAsyncReadRent, CancelableAsyncWriteRent, Canceller,
+    },
     net::{TcpListener, TcpStream},
     time::Sleep,
 };
@@ -614,6 +617,38 @@ unsafe impl IoVecBuf for BytesVec {
 
     fn read_iovec_len(&self) -> usize {
         self.iovecs.len()
+    }
+}
+
+/// Reads once into the spare capacity of `buf` until `stop` resolves, for a stream that is
+/// closed when this times out: a plain read, dropped when `stop` fires (see the
+/// [module docs](self)). The buffer comes back unless the read was dropped
+/// ([`ReadOutcome::TimedOut`]); the bytes that read may have received go with it.
+///
+/// As [`read_until`], it reserves [`MIN_READ_SPARE`] when `buf` is full, and an operation that
+/// is ready when `stop` fires counts as done.
+pub async fn read_or_drop<T: AsyncReadRent, S: Future<Output = ()>>(
+    io: &mut T,
+    mut buf: BytesMut,
+    stop: S,
+) -> (ReadOutcome, Option<BytesMut>) {
+    if buf.len() == buf.capacity() {
+        buf.reserve(MIN_READ_SPARE);
+    }
+    let mut stop = pin!(stop);
+    loop {
+        let (begin, end) = (buf.len(), buf.capacity());
+        let Some((res, slice)) =
+            unless_stopped(io.read(buf.slice_mut(begin..end)), stop.as_mut()).await
+        else {
+            return (ReadOutcome::TimedOut, None);
+        };
+        buf = slice.into_inner();
+        return match res {
+            Ok(n) => (ReadOutcome::Read(n), Some(buf)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => (ReadOutcome::Err(e), Some(buf)),
+        };
     }
 }
 

@@ -564,10 +564,10 @@ fn read_timeout_near_deadline_loses_nothing() {
     );
 }
 
-/// As the proxy does it: one stream's cancellers and one timer kept for a whole conversation,
-/// the timer re-armed by each operation's deadline, later and earlier than the one before. A
-/// timed-out read cancels only the read (the write after it, on the other direction's canceller,
-/// goes through), the replaced canceller serves the next operations, and no byte is lost.
+/// As the proxy does it for a client connection: one read canceller and one timer kept for a
+/// whole conversation, the timer re-armed by each operation's deadline, later and earlier than
+/// the one before. A timed-out read cancels only the read (the writes after it go through), the
+/// replaced canceller serves the next reads, and no byte is lost.
 #[test]
 fn kept_canceller_and_timer_serve_operation_after_operation() {
     for kind in drivers("kept_canceller_and_timer_serve_operation_after_operation") {
@@ -701,6 +701,53 @@ fn write_all_timeout_times_out_and_resumes() {
                     .await;
             res.expect("resume write");
             drop(stream);
+            peer
+        });
+        peer.join().unwrap();
+    }
+}
+
+/// The proxy's reads of responses and bodies: a plain read that the deadline drops. Data that is
+/// there is read; a read that waits past the deadline times out (not before) and its buffer is
+/// gone with it; the runtime goes on (the next operation on the stream works).
+#[test]
+fn read_or_drop_reads_and_times_out() {
+    for kind in drivers("read_or_drop_reads_and_times_out") {
+        let peer = block_on(kind, async {
+            let (mut stream, peer) = accept_one(|mut conn| {
+                conn.write_all(b"first").unwrap();
+                let mut got = [0u8; 4];
+                conn.read_exact(&mut got).unwrap();
+                assert_eq!(&got, b"next");
+            })
+            .await;
+            let long = monoio::time::sleep(Duration::from_secs(5));
+            let (outcome, buf) = io::read_or_drop(&mut stream, BytesMut::new(), long).await;
+            let buf = buf.expect("a completed read gives its buffer back");
+            assert_eq!(read_bytes(&outcome), 5, "{kind}");
+            assert_eq!(&buf[..], b"first");
+
+            let short = Duration::from_millis(100);
+            let started = Instant::now();
+            let stop = monoio::time::sleep(short);
+            let (outcome, buf) = io::read_or_drop(&mut stream, buf, stop).await;
+            assert!(
+                matches!(outcome, ReadOutcome::TimedOut),
+                "{kind}: {outcome:?}"
+            );
+            assert!(buf.is_none(), "{kind}: the dropped read's buffer came back");
+            assert!(
+                started.elapsed() >= short - Duration::from_millis(5),
+                "{kind}: early"
+            );
+
+            let (res, _) = write_all_timeout(
+                &mut stream,
+                Bytes::from_static(b"next"),
+                Duration::from_secs(5),
+            )
+            .await;
+            res.unwrap_or_else(|e| panic!("{kind}: {e}"));
             peer
         });
         peer.join().unwrap();

@@ -26,7 +26,7 @@ use headwater_http1::{
     RequestParser, ResponseEdits, ResponseHead, ResponseParser, CONTINUE_100,
 };
 use http::{Method, StatusCode, Version};
-use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Canceller, Splitable};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, Canceller, Splitable};
 use monoio::net::TcpStream;
 use monoio::time::Sleep;
 
@@ -37,7 +37,8 @@ use super::{Generation, Shard};
 use crate::access_log::Entry;
 use crate::config::{ClusterConfig, HashKey, PathMatch};
 use crate::io::{
-    read_until, write_all_or_drop, write_vectored_all_or_drop, BytesVec, Deadline, ReadOutcome,
+    read_or_drop, read_until, write_all_or_drop, write_vectored_all_or_drop, BytesVec, Deadline,
+    ReadOutcome,
 };
 use crate::metrics::TimeoutKind;
 use crate::metrics::{ClusterId, Unavailability};
@@ -774,7 +775,7 @@ async fn exchange(
                 let mut dec = BodyDecoder::new(body_kind);
                 let mut head_buf = std::mem::take(&mut ubuf);
                 let pumped = pump(
-                    (&mut client.stream, &mut client.read_cancel),
+                    &mut client.stream,
                     rbuf,
                     &mut dec,
                     &mut conn.stream,
@@ -968,11 +969,10 @@ async fn exchange(
     let UpstreamConn {
         stream: ustream,
         rbuf: urbuf,
-        read_cancel: ucancel,
         ..
     } = &mut *upstream;
     let pumped = pump(
-        (ustream, ucancel),
+        ustream,
         urbuf,
         &mut dec,
         &mut client.stream,
@@ -1604,8 +1604,9 @@ async fn read_response_head(
         }
         let buf = std::mem::take(&mut conn.rbuf);
         let stop = &mut deadline;
-        let (outcome, buf) = read_until(&mut conn.stream, buf, stop, &mut conn.read_cancel).await;
-        conn.rbuf = buf;
+        let (outcome, buf) = read_or_drop(&mut conn.stream, buf, stop).await;
+        // Only a timed-out read, which was dropped, loses the buffer; the connection is closed.
+        conn.rbuf = buf.unwrap_or_default();
         match outcome {
             ReadOutcome::Read(0) | ReadOutcome::Err(_) => {
                 return if reused && !got_any {
@@ -1631,12 +1632,13 @@ enum PumpError {
 
 /// Moves one message body from `src` (bytes already read are in `sbuf`) to `dst`, decoding with
 /// `dec` and re-framing as `out`. `wbuf` may hold bytes to send first (a head); they are
-/// coalesced with the first body bytes. Returns the body bytes written. `src` comes with its
-/// read canceller; writes to `dst` are plain operations (a failed or timed-out write ends the
-/// exchange and the connection); `timer` keeps the deadline of each read and write.
+/// coalesced with the first body bytes. Returns the body bytes written. Reads and writes are
+/// plain operations, dropped at their deadline ([`crate::io`]): a body that stalls or a peer that
+/// stops reading ends the exchange and the connection. `timer` keeps the deadline of each read
+/// and write.
 #[allow(clippy::too_many_arguments)]
 async fn pump<R, W>(
-    (src, src_cancel): (&mut R, &mut Canceller),
+    src: &mut R,
     sbuf: &mut BytesMut,
     dec: &mut BodyDecoder,
     dst: &mut W,
@@ -1647,7 +1649,7 @@ async fn pump<R, W>(
     mut timer: Pin<&mut Sleep>,
 ) -> Result<u64, PumpError>
 where
-    R: CancelableAsyncReadRent,
+    R: AsyncReadRent,
     W: AsyncWriteRent,
 {
     let chunked_out = out == BodyKind::Chunked;
@@ -1729,8 +1731,8 @@ where
                 }
                 let buf = std::mem::take(sbuf);
                 let stop = Deadline::after(timer.as_mut(), read_timeout_dur);
-                let (outcome, buf) = read_until(src, buf, stop, src_cancel).await;
-                *sbuf = buf;
+                let (outcome, buf) = read_or_drop(src, buf, stop).await;
+                *sbuf = buf.unwrap_or_default();
                 match outcome {
                     ReadOutcome::Read(0) => {
                         dec.eof().map_err(|_| PumpError::ReadClosed)?;
@@ -1779,7 +1781,7 @@ async fn write_out<W: AsyncWriteRent>(
     let data = std::mem::take(wbuf);
     let stop = Deadline::after(timer, timeout);
     let (res, data) = write_all_or_drop(dst, data, stop).await;
-    // A dropped write keeps its buffer (see `crate::io`); the stream is closed then anyway.
+    // A timed-out write was dropped with its buffer (see `crate::io`); the stream is closed.
     if let Some(mut data) = data {
         data.clear();
         *wbuf = data;
@@ -1788,40 +1790,31 @@ async fn write_out<W: AsyncWriteRent>(
 }
 
 /// Relays bytes both ways between an upgraded client connection and its upstream until both
-/// directions have closed or one stays idle longer than `idle`. Each relay reads through the
-/// read canceller of its source, so one direction's timeout leaves the other's operation alone,
-/// and has a timer of its own (they wait at the same time).
+/// directions have closed or one stays idle longer than `idle`. A direction that times out stops
+/// (its operation dropped, the other direction's left alone) and half-closes its destination;
+/// each relay has a timer of its own (they wait at the same time).
 async fn tunnel(
     client: ClientConn<'_>,
     upstream: UpstreamConn,
     pending_client: BytesMut,
     idle: Duration,
 ) {
-    let ClientConn {
-        stream: client,
-        read_cancel: mut ccancel,
-        ..
-    } = client;
+    let ClientConn { stream: client, .. } = client;
     let UpstreamConn {
         stream,
         rbuf: pending_upstream,
-        read_cancel: mut ucancel,
         ..
     } = upstream;
     let (mut cr, mut cw) = client.into_split();
     let (mut ur, mut uw) = stream.into_split();
-    let up = relay((&mut cr, &mut ccancel), &mut uw, pending_client, idle);
-    let down = relay((&mut ur, &mut ucancel), &mut cw, pending_upstream, idle);
+    let up = relay(&mut cr, &mut uw, pending_client, idle);
+    let down = relay(&mut ur, &mut cw, pending_upstream, idle);
     monoio::join!(up, down);
 }
 
-async fn relay<R, W>(
-    (src, src_cancel): (&mut R, &mut Canceller),
-    dst: &mut W,
-    mut buf: BytesMut,
-    idle: Duration,
-) where
-    R: CancelableAsyncReadRent,
+async fn relay<R, W>(src: &mut R, dst: &mut W, mut buf: BytesMut, idle: Duration)
+where
+    R: AsyncReadRent,
     W: AsyncWriteRent,
 {
     let mut timer = pin!(crate::io::timer());
@@ -1836,8 +1829,8 @@ async fn relay<R, W>(
             buf.reserve(16 * 1024);
         }
         let stop = Deadline::after(timer.as_mut(), idle);
-        let (outcome, b) = read_until(src, buf, stop, src_cancel).await;
-        buf = b;
+        let (outcome, b) = read_or_drop(src, buf, stop).await;
+        buf = b.unwrap_or_default();
         match outcome {
             ReadOutcome::Read(0) | ReadOutcome::TimedOut | ReadOutcome::Err(_) => break,
             ReadOutcome::Read(_) => {}

@@ -15,17 +15,14 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use fxhash::FxHashMap;
 use headwater_http1::ResponseHead;
-use monoio::{io::Canceller, net::TcpStream};
+use monoio::net::TcpStream;
 
 use crate::config::PoolConfig;
 
-/// An upstream connection with its read buffer and its read canceller.
+/// An upstream connection with its read buffer.
 pub struct UpstreamConn {
     /// The socket.
     pub stream: TcpStream,
-    /// The canceller of its timed reads ([`crate::io`]), kept with it. (Its writes are plain
-    /// operations: a connection whose write fails or times out is closed.)
-    pub read_cancel: Canceller,
     /// The endpoint it is connected to.
     pub addr: SocketAddr,
     /// Bytes read from the upstream and not consumed yet.
@@ -49,7 +46,6 @@ impl UpstreamConn {
         let now = Instant::now();
         Box::new(UpstreamConn {
             stream,
-            read_cancel: Canceller::new(),
             addr,
             // Allocated by the first read (see `Pool::checkin`).
             rbuf: BytesMut::new(),
