@@ -369,10 +369,7 @@ pub async fn write_vectored_all_until<T: CancelableAsyncWriteRent, S: Future<Out
     stop: S,
     canceller: &mut Canceller,
 ) -> (Result<(), WriteError>, BytesVec) {
-    if bufs.consumed != 0 {
-        bufs.set_consumed(0);
-    }
-    let total = bufs.total_len();
+    let total = bufs.rewind();
     let mut written = 0;
     let mut stop = pin!(stop);
     while written < total {
@@ -442,10 +439,7 @@ pub async fn write_vectored_all_or_drop<T: AsyncWriteRent, S: Future<Output = ()
     mut bufs: BytesVec,
     stop: S,
 ) -> (Result<(), WriteError>, Option<BytesVec>) {
-    if bufs.consumed != 0 {
-        bufs.set_consumed(0);
-    }
-    let total = bufs.total_len();
+    let total = bufs.rewind();
     let mut written = 0;
     let mut stop = pin!(stop);
     while written < total {
@@ -552,6 +546,15 @@ impl BytesVec {
             }
         });
         self.set_consumed(0);
+    }
+
+    /// Makes the iovecs describe all of the buffers again (a write-all loop starts from the
+    /// first byte) and returns their length.
+    fn rewind(&mut self) -> usize {
+        if self.consumed != 0 {
+            self.set_consumed(0);
+        }
+        self.total_len()
     }
 
     fn set_consumed(&mut self, consumed: usize) {
