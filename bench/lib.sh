@@ -99,6 +99,43 @@ start_pinned() { # core log cmd...
     PIDS+=($!)
 }
 
+# The fixed bodies the suite's upstream (bench/suite/upstream.conf) serves from DIR/html: 128b,
+# 4k, 16k, 160k and chunked/16k; and DIR/tmp for its temp files.
+make_suite_files() { # dir
+    mkdir -p "$1/html/chunked" "$1/tmp"
+    local spec
+    for spec in 128b:128 4k:4096 16k:16384 160k:163840; do
+        head -c "${spec#*:}" /dev/zero | tr '\0' 'b' >"$1/html/${spec%%:*}"
+    done
+    cp "$1/html/16k" "$1/html/chunked/16k"
+}
+
+# Starts, with the configs in SUITE_DIR and the files in TMP (make_suite_files, and TMP/headwater
+# the binary under test): the upstream nginx on LOAD_CORE, then each proxy named among nginx,
+# haproxy and headwater on PROXY_CORE (other names are skipped), all tracked in PIDS. Sets
+# UPSTREAM_PID and SUITE_PID[proxy] (nginx's master: take pid_tree once it answers).
+declare -A SUITE_PID
+# shellcheck disable=SC2153 # SUITE_DIR, TMP, LOAD_CORE and PROXY_CORE are the caller's
+start_suite() { # proxy...
+    start_nginx "$LOAD_CORE" "$TMP/" "$SUITE_DIR/upstream.conf" "$TMP/upstream.log"
+    PIDS+=($!)
+    UPSTREAM_PID=$!
+    local p
+    for p in "$@"; do
+        case $p in
+        nginx)
+            start_nginx "$PROXY_CORE" "$TMP/" "$SUITE_DIR/nginx.conf" "$TMP/nginx.log"
+            PIDS+=($!)
+            ;;
+        haproxy) start_pinned "$PROXY_CORE" "$TMP/haproxy.log" haproxy -db -f "$SUITE_DIR/haproxy.cfg" ;;
+        # its one shard pins itself to the first allowed core
+        headwater) start_pinned "$PROXY_CORE" "$TMP/headwater.log" "$TMP/headwater" run -c "$SUITE_DIR/headwater.toml" ;;
+        *) continue ;;
+        esac
+        SUITE_PID[$p]=$!
+    done
+}
+
 # Waits until URL answers a GET with 200, polling every 0.1 s for up to SECS seconds (default
 # 10). Exits 1 if it does not, or at once if PID (when given) has exited, showing the end of LOG
 # (when given).

@@ -142,39 +142,19 @@ fi
 
 # ---------------------------------------------------------------- processes
 make_tmp_with_traps suite
-mkdir -p "$TMP/html/chunked" "$TMP/tmp" "$TMP/raw"
-for spec in 128b:128 4k:4096 16k:16384 160k:163840; do
-    head -c "${spec#*:}" /dev/zero | tr '\0' 'b' >"$TMP/html/${spec%%:*}"
-done
-cp "$TMP/html/16k" "$TMP/html/chunked/16k"
+make_suite_files "$TMP"
+mkdir -p "$TMP/raw"
 head -c 16384 /dev/zero | tr '\0' 'p' >"$TMP/post-body"
 cp "$HEADWATER_BIN" "$TMP/headwater" # a concurrent rebuild must not swap the binary under test
 
 declare -A PIDS_OF=([direct]="")
-start_nginx "$LOAD_CORE" "$TMP/" "$SUITE_DIR/upstream.conf" "$TMP/upstream.log"
-PIDS+=($!)
-UPSTREAM_PID=$!
-if has_proxy nginx; then
-    start_nginx "$PROXY_CORE" "$TMP/" "$SUITE_DIR/nginx.conf" "$TMP/nginx.log"
-    PIDS+=($!)
-    NGINX_PID=$!
-fi
-if has_proxy haproxy; then
-    start_pinned "$PROXY_CORE" "$TMP/haproxy.log" haproxy -db -f "$SUITE_DIR/haproxy.cfg"
-    PIDS_OF[haproxy]=$!
-fi
-if has_proxy headwater; then
-    # its one shard pins itself to the first allowed core
-    start_pinned "$PROXY_CORE" "$TMP/headwater.log" "$TMP/headwater" run -c "$SUITE_DIR/headwater.toml"
-    PIDS_OF[headwater]=$!
-fi
+start_suite "${PROXY_LIST[@]}"
 
 wait_url "http://127.0.0.1:${PORT[direct]}/128b" "upstream nginx" "$TMP/upstream.log"
 for p in "${PROXY_LIST[@]}"; do
     [[ $p == direct ]] || wait_url "http://127.0.0.1:${PORT[$p]}/128b" "${LABEL[$p]}" "$TMP/$p.log"
 done
-if has_proxy nginx; then PIDS_OF[nginx]=$(pid_tree "$NGINX_PID"); fi
-if has_proxy haproxy; then PIDS_OF[haproxy]=$(pid_tree "${PIDS_OF[haproxy]}"); fi
+for p in "${!SUITE_PID[@]}"; do PIDS_OF[$p]=$(pid_tree "${SUITE_PID[$p]}"); done
 # processes whose CPU use is not "other": this shell, the proxies, the upstream (and children)
 OURS="$$ $BASHPID $(pid_tree "$UPSTREAM_PID") ${PIDS_OF[*]}"
 

@@ -69,30 +69,14 @@ declare -A ROW_CONNS=([ka128]=64 [ka4k]=64 [ka16k]=64 [ka160k]=64 [close]=64 [c1
 declare -A PORT=([headwater]=18951 [nginx]=18952 [haproxy]=18953 [headwater-epoll]=18954)
 
 make_tmp_with_traps loaded
-mkdir -p "$TMP/html/chunked" "$TMP/tmp" "$TMP/out"
-for spec in 128b:128 4k:4096 16k:16384 160k:163840; do
-    head -c "${spec#*:}" /dev/zero | tr '\0' 'b' >"$TMP/html/${spec%%:*}"
-done
-cp "$TMP/html/16k" "$TMP/html/chunked/16k"
+make_suite_files "$TMP"
+mkdir -p "$TMP/out"
 cp "$HEADWATER_BIN" "$TMP/headwater"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 declare -A PIDS_OF
-start_nginx "$LOAD_CORE" "$TMP/" "$SUITE_DIR/upstream.conf" "$TMP/upstream.log"
-PIDS+=($!)
-if has nginx; then
-    start_nginx "$PROXY_CORE" "$TMP/" "$SUITE_DIR/nginx.conf" "$TMP/nginx.log"
-    PIDS+=($!)
-    NGINX_PID=$!
-fi
-if has haproxy; then
-    start_pinned "$PROXY_CORE" "$TMP/haproxy.log" haproxy -db -f "$SUITE_DIR/haproxy.cfg"
-    HAPROXY_PID=$!
-fi
-if has headwater; then
-    start_pinned "$PROXY_CORE" "$TMP/headwater.log" "$TMP/headwater" run -c "$SUITE_DIR/headwater.toml"
-    PIDS_OF[headwater]=$!
-fi
+# shellcheck disable=SC2086 # PROXIES is a list of words
+start_suite $PROXIES
 if has headwater-epoll; then
     sed -e "s/127.0.0.1:${PORT[headwater]}/127.0.0.1:${PORT[headwater-epoll]}/" \
         -e 's/^workers = 1$/workers = 1\nio_driver = "epoll"/' "$SUITE_DIR/headwater.toml" >"$TMP/epoll.toml"
@@ -102,8 +86,7 @@ if has headwater-epoll; then
 fi
 wait_url "http://127.0.0.1:18950/128b" "upstream nginx" "$TMP/upstream.log"
 for p in $PROXIES; do wait_url "http://127.0.0.1:${PORT[$p]}/128b" "$p" "$TMP/$p.log"; done
-has nginx && PIDS_OF[nginx]=$(pid_tree "$NGINX_PID")
-has haproxy && PIDS_OF[haproxy]=$(pid_tree "$HAPROXY_PID")
+for p in "${!SUITE_PID[@]}"; do PIDS_OF[$p]=$(pid_tree "${SUITE_PID[$p]}"); done
 
 echo "date:     $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo "machine:  $(machine_summary)"
