@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{admin, parse_sse, serial, start_mock, Conn, Response};
+use common::{admin, model_ids, parse_sse, serial, start_mock, Conn, Response};
 use headwater_engine::llm_mock::{Behavior, DEFAULT_DIMENSIONS};
 use headwater_engine::server::Server;
 use http::Method;
@@ -464,12 +464,7 @@ fn models_embeddings_and_bad_requests() {
     assert_eq!(r.status(), 200);
     let v = r.json();
     assert_eq!(v["object"], "list");
-    let ids: Vec<&str> = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let ids = model_ids(&v);
     assert_eq!(ids, ["chat", "embed"]);
 
     let r = post(

@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::raw::{Client, Resp};
-use common::{parse_sse, start_mock};
+use common::{model_ids, parse_sse, start_mock};
 use headwater_engine::llm_mock::{
     Behavior, Endpoint, MockProvider, DEFAULT_PREFIX, MODELS, TOOL_ARGUMENTS,
 };
@@ -743,12 +743,7 @@ fn model_lists_per_format() {
     let v = c.get("/v1/models", &[("authorization", "Bearer k")]).json();
     assert_eq!(v["object"], "list");
     assert_eq!(v["data"][0]["object"], "model");
-    let ids: Vec<&str> = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let ids = model_ids(&v);
     assert_eq!(ids, MODELS);
     let v = c.get("/v1/models", ANTHROPIC_HEADERS).json();
     assert_eq!(v["data"][0]["type"], "model");

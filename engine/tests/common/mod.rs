@@ -281,6 +281,17 @@ pub struct Sse {
     pub data: String,
 }
 
+/// The `id`s of an OpenAI-style model list (`{"object": "list", "data": [{"id": ...}, ...]}`), in
+/// order.
+pub fn model_ids(list: &Value) -> Vec<&str> {
+    list["data"]
+        .as_array()
+        .expect("a data array")
+        .iter()
+        .map(|m| m["id"].as_str().expect("a string id"))
+        .collect()
+}
+
 /// The events of an SSE body, in order (LF or CRLF line ends; `data:` lines joined by LF;
 /// blocks with neither `event:` nor `data:`, such as comments, skipped).
 pub fn parse_sse(body: &str) -> Vec<Sse> {
