@@ -249,21 +249,12 @@ pub(crate) fn is_cancelled(e: &io::Error) -> bool {
 /// theirs (a read canceller per stream) rather than making one per operation.
 pub(crate) async fn until_deadline<F: Future, D: Future<Output = ()>>(
     op: F,
-    mut deadline: Pin<&mut D>,
+    deadline: Pin<&mut D>,
     canceller: &mut Canceller,
 ) -> (F::Output, bool) {
     let mut op = pin!(op);
-    let first = poll_fn(|cx| {
-        if let Poll::Ready(out) = op.as_mut().poll(cx) {
-            return Poll::Ready(Some(out));
-        }
-        match deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    })
-    .await;
-    match first {
+    // Raced by reference: when the deadline wins, the operation itself is still here.
+    match unless_stopped(op.as_mut(), deadline).await {
         Some(out) => (out, false),
         None => {
             // The op has been polled, so it is registered with the canceller.
@@ -388,9 +379,10 @@ pub async fn write_vectored_all_until<T: CancelableAsyncWriteRent, S: Future<Out
     (Ok(()), bufs)
 }
 
-/// Polls `op` until it completes (`Some`) or `stop` resolves first (`None`, and `op` is dropped
-/// unfinished). The operation is polled before `stop`, so one that is ready when `stop` fires
-/// counts as done. Only for operations that may be dropped: see the [module docs](self).
+/// Polls `op` until it completes (`Some`) or `stop` resolves first (`None`). The operation is
+/// polled before `stop`, so one that is ready when `stop` fires counts as done. Given an
+/// operation by value, `None` drops it unfinished: only for operations that may be dropped (see
+/// the [module docs](self)); [`until_deadline`] passes its operation by reference and cancels it.
 async fn unless_stopped<F: Future, S: Future<Output = ()>>(
     op: F,
     mut stop: Pin<&mut S>,
