@@ -102,15 +102,22 @@ pub struct ShardOptions {
     pub driver: DriverChoice,
     /// Pin shard `i` to core `i % ncores` (of the cores this process may run on).
     pub pin: bool,
-    /// io_uring submission queue entries (monoio's minimum is 256; default 1024). Under epoll it
-    /// sizes the event buffer of one `epoll_wait`.
+    /// io_uring submission queue entries (monoio's minimum is 256; default [`DEFAULT_ENTRIES`]).
+    /// Under epoll it sizes the event buffer of one `epoll_wait`.
     pub entries: u32,
     /// Stack size of each shard thread; `None` for Rust's default.
     pub stack_size: Option<usize>,
 }
 
-/// Default ring size, matching monoio's own default.
-pub const DEFAULT_ENTRIES: u32 = 1024;
+/// Default ring size: 256 submission entries (512 completion entries), monoio's minimum.
+///
+/// monoio submits the operations a shard queued when it parks or when the submission queue is
+/// full, so the ring size bounds how long the first write of a busy loop iteration waits for the
+/// others. With 1024 client connections in flight, 256 entries cut Headwater's p99 on this
+/// machine in 5 of 6 paired rounds (e.g. 14.7 ms against 19.9 ms, bench/RESULTS.md session 7);
+/// with 64 connections the queue never fills and nothing changes. Under epoll, 256 events per
+/// `epoll_wait` (nginx takes 512).
+pub const DEFAULT_ENTRIES: u32 = 256;
 
 impl Default for ShardOptions {
     fn default() -> Self {
