@@ -649,8 +649,8 @@ pub async fn read_or_drop<T: AsyncReadRent, S: Future<Output = ()>>(
 
 /// Reads once into the spare capacity of `buf` (as [`read_timeout`]) until `stop` resolves,
 /// whatever `stop` is: a timer raced with a shutdown signal, for instance. When `stop` fires
-/// first the read is cancelled through `canceller` (the stream's read canceller) and awaited, and the outcome is [`ReadOutcome::TimedOut`] unless data won the
-/// race.
+/// first the read is cancelled through `canceller` (the stream's read canceller) and awaited,
+/// and the outcome is [`ReadOutcome::TimedOut`] unless data won the race.
 pub async fn read_until<T: CancelableAsyncReadRent, S: Future<Output = ()>>(
     io: &mut T,
     mut buf: BytesMut,

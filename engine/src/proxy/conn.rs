@@ -1710,15 +1710,16 @@ where
                 // fixed-length body fit in HOLD_MAX: then they leave together once the rest has
                 // arrived (a head whose small body comes in a second segment is still one write,
                 // one segment and one wake-up of the peer, not two).
+                let rest = dec.remaining_hint();
                 let pending = (pend.total_len() + wbuf.len()) as u64;
-                let hold = !chunked_out
-                    && matches!(dec.remaining_hint(), Some(rest) if pending + rest <= HOLD_MAX as u64);
+                let hold =
+                    !chunked_out && matches!(rest, Some(rest) if pending + rest <= HOLD_MAX as u64);
                 if !hold {
                     send_pending!();
                 }
                 // The read takes as much of a large fixed-length body as has arrived (up to
                 // BODY_READ_MAX): fewer reads and fewer writes than BODY_READ_SPARE's worth each.
-                let want = match dec.remaining_hint() {
+                let want = match rest {
                     Some(rest) if rest > BODY_READ_SPARE as u64 => {
                         (rest as usize).min(BODY_READ_MAX)
                     }
